@@ -1,0 +1,77 @@
+"""Type and range checks on the composed config, run before anything heavy is imported.
+
+Hydra already rejects unknown keys and unknown group options. What it cannot know is that
+`lr` must be a positive number or `dropout` a probability below 1; these rules are keyed by the
+knob's name, which is the same in every group (`model.dropout`, `regularization.dropout`, ...).
+Choices that need the library to list them (activation names, normalizations) are checked where
+the object is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlopt.errors import UserError
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _integer(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+# knob name -> (test, what a valid value is)
+RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "lr": (lambda x: _number(x) and x > 0, "a number > 0"),
+    "weight_decay": (lambda x: _number(x) and x >= 0, "a number >= 0"),
+    "l1": (lambda x: _number(x) and x >= 0, "a number >= 0"),
+    "dropout": (lambda x: _number(x) and 0 <= x < 1, "a probability in [0, 1)"),
+    "momentum": (lambda x: _number(x) and 0 <= x < 1, "a number in [0, 1)"),
+    "gamma": (lambda x: _number(x) and 0 < x <= 1, "a factor in (0, 1]"),
+    "factor": (lambda x: _number(x) and 0 < x < 1, "a factor in (0, 1)"),
+    "hflip_p": (lambda x: _number(x) and 0 <= x <= 1, "a probability in [0, 1]"),
+    "batch_size": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "num_workers": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
+    "depth": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "width": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "kernel_size": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "crop_padding": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
+    "max_epochs": (lambda x: _integer(x) and (x >= 1 or x == -1), "an integer >= 1 (or -1: no limit)"),
+    "patience": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
+    "step_size": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "seed": (_integer, "an integer"),
+    "split_seed": (_integer, "an integer"),
+    "val_fraction": (lambda x: _number(x) and 0 < x < 1, "a fraction in (0, 1)"),
+    "test_fraction": (lambda x: _number(x) and 0 <= x < 1, "a fraction in [0, 1)"),
+    "num_samples": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "num_classes": (lambda x: _integer(x) and x >= 2, "an integer >= 2"),
+    "image_size": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "mode": (lambda x: x in ("min", "max"), "min or max"),
+    "normalize": (lambda x: x in ("standardize", "minmax", "none"), "standardize, minmax or none"),
+}
+
+
+def _leaves(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{path}.{key}" if path else str(key))
+    else:
+        yield path, node
+
+
+def check(cfg: DictConfig) -> None:
+    """Raise UserError naming the first key whose value breaks its rule."""
+    try:
+        values = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # an interpolation that does not resolve
+        raise UserError(f"the config does not resolve: {err}".splitlines()[0]) from None
+    for path, value in _leaves(values):
+        name = path.rsplit(".", 1)[-1]
+        if name in RULES:
+            test, valid = RULES[name]
+            if not test(value):
+                raise UserError(f"{path}={value} is not valid: expected {valid}")

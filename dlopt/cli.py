@@ -1,0 +1,52 @@
+"""`dlopt COMMAND [overrides]`: dispatch to one Hydra app per command.
+
+Only the standard library is imported here, so `dlopt --help` answers at once. Everything after
+the command name is handed to Hydra unchanged (`--help`, `--cfg job`, `-m`, `--config-dir`,
+`hydra.*` overrides all work as in any Hydra app).
+"""
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": ("dlopt.apps.train", "train a model from the composed config; returns the monitored metric"),
+    "eval": ("dlopt.apps.eval", "test a trained run (run=RUN_DIR) or checkpoint (ckpt_path=FILE)"),
+}
+
+USAGE = """usage: dlopt COMMAND [overrides] [hydra flags]
+
+commands:
+{commands}
+
+examples:
+  dlopt train                                  train the default (digits, offline)
+  dlopt train model=resnet optimizer=adam      pick options from config groups
+  dlopt train -m optimizer=sgd,adam            a sweep: one run per combination, one summary
+  dlopt train --help                           every config group and option
+  dlopt train --cfg job                        print the composed config, do not train
+  dlopt eval run=outputs/train/DATE/TIME       test metrics of a finished run
+"""
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    return USAGE.format(commands="\n".join(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()))
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"dlopt: unknown command '{command}'; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        print(usage(), file=sys.stderr)
+        return 2
+    sys.argv = [f"dlopt {command}", *rest]  # Hydra parses sys.argv
+    importlib.import_module(COMMANDS[command][0]).main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""The built-in datasets: each function loads one source into an InMemoryDataModule.
+
+Hydra instantiates them from ``conf/data/<name>.yaml``. Each takes its own keyword-only
+arguments plus ``**loader`` (batch_size, normalize, num_workers, seed), which goes unchanged to
+``InMemoryDataModule``. Inputs are shaped (C, H, W) for images, (C, L) for 1-D signals and (F,)
+for vectors. Nothing here downloads unless the user asks for a torchvision dataset that is not
+on disk yet; a download that cannot happen fails with one line saying where to put the files.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Sequence
+from functools import partial
+from urllib.error import URLError
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from dlopt.data.datamodule import InMemoryDataModule
+from dlopt.errors import UserError
+
+
+def _module(splits, classes, name: str, loader: dict) -> InMemoryDataModule:
+    return InMemoryDataModule(*splits, classes=[str(c) for c in classes], **{"name": name, **loader})
+
+
+def _check_fraction(key: str, value, allow_zero: bool = False) -> float:
+    low_ok = (lambda v: v >= 0) if allow_zero else (lambda v: v > 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low_ok(value) and value < 1):
+        raise UserError(f"{key}={value} is not valid; it must be a number in {'[0' if allow_zero else '(0'}, 1)")
+    return float(value)
+
+
+def _carve(x, y, fraction: float, seed: int, name: str, key: str, value: float):
+    """Split off a stratified `fraction` of (x, y), set by the user's key=value: (x_rest, y_rest, x_part, y_part)."""
+    y_np = y.numpy()
+    problem = f"data={name}: a stratified split of {len(y_np)} samples with {key}={value:g}"
+    try:
+        rest, part = train_test_split(np.arange(len(y_np)), test_size=fraction, stratify=y_np, random_state=seed)
+    except ValueError as e:
+        counts = np.unique(y_np, return_counts=True)[1]
+        raise UserError(
+            f"{problem} is impossible (the smallest class has {counts.min()} samples); "
+            f"add samples to every class or change {key}"
+        ) from e
+    labels = set(y_np.tolist())
+    for idx in (rest, part):
+        if set(y_np[idx].tolist()) != labels:
+            raise UserError(f"{problem} leaves a split without some classes; add samples to every class or change {key}")
+    rest, part = torch.from_numpy(rest), torch.from_numpy(part)
+    return x[rest], y[rest], x[part], y[part]
+
+
+def stratified_split(x, y, val_fraction: float, test_fraction: float, seed: int, *, name: str = "data"):
+    """Stratified (x_tr, y_tr, x_va, y_va, x_te, y_te); test_fraction=0 carves no test split (empty)."""
+    x, y = torch.as_tensor(x), torch.as_tensor(y)
+    val_fraction = _check_fraction("data.val_fraction", val_fraction)
+    test_fraction = _check_fraction("data.test_fraction", test_fraction, allow_zero=True)
+    if val_fraction + test_fraction >= 1:
+        raise UserError(
+            f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction:g} leaves no training data; "
+            "their sum must be below 1"
+        )
+    if test_fraction > 0:
+        x, y, x_te, y_te = _carve(x, y, test_fraction, seed, name, "data.test_fraction", test_fraction)
+    else:
+        x_te, y_te = x[:0], y[:0]
+    x_tr, y_tr, x_va, y_va = _carve(
+        x, y, val_fraction / (1 - test_fraction), seed, name, "data.val_fraction", val_fraction
+    )
+    return x_tr, y_tr, x_va, y_va, x_te, y_te
+
+
+def digits(*, val_fraction=0.15, test_fraction=0.15, split_seed=0, **loader) -> InMemoryDataModule:
+    """scikit-learn's bundled 8x8 handwritten digits (1797 images, raw values 0..16), offline."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.from_numpy(data.images).float().unsqueeze(1)
+    y = torch.from_numpy(data.target).long()
+    splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="digits")
+    return _module(splits, range(10), "digits", loader)
+
+
+def mnist1d(*, num_samples=5000, val_fraction=0.15, split_seed=0, **loader) -> InMemoryDataModule:
+    """MNIST-1D signals of length 40 generated locally (its own 80/20 train/test split)."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 100:
+        raise UserError(f"data.num_samples={num_samples} is not valid; it must be an integer of at least 100")
+    args = get_dataset_args()
+    args.num_samples, args.seed = num_samples, split_seed
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        data = make_dataset(args)  # reseeds numpy's and Python's global RNGs
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    x = torch.from_numpy(data["x"]).float().unsqueeze(1)
+    y = torch.from_numpy(data["y"]).long()
+    x_tr, y_tr, x_va, y_va, _, _ = stratified_split(x, y, val_fraction, 0, split_seed, name="mnist1d")
+    x_te = torch.from_numpy(data["x_test"]).float().unsqueeze(1)
+    y_te = torch.from_numpy(data["y_test"]).long()
+    return _module((x_tr, y_tr, x_va, y_va, x_te, y_te), range(10), "mnist1d", loader)
+
+
+def synthetic(
+    *,
+    shape=(1, 8, 8),
+    num_classes=10,
+    num_samples=1024,
+    noise=1.0,
+    val_fraction=0.15,
+    test_fraction=0.15,
+    split_seed=0,
+    **loader,
+) -> InMemoryDataModule:
+    """One random prototype per class plus Gaussian noise, in any shape: (F,), (C, L) or (C, H, W)."""
+    dims = [shape] if isinstance(shape, int) else shape
+    if (
+        not isinstance(dims, Sequence)
+        or isinstance(dims, str)
+        or not 1 <= len(dims) <= 3
+        or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims)
+    ):
+        raise UserError(f"data.shape={shape} is not valid; give 1 to 3 positive integers: [F], [C, L] or [C, H, W]")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise UserError(f"data.num_classes={num_classes} is not valid; it must be an integer of at least 2")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
+        raise UserError(f"data.noise={noise} is not valid; it must be a number >= 0 (the noise's standard deviation)")
+    fractions = [_check_fraction("data.val_fraction", val_fraction), _check_fraction("data.test_fraction", test_fraction)]
+    smallest = min(*fractions, 1 - sum(fractions))
+    need = math.ceil(num_classes / smallest) + 2 if smallest > 0 else None
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or (need and num_samples < need):
+        raise UserError(
+            f"data.num_samples={num_samples} is not valid; with {num_classes} classes and these fractions it must be "
+            f"an integer of at least {need}, so that every split gets every class"
+        )
+    g = torch.Generator().manual_seed(split_seed)
+    prototypes = torch.randn(num_classes, *dims, generator=g)
+    y = torch.arange(num_samples) % num_classes
+    x = prototypes[y] + noise * torch.randn(num_samples, *dims, generator=g)
+    splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="synthetic")
+    return _module(splits, range(num_classes), "synthetic", loader)
+
+
+def _open_image(path: str, mode: str):
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.convert(mode)
+
+
+def _load_image_tree(folder: str, image_size: int, channels: int):
+    """Every image under folder/<class>/ as float32 in [0, 1]; returns (x, y, classes)."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    transform = v2.Compose(
+        [v2.PILToTensor(), v2.Resize((image_size, image_size), antialias=True), v2.ToDtype(torch.float32, scale=True)]
+    )
+    try:
+        tree = ImageFolder(folder, loader=partial(_open_image, mode="L" if channels == 1 else "RGB"), transform=transform)
+    except FileNotFoundError as e:
+        detail = " ".join(str(e).split()).rstrip(".")
+        raise UserError(
+            f"data.root: {folder} has no usable class folders ({detail}); "
+            f"expected {folder}/<class>/<image>, one sub-folder of images per class"
+        ) from e
+    xs = []
+    for path, _ in tree.samples:
+        try:
+            xs.append(tree.transform(tree.loader(path)))
+        except OSError as e:
+            raise UserError(f"data.root: cannot read the image {path} ({e})") from e
+    return torch.stack(xs), torch.tensor(tree.targets, dtype=torch.long), tree.classes
+
+
+def image_folder(
+    *, root=None, image_size=32, channels=3, val_fraction=0.15, test_fraction=0.15, split_seed=0, **loader
+) -> InMemoryDataModule:
+    """A user's images: root/<class>/*, or root/train/<class>/* with optional root/val/ and root/test/."""
+    if root is None:
+        raise UserError("data=image_folder needs data.root=PATH (a folder with one sub-folder of images per class)")
+    if channels not in (1, 3):
+        raise UserError(f"data.channels={channels} is not valid; choose 1 (grayscale) or 3 (RGB)")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise UserError(f"data.image_size={image_size} is not valid; it must be a positive integer")
+    root = os.path.abspath(os.path.expanduser(str(root)))
+    if not os.path.isdir(root):
+        raise UserError(f"data.root={root} does not exist or is not a folder")
+    parts = {s: os.path.join(root, s) for s in ("train", "val", "test") if os.path.isdir(os.path.join(root, s))}
+    if parts and "train" not in parts:
+        raise UserError(
+            f"data.root={root} has {'/ and '.join(parts)}/ but no train/; expected {root}/train/<class>/<image>"
+        )
+    if not parts:
+        x, y, classes = _load_image_tree(root, image_size, channels)
+        splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="image_folder")
+        return _module(splits, classes, "image_folder", loader)
+
+    loaded = {s: _load_image_tree(folder, image_size, channels) for s, folder in parts.items()}
+    classes = loaded["train"][2]
+    for s in ("val", "test"):
+        if s in loaded and loaded[s][2] != classes:
+            only_train = sorted(set(classes) - set(loaded[s][2]))
+            only_s = sorted(set(loaded[s][2]) - set(classes))
+            raise UserError(
+                f"data.root={root}: the class folders of train/ and {s}/ differ "
+                f"(only in train/: {', '.join(only_train) or '-'}; only in {s}/: {', '.join(only_s) or '-'})"
+            )
+    x, y, _ = loaded["train"]
+    if "val" in loaded and "test" in loaded:
+        x_tr, y_tr = x, y
+    elif "val" in loaded:
+        test_fraction = _check_fraction("data.test_fraction", test_fraction)
+        x_tr, y_tr, x_te, y_te = _carve(x, y, test_fraction, split_seed, "image_folder", "data.test_fraction", test_fraction)
+    else:
+        x_tr, y_tr, x_va, y_va, x_te, y_te = stratified_split(
+            x, y, val_fraction, 0 if "test" in loaded else test_fraction, split_seed, name="image_folder"
+        )
+    if "val" in loaded:
+        x_va, y_va = loaded["val"][:2]
+    if "test" in loaded:
+        x_te, y_te = loaded["test"][:2]
+    return _module((x_tr, y_tr, x_va, y_va, x_te, y_te), classes, "image_folder", loader)
+
+
+IDX_FILES = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
+# dataset option -> (torchvision class name, folder under root that torchvision reads, files it needs)
+TORCHVISION = {
+    "mnist": ("MNIST", "MNIST/raw", IDX_FILES),
+    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw", IDX_FILES),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", "data_batch_1, ..., data_batch_5, test_batch, batches.meta"),
+}
+
+
+def torchvision_dataset(
+    *, dataset, root="~/.cache/dlopt/data", download=True, val_fraction=0.1, split_seed=0, **loader
+) -> InMemoryDataModule:
+    """MNIST, Fashion-MNIST or CIFAR-10 from torchvision, held whole in memory as float32 in [0, 1]."""
+    import torchvision.datasets
+
+    if dataset not in TORCHVISION:
+        raise UserError(f"data.dataset={dataset} is not valid; choose one of {', '.join(TORCHVISION)}")
+    cls_name, folder, files = TORCHVISION[dataset]
+    cls = getattr(torchvision.datasets, cls_name)
+    root = os.path.abspath(os.path.expanduser(str(root)))
+
+    def load(train: bool):
+        try:
+            return cls(root, train=train, download=False)
+        except RuntimeError as e:  # files absent or corrupt
+            if not download:
+                raise UserError(
+                    f"data={dataset}: {cls_name} is not in {root} and data.download=false. "
+                    f"Put the files in {os.path.join(root, folder)}/ ({files}) or set data.root=PATH to a folder that has them."
+                ) from e
+        try:
+            return cls(root, train=train, download=True)
+        except (URLError, OSError, RuntimeError) as e:
+            raise UserError(
+                f"data={dataset}: {cls_name} is not in {root} and could not be downloaded (offline?). "
+                f"Put the files in {os.path.join(root, folder)}/ ({files}) or set data.root=PATH to a folder that has them."
+            ) from e
+
+    def tensors(ds):
+        x = torch.as_tensor(ds.data)
+        x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2)  # (N, H, W) or (N, H, W, C) -> (N, C, H, W)
+        return x.contiguous().float().div_(255), torch.as_tensor(ds.targets, dtype=torch.long)
+
+    train, test = load(True), load(False)
+    x, y = tensors(train)
+    x_tr, y_tr, x_va, y_va, _, _ = stratified_split(x, y, val_fraction, 0, split_seed, name=dataset)
+    return _module((x_tr, y_tr, x_va, y_va, *tensors(test)), train.classes, dataset, loader)

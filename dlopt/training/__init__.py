@@ -1,0 +1,1 @@
+"""Training: the LightningModule, building a run from its config, and what a run writes."""

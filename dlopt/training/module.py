@@ -1,0 +1,122 @@
+"""The LightningModule every run trains: cross-entropy classification of any `net`.
+
+Metrics (loss, accuracy, macro F1) are torchmetrics objects updated every step and logged once
+per epoch: a `self.log` call per step costs more than a small network's step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import lightning.pytorch as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from dlopt.errors import UserError
+
+SPLITS = ("train", "val", "test")
+
+
+class Classifier(L.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Optional[Callable[[torch.optim.Optimizer], Any]] = None,
+        *,
+        num_classes: int,
+        input_shift: torch.Tensor,
+        input_scale: torch.Tensor,
+        weight_decay: float = 0.0,
+        l1: float = 0.0,
+        monitor: str = "val/loss",
+        config: Optional[dict] = None,
+    ):
+        super().__init__()
+        self.net = net
+        self.make_optimizer, self.make_scheduler = optimizer, scheduler
+        # normalization statistics of the training split: saved in every checkpoint
+        self.register_buffer("input_shift", input_shift)
+        self.register_buffer("input_scale", input_scale)
+        self.weight_decay, self.l1, self.monitor = weight_decay, l1, monitor
+        self.config = config
+        scores = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
+                "f1": MulticlassF1Score(num_classes, average="macro", validate_args=False),
+            }
+        )
+        # keyed "train_" etc.: a ModuleDict key may not shadow nn.Module.train
+        self.scores = nn.ModuleDict({f"{split}_": scores.clone() for split in SPLITS})
+        self.losses = nn.ModuleDict({f"{split}_": MeanMetric(nan_strategy="disable") for split in SPLITS})
+        self.l1_penalty = MeanMetric(nan_strategy="disable")
+        self.history: list[dict[str, float]] = []  # one row of epoch metrics per epoch, for curves.png
+        self._val_row: dict[str, float] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.input_shift) / self.input_scale)
+
+    def _step(self, batch, split: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.losses[f"{split}_"].update(loss.detach(), len(y))
+        self.scores[f"{split}_"].update(logits.detach(), y)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self._step(batch, "train")
+        if not torch.isfinite(loss):
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            raise UserError(
+                f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step} "
+                f"(optimizer.lr={lr:g}): try a lower optimizer.lr or trainer.gradient_clip_val=1.0"
+            )
+        if self.l1:
+            penalty = self.l1 * sum(p.abs().sum() for p in self.parameters() if p.dim() > 1)
+            self.l1_penalty.update(penalty.detach())
+            loss = loss + penalty
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def _log_epoch(self, split: str) -> dict[str, float]:
+        values = {f"{split}/loss": self.losses[f"{split}_"].compute()}
+        values.update({f"{split}/{k}": v for k, v in self.scores[f"{split}_"].compute().items()})
+        self.losses[f"{split}_"].reset()
+        self.scores[f"{split}_"].reset()
+        if split == "train" and self.l1:
+            values["train/l1"] = self.l1_penalty.compute()
+            self.l1_penalty.reset()
+        self.log_dict(values, on_epoch=True)
+        return {k: float(v) for k, v in values.items()}
+
+    def on_validation_epoch_end(self) -> None:
+        self._val_row = self._log_epoch("val")
+
+    def on_train_epoch_end(self) -> None:
+        row = {"epoch": self.current_epoch, "lr": self.trainer.optimizers[0].param_groups[0]["lr"]}
+        self.history.append({**row, **self._log_epoch("train"), **self._val_row})
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def configure_optimizers(self):
+        optimizer = self.make_optimizer(self.parameters(), weight_decay=self.weight_decay)
+        if self.make_scheduler is None:
+            return optimizer
+        scheduler = self.make_scheduler(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["dlopt"] = {"config": self.config, "history": self.history}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = list(checkpoint.get("dlopt", {}).get("history", []))

@@ -1,0 +1,147 @@
+"""Build a run from its config and train or evaluate it: DataModule -> model -> LightningModule -> Trainer.
+
+Everything here receives plain config objects and a run folder; nothing reaches back to the CLI
+or to Hydra's global state, so tests and other tools can call `train` directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dlopt.data.augment import build_augment
+from dlopt.errors import UserError
+from dlopt.training import report
+from dlopt.training.module import Classifier
+
+log = logging.getLogger(__name__)
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier]:
+    """The DataModule and the LightningModule the config describes (fresh weights)."""
+    data = instantiate(cfg.data, seed=cfg.seed, _convert_="all")
+    data.augment = build_augment(data.in_shape, **cfg.augmentation)
+    torch.manual_seed(cfg.seed)  # weights depend on the seed only, not on how the data was made
+    net = instantiate(cfg.model, _convert_="all")(in_shape=data.in_shape, num_classes=data.num_classes)
+    scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.scheduler else None
+    module = Classifier(
+        net,
+        instantiate(cfg.optimizer, _convert_="all"),
+        scheduler,
+        num_classes=data.num_classes,
+        input_shift=data.shift,
+        input_scale=data.scale,
+        weight_decay=cfg.regularization.weight_decay,
+        l1=cfg.regularization.l1,
+        monitor=cfg.monitor,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    return data, module
+
+
+def _trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
+    callbacks = []
+    for name, node in cfg.callbacks.items():
+        if node is None:  # callbacks.early_stopping=null switches one off
+            continue
+        extra = {"dirpath": str(run_dir / "checkpoints")} if name == "checkpoint" else {}
+        callbacks.append(instantiate(node, **extra))
+    logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.logger else False
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
+
+
+def train(cfg: DictConfig, run_dir: Path) -> float:
+    """Train, test the best checkpoint, write metrics.json and curves.png; return the best monitored value."""
+    start = time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    data, module = build(cfg)
+    trainer = _trainer(cfg, run_dir)
+    trainer.fit(module, datamodule=data)
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_score if checkpoint is not None else None
+    if best is None:
+        raise UserError(
+            f"monitor={cfg.monitor} was never logged, so no best checkpoint exists; "
+            "choose one of: " + ", ".join(sorted(k for k in trainer.callback_metrics if "/" in k))
+        )
+    tested = trainer.test(module, datamodule=data, ckpt_path="best", verbose=False)[0]
+    final = module.history[-1] if module.history else {}
+    metrics = {
+        **{k: v for k, v in final.items() if k not in ("epoch", "lr")},
+        **{k: float(v) for k, v in tested.items()},
+        "monitor": cfg.monitor,
+        "mode": cfg.mode,
+        "objective": float(best),
+        "best_epoch": _best_epoch(module.history, cfg.monitor, cfg.mode),
+        "epochs": len(module.history),
+        "stopped_early": trainer.early_stopping_callback is not None
+        and trainer.early_stopping_callback.stopped_epoch > 0,
+        "seed": cfg.seed,
+        "wall_time_s": round(time.perf_counter() - start, 3),
+    }
+    report.plot_curves(module.history, run_dir / "curves.png")
+    report.write_json(metrics, run_dir / "metrics.json")
+    log.info("%s: %s=%.4f (best of %d epochs), test/acc=%.4f -> %s", run_dir.name, cfg.monitor, best,
+             metrics["epochs"], metrics.get("test/acc", float("nan")), run_dir)
+    return float(best)
+
+
+def _best_epoch(history: list[dict], monitor: str, mode: str) -> int | None:
+    rows = [row for row in history if monitor in row]
+    if not rows:
+        return None
+    pick = min if mode == "min" else max
+    return int(pick(rows, key=lambda row: row[monitor])["epoch"])
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A dlopt checkpoint: its state and the run config saved inside it."""
+    if not path.is_file():
+        raise UserError(f"ckpt_path={path} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"ckpt_path={path} is not a readable checkpoint ({type(err).__name__})") from None
+    if "dlopt" not in checkpoint or "state_dict" not in checkpoint:
+        raise UserError(f"ckpt_path={path} was not written by dlopt train (it has no saved run config)")
+    return checkpoint
+
+
+def find_checkpoint(run: str | None, ckpt_path: str | None) -> Path:
+    if (run is None) == (ckpt_path is None):
+        raise UserError("dlopt eval needs exactly one of run=RUN_DIR or ckpt_path=FILE")
+    if ckpt_path is not None:
+        return Path(ckpt_path).expanduser()
+    folder = Path(run).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"run={run} does not exist")
+    best = folder / "checkpoints" / "best.ckpt"
+    if not best.is_file():
+        raise UserError(f"run={run} is not a finished dlopt train run: {best} is missing")
+    return best
+
+
+def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    """Test a checkpoint with the data and model of the run that wrote it; write metrics.json."""
+    if cfg.split not in ("test", "val"):
+        raise UserError(f"split={cfg.split} is not valid: expected test or val")
+    path = find_checkpoint(cfg.run, cfg.ckpt_path)
+    checkpoint = load_checkpoint(path)
+    run_cfg = OmegaConf.create(checkpoint["dlopt"]["config"])
+    data, module = build(run_cfg)
+    module.load_state_dict(checkpoint["state_dict"])
+    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, default_root_dir=str(run_dir))
+    run = trainer.validate if cfg.split == "val" else trainer.test
+    metrics = {k: float(v) for k, v in run(module, datamodule=data, verbose=False)[0].items()}
+    report.write_json({**metrics, "checkpoint": str(path.resolve())}, run_dir / "metrics.json")
+    for name, value in sorted(metrics.items()):
+        log.info("%s = %.4f", name, value)
+    return metrics
