@@ -55,21 +55,27 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def _leaves(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _leaves(value, f"{path}.{key}" if path else str(key))
-    else:
-        yield path, node
+def _leaves(node: DictConfig, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf the user can set; interpolations (model.dropout:
+    ${regularization.dropout}) are checked where their value is set, and named so."""
+    for key in node:
+        full = f"{path}.{key}" if path else str(key)
+        if OmegaConf.is_interpolation(node, key):
+            continue
+        value = node[key]
+        if isinstance(value, DictConfig):
+            yield from _leaves(value, full)
+        else:
+            yield full, value
 
 
 def check(cfg: DictConfig) -> None:
     """Raise UserError naming the first key whose value breaks its rule."""
     try:
-        values = OmegaConf.to_container(cfg, resolve=True)
+        OmegaConf.to_container(cfg, resolve=True)
     except Exception as err:  # an interpolation that does not resolve
         raise UserError(f"the config does not resolve: {err}".splitlines()[0]) from None
-    for path, value in _leaves(values):
+    for path, value in _leaves(cfg):
         name = path.rsplit(".", 1)[-1]
         if name in RULES:
             test, valid = RULES[name]

@@ -75,7 +75,8 @@ def _activation_uses(model: nn.Module, shape: tuple[int, ...]) -> dict[int, int]
 def test_one_activation_module_per_use_and_nothing_inplace(build, shape) -> None:
     model = build()
     assert not [n for n, m in model.named_modules() if getattr(m, "inplace", False)]
-    acts = [id(m) for _, m in model.named_modules(remove_duplicate=False) if isinstance(m, ACT_TYPES)]
+    modules = [m for _, m in model.named_modules(remove_duplicate=False)]
+    acts = [id(m) for m in modules if isinstance(m, ACT_TYPES)]
     assert acts and len(acts) == len(set(acts))
     assert set(_activation_uses(model, shape).values()) == {1}
 
@@ -112,31 +113,43 @@ def test_layers_helpers() -> None:
 
 
 ALL_ACTS = "relu, leaky_relu, prelu, sigmoid, tanh, gelu, silu, elu"
+NOT_INSTANCE = ["model.norm=instance", "batch, layer, group, none"]
+BAD = {
+    "mlp-activation": (lambda: MLP((20,), 10, activation="swishy"),
+                       ["model.activation=swishy", ALL_ACTS]),
+    "resnet-activation": (lambda: ResNet((1, 8, 8), 10, activation="swishy"),
+                          ["model.activation=swishy", ALL_ACTS]),
+    "cnn-norm": (lambda: CNN((1, 8, 8), 10, norm="weird"),
+                 ["model.norm=weird", "batch, layer, group, instance, none"]),
+    "mlp-instance": (lambda: MLP((20,), 10, norm="instance"), NOT_INSTANCE),
+    "resnet-instance-1x1": (lambda: ResNet((1, 8, 8), 10, norm="instance"), NOT_INSTANCE),
+    "cnn-instance-1x1": (lambda: CNN((1, 8, 8), 10, depth=4, norm="instance"),
+                         NOT_INSTANCE + ["model.depth"]),
+    "mlp-depth": (lambda: MLP((20,), 10, depth=0), ["model.depth=0 must be >= 1"]),
+    "cnn-depth": (lambda: CNN((1, 8, 8), 10, depth=0), ["model.depth=0 must be >= 1"]),
+    "mlp-width": (lambda: MLP((20,), 10, width=0), ["model.width=0 must be >= 1"]),
+    "cnn-width": (lambda: CNN((1, 8, 8), 10, width=0), ["model.width=0 must be >= 1"]),
+    "cnn-kernel_size": (lambda: CNN((1, 8, 8), 10, kernel_size=0),
+                        ["model.kernel_size=0 must be >= 1"]),
+    "mlp-dropout": (lambda: MLP((20,), 10, dropout=1.5), ["model.dropout=1.5 must be in [0, 1)"]),
+    "cnn-dropout": (lambda: CNN((1, 8, 8), 10, dropout=-0.1),
+                    ["model.dropout=-0.1 must be in [0, 1)"]),
+    "resnet-dropout": (lambda: ResNet((1, 8, 8), 10, dropout=1.0),
+                       ["model.dropout=1.0 must be in [0, 1)"]),
+    "cnn-vectors": (lambda: CNN((20,), 10),
+                    ["model=cnn needs images (C,H,W) or signals (C,L); "
+                     "the data gives vectors of shape (20,): use model=mlp"]),
+    "resnet-vectors": (lambda: ResNet((20,), 10),
+                       ["model=resnet", "vectors of shape (20,)", "use model=mlp"]),
+    "resnet-arch": (lambda: ResNet((1, 8, 8), 10, arch="resnet9"),
+                    ["model.arch=resnet9", "resnet18, resnet34, resnet50, resnet101, resnet152"]),
+    "cnn-pool": (lambda: CNN((1, 8, 8), 10, pool="min"), ["model.pool=min", "max, avg, none"]),
+}
 
 
-@pytest.mark.parametrize("build,expected", [
-    pytest.param(lambda: MLP((20,), 10, activation="swishy"), ["model.activation=swishy", ALL_ACTS], id="mlp-activation"),
-    pytest.param(lambda: ResNet((1, 8, 8), 10, activation="swishy"), ["model.activation=swishy", ALL_ACTS], id="resnet-activation"),
-    pytest.param(lambda: CNN((1, 8, 8), 10, norm="weird"), ["model.norm=weird", "batch, layer, group, instance, none"], id="cnn-norm"),
-    pytest.param(lambda: MLP((20,), 10, norm="instance"), ["model.norm=instance", "batch, layer, group, none"], id="mlp-instance"),
-    pytest.param(lambda: ResNet((1, 8, 8), 10, norm="instance"), ["model.norm=instance", "batch, layer, group, none"], id="resnet-instance-1x1"),
-    pytest.param(lambda: CNN((1, 8, 8), 10, depth=4, norm="instance"), ["model.norm=instance", "model.depth"], id="cnn-instance-1x1"),
-    pytest.param(lambda: MLP((20,), 10, depth=0), ["model.depth=0 must be >= 1"], id="mlp-depth"),
-    pytest.param(lambda: CNN((1, 8, 8), 10, depth=0), ["model.depth=0 must be >= 1"], id="cnn-depth"),
-    pytest.param(lambda: MLP((20,), 10, width=0), ["model.width=0 must be >= 1"], id="mlp-width"),
-    pytest.param(lambda: CNN((1, 8, 8), 10, width=0), ["model.width=0 must be >= 1"], id="cnn-width"),
-    pytest.param(lambda: CNN((1, 8, 8), 10, kernel_size=0), ["model.kernel_size=0 must be >= 1"], id="cnn-kernel_size"),
-    pytest.param(lambda: MLP((20,), 10, dropout=1.5), ["model.dropout=1.5 must be in [0, 1)"], id="mlp-dropout"),
-    pytest.param(lambda: CNN((1, 8, 8), 10, dropout=-0.1), ["model.dropout=-0.1 must be in [0, 1)"], id="cnn-dropout"),
-    pytest.param(lambda: ResNet((1, 8, 8), 10, dropout=1.0), ["model.dropout=1.0 must be in [0, 1)"], id="resnet-dropout"),
-    pytest.param(lambda: CNN((20,), 10), ["model=cnn needs images (C,H,W) or signals (C,L); "
-                              "the data gives vectors of shape (20,): use model=mlp"], id="cnn-vectors"),
-    pytest.param(lambda: ResNet((20,), 10), ["model=resnet", "vectors of shape (20,)", "use model=mlp"], id="resnet-vectors"),
-    pytest.param(lambda: ResNet((1, 8, 8), 10, arch="resnet9"),
-     ["model.arch=resnet9", "resnet18, resnet34, resnet50, resnet101, resnet152"], id="resnet-arch"),
-    pytest.param(lambda: CNN((1, 8, 8), 10, pool="min"), ["model.pool=min", "max, avg, none"], id="cnn-pool"),
-]
-def test_bad_input_raises_one_line_user_error(build, expected: list[str]) -> None:
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_raises_one_line_user_error(case: str) -> None:
+    build, expected = BAD[case]
     with pytest.raises(UserError) as err:
         build()
     message = str(err.value)

@@ -6,7 +6,7 @@ Bad values raise UserError with one line naming the key and what would be valid.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from torch import nn
 
@@ -41,7 +41,7 @@ NORMS: dict[str, Callable[[int, int], nn.Module]] = {
 }
 
 
-def check_choice(key: str, value: object, valid: Container[str] | Sequence[str]) -> None:
+def check_choice(key: str, value: object, valid: Collection[str]) -> None:
     """Raise UserError unless value is one of the valid names."""
     if not isinstance(value, str) or value not in valid:
         raise UserError(f"{key}={value} is not valid; choose one of {', '.join(valid)}")

@@ -6,6 +6,7 @@ per epoch: a `self.log` call per step costs more than a small network's step.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Optional
 
 import lightning.pytorch as L
@@ -43,14 +44,15 @@ class Classifier(L.LightningModule):
         self.register_buffer("input_scale", input_scale)
         self.weight_decay, self.l1, self.monitor = weight_decay, l1, monitor
         self.config = config
-        scores = MetricCollection(
-            {
-                "acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False),
-                "f1": MulticlassF1Score(num_classes, average="macro", validate_args=False),
-            }
-        )
+
+        def scores(f1: bool) -> MetricCollection:
+            metrics = {"acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)}
+            if f1:  # macro F1 on held-out splits; on the training split it would only slow each step
+                metrics["f1"] = MulticlassF1Score(num_classes, average="macro", validate_args=False)
+            return MetricCollection(metrics)
+
         # keyed "train_" etc.: a ModuleDict key may not shadow nn.Module.train
-        self.scores = nn.ModuleDict({f"{split}_": scores.clone() for split in SPLITS})
+        self.scores = nn.ModuleDict({f"{split}_": scores(f1=split != "train") for split in SPLITS})
         self.losses = nn.ModuleDict({f"{split}_": MeanMetric(nan_strategy="disable") for split in SPLITS})
         self.l1_penalty = MeanMetric(nan_strategy="disable")
         self.history: list[dict[str, float]] = []  # one row of epoch metrics per epoch, for curves.png
@@ -97,6 +99,12 @@ class Classifier(L.LightningModule):
             self.l1_penalty.reset()
         self.log_dict(values, on_epoch=True)
         return {k: float(v) for k, v in values.items()}
+
+    def on_fit_start(self) -> None:
+        # Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 at import so that picking devices cannot
+        # poison a later fork; left set, torch asks NVML for the device count at every optimizer
+        # step (~0.3 ms here). Devices and processes are settled once fit starts.
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
     def on_validation_epoch_end(self) -> None:
         self._val_row = self._log_epoch("val")

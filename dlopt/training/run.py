@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,11 @@ from dlopt.training import report
 from dlopt.training.module import Classifier
 
 log = logging.getLogger(__name__)
+logging.getLogger("lightning").handlers.clear()  # Hydra's root handlers already print and file its messages
+# metrics are logged once per epoch, so Lightning's hint about short epochs does not apply
+warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning 2.6 on torch 2.14
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "Tip:" not in record.getMessage())
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier]:
@@ -30,7 +36,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier]:
     data.augment = build_augment(data.in_shape, **cfg.augmentation)
     torch.manual_seed(cfg.seed)  # weights depend on the seed only, not on how the data was made
     net = instantiate(cfg.model, _convert_="all")(in_shape=data.in_shape, num_classes=data.num_classes)
-    scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.scheduler else None
+    scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
     module = Classifier(
         net,
         instantiate(cfg.optimizer, _convert_="all"),
@@ -48,12 +54,12 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier]:
 
 def _trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     callbacks = []
-    for name, node in cfg.callbacks.items():
+    for name, node in (cfg.get("callbacks") or {}).items():
         if node is None:  # callbacks.early_stopping=null switches one off
             continue
         extra = {"dirpath": str(run_dir / "checkpoints")} if name == "checkpoint" else {}
         callbacks.append(instantiate(node, **extra))
-    logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.logger else False
+    logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.get("logger") else False
     return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
 
 
@@ -71,22 +77,23 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
             f"monitor={cfg.monitor} was never logged, so no best checkpoint exists; "
             "choose one of: " + ", ".join(sorted(k for k in trainer.callback_metrics if "/" in k))
         )
+    history = list(module.history)  # testing the best checkpoint restores the history saved with it
     tested = trainer.test(module, datamodule=data, ckpt_path="best", verbose=False)[0]
-    final = module.history[-1] if module.history else {}
+    final = history[-1] if history else {}
     metrics = {
         **{k: v for k, v in final.items() if k not in ("epoch", "lr")},
         **{k: float(v) for k, v in tested.items()},
         "monitor": cfg.monitor,
         "mode": cfg.mode,
         "objective": float(best),
-        "best_epoch": _best_epoch(module.history, cfg.monitor, cfg.mode),
-        "epochs": len(module.history),
+        "best_epoch": _best_epoch(history, cfg.monitor, cfg.mode),
+        "epochs": len(history),
         "stopped_early": trainer.early_stopping_callback is not None
         and trainer.early_stopping_callback.stopped_epoch > 0,
         "seed": cfg.seed,
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
-    report.plot_curves(module.history, run_dir / "curves.png")
+    report.plot_curves(history, run_dir / "curves.png")
     report.write_json(metrics, run_dir / "metrics.json")
     log.info("%s: %s=%.4f (best of %d epochs), test/acc=%.4f -> %s", run_dir.name, cfg.monitor, best,
              metrics["epochs"], metrics.get("test/acc", float("nan")), run_dir)
