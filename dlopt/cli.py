@@ -44,7 +44,10 @@ def main(argv=None) -> int:
         print(usage(), file=sys.stderr)
         return 2
     sys.argv = [f"dlopt {command}", *rest]  # Hydra parses sys.argv
-    importlib.import_module(COMMANDS[command][0]).main()
+    try:
+        importlib.import_module(COMMANDS[command][0]).main()
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
     return 0
 
 
