@@ -40,7 +40,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "width": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
     "kernel_size": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
     "crop_padding": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
-    "max_epochs": (lambda x: _integer(x) and (x >= 1 or x == -1), "an integer >= 1 (or -1: no limit)"),
+    "max_epochs": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
     "patience": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
     "step_size": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
     "seed": (_integer, "an integer"),

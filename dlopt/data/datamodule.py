@@ -41,16 +41,20 @@ class TensorBatches:
     def __len__(self) -> int:
         return math.ceil(math.ceil(len(self.y) / self.world) / self.batch_size)
 
-    def __iter__(self):
+    def _order(self) -> torch.Tensor | None:
+        """Sample indices of this rank for this epoch; None means all samples in order."""
         n = len(self.y)
-        if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-            order = order[self.rank :: self.world].to(self.x.device)
-        elif self.world > 1:
-            order = torch.arange(self.rank, n, self.world, device=self.x.device)
-        else:
-            order = None
-        for start in range(0, n if order is None else len(order), self.batch_size):
+        if not self.shuffle and self.world == 1:
+            return None
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch)) \
+            if self.shuffle else torch.arange(n)
+        if self.world > 1:  # as DistributedSampler: repeat a few samples so every rank gets as many
+            order = torch.cat([order, order[: -n % self.world]])[self.rank :: self.world]
+        return order.to(self.x.device)
+
+    def __iter__(self):
+        order = self._order()
+        for start in range(0, len(self.y) if order is None else len(order), self.batch_size):
             if order is None:
                 yield self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
             else:

@@ -109,8 +109,11 @@ class Classifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._val_row = self._log_epoch("val")
 
+    def on_train_epoch_start(self) -> None:
+        self._epoch_lr = self.trainer.optimizers[0].param_groups[0]["lr"]  # before the scheduler steps
+
     def on_train_epoch_end(self) -> None:
-        row = {"epoch": self.current_epoch, "lr": self.trainer.optimizers[0].param_groups[0]["lr"]}
+        row = {"epoch": self.current_epoch, "lr": self._epoch_lr}
         self.history.append({**row, **self._log_epoch("train"), **self._val_row})
 
     def on_test_epoch_end(self) -> None:

@@ -57,7 +57,8 @@ def _trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None:  # callbacks.early_stopping=null switches one off
             continue
-        extra = {"dirpath": str(run_dir / "checkpoints")} if name == "checkpoint" else {}
+        is_checkpoint = str(node.get("_target_", "")).endswith("ModelCheckpoint")
+        extra = {"dirpath": str(run_dir / "checkpoints")} if is_checkpoint else {}
         callbacks.append(instantiate(node, **extra))
     logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.get("logger") else False
     return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
@@ -77,7 +78,9 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
             f"monitor={cfg.monitor} was never logged, so no best checkpoint exists; "
             "choose one of: " + ", ".join(sorted(k for k in trainer.callback_metrics if "/" in k))
         )
-    history = list(module.history)  # testing the best checkpoint restores the history saved with it
+    # testing the best checkpoint restores the history and callback states saved with it
+    history = list(module.history)
+    stopped = trainer.early_stopping_callback is not None and trainer.early_stopping_callback.stopped_epoch > 0
     tested = trainer.test(module, datamodule=data, ckpt_path="best", verbose=False)[0]
     final = history[-1] if history else {}
     metrics = {
@@ -88,8 +91,7 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         "objective": float(best),
         "best_epoch": _best_epoch(history, cfg.monitor, cfg.mode),
         "epochs": len(history),
-        "stopped_early": trainer.early_stopping_callback is not None
-        and trainer.early_stopping_callback.stopped_epoch > 0,
+        "stopped_early": stopped,
         "seed": cfg.seed,
         "wall_time_s": round(time.perf_counter() - start, 3),
     }

@@ -1,0 +1,135 @@
+"""Tests of dlopt.checks.check on configs composed by Hydra from the real config tree."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from dlopt.apps import config_dir
+from dlopt.checks import check
+from dlopt.errors import UserError
+
+
+def composed(*overrides):
+    with initialize_config_dir(config_dir=config_dir(), version_base=None):
+        return compose("train", overrides=list(overrides))
+
+
+def rejected(*overrides) -> str:
+    cfg = composed(*overrides)
+    with pytest.raises(UserError) as err:
+        check(cfg)
+    message = str(err.value)
+    assert "\n" not in message and len(message) < 300  # one line, no traceback
+    return message
+
+
+def test_default_config_is_accepted():
+    check(composed())
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=mlp"],
+        ["model=resnet"],
+        ["optimizer=sgd"],
+        ["optimizer=momentum"],
+        ["optimizer=adamw"],
+        ["optimizer=rmsprop"],
+        ["scheduler=none"],
+        ["scheduler=step"],
+        ["scheduler=exponential"],
+        ["scheduler=plateau"],
+        ["regularization=dropout"],
+        ["regularization=l1"],
+        ["regularization=l2"],
+        ["augmentation=basic"],
+        ["data=mnist1d"],
+        ["data=synthetic"],
+        ["experiment=example"],
+        ["mode=max", "monitor=val/acc"],
+        ["optimizer.lr=1e-5", "regularization.dropout=0.0", "data.batch_size=1"],
+    ],
+    ids=lambda o: " ".join(o),
+)
+def test_every_shipped_option_is_accepted(overrides):
+    check(composed(*overrides))
+
+
+@pytest.mark.parametrize(
+    "override, key, value, valid",
+    [
+        ("optimizer.lr=0", "optimizer.lr", "0", "> 0"),
+        ("optimizer.lr=-0.1", "optimizer.lr", "-0.1", "> 0"),
+        ("optimizer.lr=abc", "optimizer.lr", "abc", "> 0"),
+        ("regularization.dropout=1.0", "regularization.dropout", "1.0", "[0, 1)"),
+        ("regularization.dropout=-0.2", "regularization.dropout", "-0.2", "[0, 1)"),
+        ("data.batch_size=0", "data.batch_size", "0", ">= 1"),
+        ("data.batch_size=2.5", "data.batch_size", "2.5", "an integer"),
+        ("model.depth=0", "model.depth", "0", ">= 1"),
+        ("model.width=0", "model.width", "0", ">= 1"),
+        ("regularization.weight_decay=-1", "regularization.weight_decay", "-1", ">= 0"),
+        ("regularization.l1=-0.5", "regularization.l1", "-0.5", ">= 0"),
+        ("mode=sideways", "mode", "sideways", "min or max"),
+        ("data.normalize=zscore", "data.normalize", "zscore", "standardize, minmax or none"),
+        ("trainer.max_epochs=0", "trainer.max_epochs", "0", ">= 1"),
+        ("trainer.max_epochs=-1", "trainer.max_epochs", "-1", ">= 1"),
+        ("callbacks.early_stopping.patience=-1", "callbacks.early_stopping.patience", "-1", ">= 0"),
+        ("data.val_fraction=1.0", "data.val_fraction", "1.0", "(0, 1)"),
+        ("seed=1.5", "seed", "1.5", "an integer"),
+    ],
+)
+def test_bad_values_name_the_key_the_value_and_the_valid_range(override, key, value, valid):
+    message = rejected(override)
+    assert message.startswith(f"{key}={value} ")
+    assert valid in message
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optimizer.lr=true", "optimizer.lr"),
+        ("regularization.dropout=false", "regularization.dropout"),
+        ("data.batch_size=true", "data.batch_size"),
+        ("model.depth=true", "model.depth"),
+        ("regularization.weight_decay=false", "regularization.weight_decay"),
+    ],
+)
+def test_a_bool_where_a_number_is_expected_is_rejected(override, key):
+    assert rejected(override).startswith(f"{key}=")
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["optimizer=momentum", "optimizer.momentum=1.0"], "optimizer.momentum"),
+        (["scheduler=step", "scheduler.gamma=0"], "scheduler.gamma"),
+        (["scheduler=plateau", "scheduler.factor=1.0"], "scheduler.factor"),
+        (["augmentation=basic", "augmentation.hflip_p=1.5"], "augmentation.hflip_p"),
+        (["augmentation=basic", "augmentation.crop_padding=-1"], "augmentation.crop_padding"),
+    ],
+)
+def test_group_options_knobs_are_checked_under_their_own_group(overrides, key):
+    assert rejected(*overrides).startswith(f"{key}=")
+
+
+def test_an_interpolated_key_is_reported_where_the_user_set_it():
+    cfg = composed("regularization.dropout=1.0")
+    assert cfg.model.dropout == 1.0  # model.dropout: ${regularization.dropout}
+    message = rejected("regularization.dropout=1.0")
+    assert message.startswith("regularization.dropout=1.0 ")
+    assert "model.dropout" not in message
+
+
+def test_a_key_set_directly_is_reported_under_its_own_name():
+    message = rejected("model.dropout=1.0")
+    assert message.startswith("model.dropout=1.0 ")
+
+
+def test_the_first_bad_key_is_named_even_when_others_are_fine():
+    message = rejected("optimizer.lr=0.01", "model.width=-3")
+    assert message.startswith("model.width=-3 ")
+
+
+def test_an_interpolation_that_does_not_resolve_is_a_user_error():
+    message = rejected("model.dropout=${regularization.nothing}")
+    assert "does not resolve" in message
