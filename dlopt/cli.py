@@ -33,6 +33,26 @@ def usage() -> str:
     return USAGE.format(commands="\n".join(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()))
 
 
+# Hydra's flags that take a value; Hydra wants every flag before the overrides
+VALUE_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--cfg", "-c", "--package", "-p",
+               "--info", "-i", "--experimental-rerun"}
+
+
+def flags_first(args: list[str]) -> list[str]:
+    """`model=mlp --cfg job` -> `--cfg job model=mlp`, so a flag typed after an override still works."""
+    flags, overrides, rest = [], [], iter(args)
+    for arg in rest:
+        if arg.startswith("-"):
+            flags.append(arg)
+            if arg in VALUE_FLAGS:
+                value = next(rest, None)
+                if value is not None:
+                    (flags if arg not in ("--info", "-i") or "=" not in value else overrides).append(value)
+        else:
+            overrides.append(arg)
+    return flags + overrides
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -43,7 +63,7 @@ def main(argv=None) -> int:
         print(f"dlopt: unknown command '{command}'; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         print(usage(), file=sys.stderr)
         return 2
-    sys.argv = [f"dlopt {command}", *rest]  # Hydra parses sys.argv
+    sys.argv = [f"dlopt {command}", *flags_first(rest)]  # Hydra parses sys.argv
     try:
         importlib.import_module(COMMANDS[command][0]).main()
     except BrokenPipeError:  # output piped into `head` and the like

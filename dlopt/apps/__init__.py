@@ -4,15 +4,19 @@ never import torch; the task functions import the training code when they run.""
 from __future__ import annotations
 
 import functools
+import logging
 import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dlopt.errors import UserError
+
+log = logging.getLogger("dlopt")
 
 
 def config_dir() -> str:
@@ -37,20 +41,28 @@ def _user_error(err: BaseException) -> UserError | None:
 def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
     """Wrap `run(cfg, run_dir)` as a Hydra task function that reports user errors in one line.
 
-    A run that fails before it has written anything but Hydra's own files leaves no folder behind.
+    A single run exits with status 2 after that line; in a sweep the job fails as a Hydra job
+    does, so the sweeper sees it. A run that fails before it has written anything but Hydra's
+    own files leaves no folder behind.
     """
 
     @functools.wraps(run)
     def task_function(cfg: DictConfig) -> Any:
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        hydra = HydraConfig.get()
+        run_dir = Path(hydra.runtime.output_dir)
         try:
             return run(cfg, run_dir)
         except Exception as err:
             user_error = _user_error(err)
             if user_error is None:
                 raise
-            if {p.name for p in run_dir.iterdir()} <= {".hydra", f"{HydraConfig.get().job.name}.log"}:
+            log.error("%s", user_error)
+            if {p.name for p in run_dir.iterdir()} <= {".hydra", f"{hydra.job.name}.log"}:
                 shutil.rmtree(run_dir, ignore_errors=True)
-            raise DloptError(str(user_error)) from None
+                if not any(run_dir.parent.iterdir()):
+                    run_dir.parent.rmdir()  # the DATE folder it was alone in
+            if hydra.mode == RunMode.MULTIRUN:
+                raise DloptError(str(user_error)) from None
+            raise SystemExit(2) from None
 
     return task_function

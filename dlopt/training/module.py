@@ -6,6 +6,7 @@ per epoch: a `self.log` call per step costs more than a small network's step.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Callable, Optional
 
@@ -69,14 +70,17 @@ class Classifier(L.LightningModule):
         self.scores[f"{split}_"].update(logits.detach(), y)
         return loss
 
+    def _diverged(self, what: str, value: float, where: str) -> UserError:
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        return UserError(
+            f"the {what} loss became {value} at {where} (optimizer.lr={lr:g}): "
+            "try a lower optimizer.lr or trainer.gradient_clip_val=1.0"
+        )
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
         if not torch.isfinite(loss):
-            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-            raise UserError(
-                f"the training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step} "
-                f"(optimizer.lr={lr:g}): try a lower optimizer.lr or trainer.gradient_clip_val=1.0"
-            )
+            raise self._diverged("training", loss.item(), f"epoch {self.current_epoch}, step {self.global_step}")
         if self.l1:
             penalty = self.l1 * sum(p.abs().sum() for p in self.parameters() if p.dim() > 1)
             self.l1_penalty.update(penalty.detach())
@@ -108,6 +112,8 @@ class Classifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._val_row = self._log_epoch("val")
+        if not math.isfinite(self._val_row["val/loss"]) and self.trainer.state.fn == "fit":
+            raise self._diverged("validation", self._val_row["val/loss"], f"epoch {self.current_epoch}")
 
     def on_train_epoch_start(self) -> None:
         self._epoch_lr = self.trainer.optimizers[0].param_groups[0]["lr"]  # before the scheduler steps

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
 
 def write_json(values: dict, path: Path) -> None:
-    """Write through a temporary file, so a crash never leaves a half-written file under `path`."""
+    """Strict JSON (a non-finite number becomes null), written through a temporary file so that
+    a crash never leaves a half-written file under `path`."""
+    values = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(values, indent=2, sort_keys=True, allow_nan=False) + "\n")
     os.replace(tmp, path)
 
 

@@ -116,8 +116,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise UserError(f"ckpt_path={path} does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"ckpt_path={path} is not a readable checkpoint ({type(err).__name__})") from None
+    except Exception:
+        raise UserError(f"ckpt_path={path} is not a checkpoint written by dlopt train (torch.load cannot read it)") from None
     if "dlopt" not in checkpoint or "state_dict" not in checkpoint:
         raise UserError(f"ckpt_path={path} was not written by dlopt train (it has no saved run config)")
     return checkpoint
@@ -146,8 +146,8 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     run_cfg = OmegaConf.create(checkpoint["dlopt"]["config"])
     data, module = build(run_cfg)
     module.load_state_dict(checkpoint["state_dict"])
-    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_checkpointing=False,
-                        enable_model_summary=False, default_root_dir=str(run_dir))
+    # the run's own Trainer settings (precision, limit_test_batches, ...), without its callbacks and logger
+    trainer = instantiate(run_cfg.trainer, logger=False, enable_checkpointing=False, default_root_dir=str(run_dir))
     run = trainer.validate if cfg.split == "val" else trainer.test
     metrics = {k: float(v) for k, v in run(module, datamodule=data, verbose=False)[0].items()}
     report.write_json({**metrics, "checkpoint": str(path.resolve())}, run_dir / "metrics.json")

@@ -1,0 +1,153 @@
+"""Shared helpers of the end-to-end tests (test_cli.py, test_bad_inputs.py).
+
+They run the installed `dlopt` command for real, in a temporary folder (never in the repo), and
+read the files it leaves. Every dlopt start costs several seconds of imports, so tests share
+finished runs through module-scoped fixtures and keep each training tiny (`cli.TINY`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+@dataclass
+class Result:
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def describe(self) -> str:
+        tail = "\n".join(self.output.splitlines()[-40:])
+        return f"$ {' '.join(self.args)}\nexit {self.returncode} after {self.seconds:.1f}s\n{tail}"
+
+
+def _strict_json(path: Path) -> dict:
+    """metrics.json parsed as standard JSON: NaN/Infinity are not JSON and fail here."""
+
+    def reject(constant: str):
+        raise ValueError(f"{path} holds the non-JSON constant {constant}")
+
+    return json.loads(path.read_text(), parse_constant=reject)
+
+
+class Cli:
+    """Runs `dlopt` and finds what it wrote under a cwd."""
+
+    TINY = (
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+    )
+
+    def __init__(self):
+        exe = Path(sys.executable).with_name("dlopt")  # the venv that runs pytest
+        self.exe = str(exe) if exe.exists() else shutil.which("dlopt")
+        assert self.exe, "the dlopt command is not installed"
+
+    @staticmethod
+    def env(offline: bool = False) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("HYDRA_FULL_ERROR", None)  # it would turn every one-line error into a traceback
+        if offline:  # any download attempt fails at once, with or without a network
+            for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+                env[key] = "http://127.0.0.1:9"
+            for key in ("no_proxy", "NO_PROXY"):
+                env.pop(key, None)
+        return env
+
+    def run(self, *args: str, cwd: Path, timeout: float = 300, offline: bool = False) -> Result:
+        argv = [self.exe, *map(str, args)]
+        start = time.perf_counter()
+        proc = subprocess.run(
+            argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=self.env(offline)
+        )
+        return Result(argv, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
+
+    def python(self, code: str, cwd: Path, timeout: float = 60) -> Result:
+        argv = [sys.executable, "-c", code]
+        start = time.perf_counter()
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=self.env())
+        return Result(argv, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
+
+    def ok(self, *args: str, cwd: Path, timeout: float = 300) -> Result:
+        result = self.run(*args, cwd=cwd, timeout=timeout)
+        assert result.returncode == 0, result.describe()
+        assert "Traceback" not in result.output, result.describe()
+        return result
+
+    def train(self, *overrides: str, cwd: Path, flags: tuple[str, ...] = (), timeout: float = 300) -> Path:
+        """`dlopt train FLAGS TINY OVERRIDES` in cwd (later overrides win); the one new run folder.
+
+        Hydra flags (--config-dir DIR) go first: argparse takes no flag after the first override.
+        """
+        before = set(self.run_dirs(cwd))
+        if before:  # two runs started in the same second would share a folder
+            time.sleep(1.1)
+        result = self.ok("train", *flags, *self.TINY, *overrides, cwd=cwd, timeout=timeout)
+        new = [d for d in self.run_dirs(cwd) if d not in before]
+        assert len(new) == 1, f"expected one new run folder, got {new}\n{result.describe()}"
+        return new[0]
+
+    @staticmethod
+    def run_dirs(cwd: Path, command: str = "train") -> list[Path]:
+        """Single-run folders outputs/COMMAND/DATE/TIME (not sweeps), oldest first."""
+        root = Path(cwd) / "outputs" / command
+        if not root.is_dir():
+            return []
+        return sorted(d for d in root.glob("*/*") if d.is_dir() and d.parent.name != "multirun")
+
+    @staticmethod
+    def sweep_dirs(cwd: Path, command: str = "train") -> list[Path]:
+        return sorted(d for d in (Path(cwd) / "outputs" / command / "multirun").glob("*/*") if d.is_dir())
+
+    @staticmethod
+    def metrics(run_dir: Path) -> dict:
+        return _strict_json(Path(run_dir) / "metrics.json")
+
+    @staticmethod
+    def config(run_dir: Path) -> dict:
+        return yaml.safe_load((Path(run_dir) / ".hydra" / "config.yaml").read_text())
+
+    @staticmethod
+    def assert_finite(metrics: dict) -> None:
+        for key, value in metrics.items():
+            if isinstance(value, float):
+                assert math.isfinite(value), f"{key}={value}"
+        for key in [k for k in metrics if k.endswith(("/acc", "/f1"))]:
+            assert 0.0 <= metrics[key] <= 1.0, f"{key}={metrics[key]}"
+
+    @staticmethod
+    def image_tree(root: Path, classes=("ant", "bee", "cat"), per_class: int = 8) -> Path:
+        """per_class small random RGB PNGs (12x10) in root/<class>/."""
+        import numpy as np
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        for name in classes:
+            (root / name).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / name / f"{i}.png")
+        return root
+
+
+@pytest.fixture(scope="session")
+def cli() -> Cli:
+    return Cli()

@@ -1,0 +1,170 @@
+"""End to end: every bad input gets one clear message and leaves nothing behind.
+
+Each test runs the installed `dlopt` command with one mistake and checks that it exits != 0,
+prints a line naming the key or path (and what would be valid), shows no Python traceback, and
+leaves no metrics.json, checkpoint or run folder under outputs/.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ACTIVATIONS = ("relu", "leaky_relu", "prelu", "sigmoid", "tanh", "gelu", "silu", "elu")
+# diverges within a few steps: a NaN training loss at epoch 0, step 2 (seed 0)
+DIVERGE = ("model=mlp", "model.norm=none", "optimizer=sgd", "optimizer.lr=1e6")
+
+
+def leftovers(cwd: Path) -> list[Path]:
+    """Files under outputs/ (empty DATE folders do not count)."""
+    return sorted(p for p in (cwd / "outputs").rglob("*") if not p.is_dir())
+
+
+def run_folders(cwd: Path) -> list[Path]:
+    return sorted(p.parent for p in (cwd / "outputs").rglob(".hydra"))
+
+
+def assert_fails_clearly(result, cwd: Path, *needles: str, leave_run_folder: bool = False) -> str:
+    """Exit != 0, no traceback, exactly one line holds every needle; nothing (or no results) left.
+    Returns that line."""
+    assert result.returncode != 0, result.describe()
+    assert "Traceback" not in result.output, result.describe()
+    lines = [line for line in result.output.splitlines() if all(n in line for n in needles)]
+    assert len(lines) == 1, f"expected one line with {needles}:\n{result.describe()}"
+    assert not list((cwd / "outputs").rglob("metrics.json")), result.describe()
+    assert not list((cwd / "outputs").rglob("*.ckpt")), result.describe()
+    if not leave_run_folder:
+        assert run_folders(cwd) == [], f"run folder left behind: {run_folders(cwd)}"
+        assert leftovers(cwd) == [], f"files left behind: {leftovers(cwd)}"
+    return lines[0]
+
+
+# --- mistakes Hydra catches while composing: nothing is created ---------------------------------
+
+
+def test_unknown_model_option_lists_valid_ones(cli, tmp_path):
+    result = cli.run("train", "model=resnot", *cli.TINY, cwd=tmp_path, timeout=60)
+    assert_fails_clearly(result, tmp_path, "model/resnot")
+    options = re.search(r"Available options in 'model':\s*((?:\s*\w+\n)+)", result.output)
+    assert options and options.group(1).split() == ["cnn", "mlp", "resnet"], result.describe()
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_misspelt_key_is_named(cli, tmp_path):
+    result = cli.run("train", "model.dept=3", *cli.TINY, cwd=tmp_path, timeout=60)
+    assert_fails_clearly(result, tmp_path, "Could not override 'model.dept'")
+    assert not (tmp_path / "outputs").exists()
+
+
+# --- value checks right after composition, before torch is imported -------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, valid",
+    [
+        ("optimizer.lr=abc", "a number > 0"),
+        ("optimizer.lr=-1", "a number > 0"),
+        ("regularization.dropout=1.5", "[0, 1)"),
+        ("data.batch_size=0", "an integer >= 1"),
+    ],
+)
+def test_bad_value_names_key_value_and_valid_range(cli, tmp_path, override, valid):
+    result = cli.run("train", *cli.TINY, override, cwd=tmp_path, timeout=60)
+    assert_fails_clearly(result, tmp_path, f"{override} is not valid", valid)
+    assert result.seconds < 5, f"the check took {result.seconds:.1f}s: it should run before torch is imported"
+
+
+def test_unknown_activation_lists_valid_names(cli, tmp_path):
+    result = cli.run("train", *cli.TINY, "model.activation=swishy", cwd=tmp_path, timeout=120)
+    assert_fails_clearly(result, tmp_path, "model.activation=swishy", *ACTIVATIONS)
+
+
+# --- data=image_folder -----------------------------------------------------------------------------
+
+
+def make_root(tmp_path: Path, kind: str) -> str | None:
+    if kind == "no root":
+        return None
+    root = tmp_path / "pics"
+    if kind == "empty root":
+        root.mkdir()
+    elif kind == "class folders without images":
+        for name in ("ant", "bee"):
+            (root / name).mkdir(parents=True)
+            (root / name / "notes.txt").write_text("not an image\n")
+    return str(root)
+
+
+@pytest.mark.parametrize(
+    "kind, needles",
+    [
+        ("no root", ("data=image_folder needs data.root=PATH",)),
+        ("missing root", ("data.root=", "pics does not exist")),
+        ("empty root", ("data.root", "pics has no usable class folders", "<class>/<image>")),
+        ("class folders without images", ("data.root", "pics has no usable class folders", "<class>/<image>")),
+    ],
+)
+def test_image_folder_root_problems(cli, tmp_path, kind, needles):
+    root = make_root(tmp_path, kind)
+    overrides = ["data=image_folder"] + ([] if root is None else [f"data.root={root}"])
+    result = cli.run("train", *cli.TINY, *overrides, cwd=tmp_path, timeout=120)
+    assert_fails_clearly(result, tmp_path, *needles)
+
+
+# --- dlopt eval ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["run=not_a_run"], ("run=not_a_run is not a finished dlopt train run", "best.ckpt is missing")),
+        (["run=no_such_folder"], ("run=no_such_folder does not exist",)),
+        ([], ("needs exactly one of run=RUN_DIR or ckpt_path=FILE",)),
+        (["ckpt_path=notes.ckpt"], ("ckpt_path=notes.ckpt", "is not a checkpoint written by dlopt train")),
+    ],
+    ids=["not a run", "missing run", "neither run nor ckpt_path", "not a checkpoint"],
+)
+def test_eval_bad_target(cli, tmp_path, args, needles):
+    (tmp_path / "not_a_run" / "logs").mkdir(parents=True)
+    (tmp_path / "notes.ckpt").write_text("these are notes, not a checkpoint\n")
+    result = cli.run("eval", *args, cwd=tmp_path, timeout=120)
+    assert_fails_clearly(result, tmp_path, *needles)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_run", "notes.ckpt", "outputs"]
+
+
+# --- a diverging run ---------------------------------------------------------------------------------
+
+
+def test_nan_training_loss_names_epoch_and_step(cli, tmp_path):
+    result = cli.run("train", *cli.TINY, *DIVERGE, "trainer.limit_train_batches=5", cwd=tmp_path)
+    line = assert_fails_clearly(result, tmp_path, "the training loss became nan", "optimizer.lr",
+                                "trainer.gradient_clip_val", leave_run_folder=True)
+    assert re.search(r"at epoch 0, step \d+", line), line
+    assert "lower optimizer.lr" in line
+    # the folder keeps its logs for the post-mortem, but no results
+    [run_dir] = run_folders(tmp_path)
+    assert not (run_dir / "curves.png").exists() and not (run_dir / "checkpoints").exists()
+
+
+def test_nan_validation_loss_fails_like_a_nan_training_loss(cli, tmp_path):
+    # two steps: the training loss is still finite (1.5e15) when validation first sees NaN
+    result = cli.run("train", *cli.TINY, *DIVERGE, cwd=tmp_path)
+    assert_fails_clearly(result, tmp_path, "nan", "optimizer.lr", leave_run_folder=True)
+
+
+# --- torchvision datasets offline ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("download", ["true", "false"])
+def test_cifar10_missing_files_fail_fast_with_where_to_put_them(cli, tmp_path, download):
+    root = tmp_path / "data"
+    root.mkdir()
+    result = cli.run("train", *cli.TINY, "data=cifar10", f"data.root={root}", f"data.download={download}",
+                     cwd=tmp_path, timeout=60, offline=True)
+    line = assert_fails_clearly(result, tmp_path, "data=cifar10", f"{root}/cifar-10-batches-py/", "data.root=PATH")
+    assert result.seconds < 30, f"took {result.seconds:.1f}s"
+    assert ("data.download=false" in line) == (download == "false"), line
+    assert "could not be downloaded" in line or download == "false", line
+    assert [p for p in root.rglob("*") if p.is_file()] == [], "a partial download was left behind"
