@@ -18,7 +18,8 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("run", "overrides", "status", "objective", "val/acc", "test/acc", "test/f1", "epochs", "wall_time_s")
+COLUMNS = ("run", "overrides", "status", "objective", "val/acc", "test/acc", "test/f1", "epochs", "wall_time_s",
+           "error")
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -26,16 +27,18 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for run in sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: p.name):
         overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
-        row: dict[str, Any] = {"run": run.name, "overrides": " ".join(overrides), "status": "failed"}
+        error = run / "error.txt"
+        row: dict[str, Any] = {"run": run.name, "overrides": " ".join(overrides), "status": "failed",
+                               "error": error.read_text().strip() if error.is_file() else "no metrics.json"}
         if (run / "metrics.json").is_file():
             metrics = json.loads((run / "metrics.json").read_text())
-            row.update({k: metrics.get(k) for k in COLUMNS[3:]}, status="done")
+            row.update({k: metrics.get(k) for k in COLUMNS[3:-1]}, status="done", error="")
             row["mode"] = metrics.get("mode", "min")
         rows.append(row)
     done = [r for r in rows if r["status"] == "done"]
     sign = -1 if done and done[0]["mode"] == "max" else 1
     done.sort(key=lambda r: sign * r["objective"])
-    return done + [r for r in rows if r["status"] != "done"]
+    return done + [r for r in rows if r["status"] != "done"]  # failed runs last
 
 
 def _cell(value: Any) -> str:
@@ -61,6 +64,8 @@ class SweepSummary(Callback):
         rows = collect(sweep_dir)
         monitor = config.get("monitor", "objective")
         write(rows, sweep_dir, monitor)
-        log.info("sweep summary (%d runs, best first by %s): %s", len(rows), monitor, sweep_dir / "summary.md")
+        failed = sum(row["status"] != "done" for row in rows)
+        log.info("sweep summary (%d runs, %d failed; best first by %s): %s", len(rows), failed, monitor,
+                 sweep_dir / "summary.md")
         for row in rows:
             log.info("  %s  %s=%s  %s", row["run"], monitor, _cell(row.get("objective")), row["overrides"])

@@ -168,3 +168,14 @@ def test_cifar10_missing_files_fail_fast_with_where_to_put_them(cli, tmp_path, d
     assert ("data.download=false" in line) == (download == "false"), line
     assert "could not be downloaded" in line or download == "false", line
     assert [p for p in root.rglob("*") if p.is_file()] == [], "a partial download was left behind"
+
+
+def test_a_diverging_run_in_a_sweep_is_recorded_and_the_sweep_goes_on(cli, tmp_path):
+    result = cli.run("train", "-m", *cli.TINY, *DIVERGE[:-1], "optimizer.lr=1e6,0.01", cwd=tmp_path)
+    assert result.returncode == 0, result.describe()
+    assert "Traceback" not in result.output, result.describe()
+    [sweep] = cli.sweep_dirs(tmp_path)
+    assert "became nan" in (sweep / "0" / "error.txt").read_text()
+    assert not (sweep / "0" / "metrics.json").exists() and (sweep / "1" / "metrics.json").is_file()
+    rows = (sweep / "summary.csv").read_text().splitlines()
+    assert len(rows) == 3 and rows[1].startswith("1,") and ",failed," in rows[2] and "became nan" in rows[2]

@@ -79,7 +79,7 @@ def test_write_makes_csv_and_markdown_with_the_monitor_in_the_header(sweep_min):
     table = read_csv(sweep_min / "summary.csv")
     header = table[0]
     assert header == ["run", "overrides", "status", "val/loss", "val/acc", "test/acc", "test/f1", "epochs",
-                      "wall_time_s"]
+                      "wall_time_s", "error"]
     assert "objective" not in header
     assert len(table) == 1 + 5
     assert [line[0] for line in table[1:]] == ["1", "3", "0", "10", "2"]
@@ -87,6 +87,7 @@ def test_write_makes_csv_and_markdown_with_the_monitor_in_the_header(sweep_min):
     assert best["status"] == "done" and float(best["val/loss"]) == 0.2 and best["overrides"] == "optimizer.lr=0.01"
     failed = dict(zip(header, table[-1]))
     assert failed["status"] == "failed" and failed["val/loss"] == "" and failed["test/acc"] == ""
+    assert failed["error"] == "no metrics.json" and best["error"] == ""
 
     md = (sweep_min / "summary.md").read_text().splitlines()
     assert md[0] == "| " + " | ".join(header) + " |"
@@ -117,3 +118,10 @@ def test_the_hydra_callback_does_nothing_without_a_sweep_folder(tmp_path):
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "missing")}}, "monitor": "val/loss"})
     SweepSummary().on_multirun_end(config)
     assert not (tmp_path / "missing").exists()
+
+
+def test_a_failed_run_shows_its_reason(tmp_path):
+    make_run(tmp_path, "0", ["optimizer.lr=1e6"])
+    (tmp_path / "0" / "error.txt").write_text("the training loss became nan at epoch 0, step 2\n")
+    [row] = collect(tmp_path)
+    assert row["status"] == "failed" and row["error"].startswith("the training loss became nan")

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -26,10 +25,6 @@ def config_dir() -> str:
     return str(shipped if shipped.is_dir() else package.parent / "conf")
 
 
-class DloptError(CompactHydraException):
-    """Hydra prints a CompactHydraException's message alone, without a traceback."""
-
-
 def _user_error(err: BaseException) -> UserError | None:
     while err is not None:  # Hydra's instantiate wraps what the target raised
         if isinstance(err, UserError):
@@ -41,9 +36,9 @@ def _user_error(err: BaseException) -> UserError | None:
 def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
     """Wrap `run(cfg, run_dir)` as a Hydra task function that reports user errors in one line.
 
-    A single run exits with status 2 after that line; in a sweep the job fails as a Hydra job
-    does, so the sweeper sees it. A run that fails before it has written anything but Hydra's
-    own files leaves no folder behind.
+    A single run exits with status 2 after that line and, when it failed before writing
+    anything but Hydra's own files, leaves no folder behind. In a sweep the failed run keeps its
+    folder with the reason in error.txt, returns None, and the sweep goes on to the next run.
     """
 
     @functools.wraps(run)
@@ -57,12 +52,13 @@ def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
             if user_error is None:
                 raise
             log.error("%s", user_error)
+            if hydra.mode == RunMode.MULTIRUN:
+                (run_dir / "error.txt").write_text(f"{user_error}\n")
+                return None
             if {p.name for p in run_dir.iterdir()} <= {".hydra", f"{hydra.job.name}.log"}:
                 shutil.rmtree(run_dir, ignore_errors=True)
                 if not any(run_dir.parent.iterdir()):
                     run_dir.parent.rmdir()  # the DATE folder it was alone in
-            if hydra.mode == RunMode.MULTIRUN:
-                raise DloptError(str(user_error)) from None
             raise SystemExit(2) from None
 
     return task_function
