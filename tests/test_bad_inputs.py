@@ -179,3 +179,9 @@ def test_a_diverging_run_in_a_sweep_is_recorded_and_the_sweep_goes_on(cli, tmp_p
     assert not (sweep / "0" / "metrics.json").exists() and (sweep / "1" / "metrics.json").is_file()
     rows = (sweep / "summary.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[1].startswith("1,") and ",failed," in rows[2] and "became nan" in rows[2]
+
+
+def test_a_monitor_that_is_never_logged_names_the_logged_metrics(cli, tmp_path):
+    result = cli.run("train", *cli.TINY, "monitor=val/accuracy", cwd=tmp_path)
+    line = assert_fails_clearly(result, tmp_path, "val/accuracy", "val/acc", leave_run_folder=True)
+    assert "Lightning:" in line and "val/loss" in line

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from dlopt.data.augment import build_augment
@@ -64,13 +66,29 @@ def _trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
 
 
+@contextmanager
+def lightning_config_errors():
+    """Lightning's MisconfigurationException is a user's config mistake (also when Hydra's
+    instantiate wrapped it): report it as one."""
+    try:
+        yield
+    except Exception as err:
+        cause = err
+        while cause is not None and not isinstance(cause, MisconfigurationException):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise UserError("Lightning: " + " ".join(str(cause).split())) from None
+
+
 def train(cfg: DictConfig, run_dir: Path) -> float:
     """Train, test the best checkpoint, write metrics.json and curves.png; return the best monitored value."""
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data, module = build(cfg)
-    trainer = _trainer(cfg, run_dir)
-    trainer.fit(module, datamodule=data)
+    with lightning_config_errors():
+        trainer = _trainer(cfg, run_dir)
+        trainer.fit(module, datamodule=data)
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_score if checkpoint is not None else None
     if best is None:
@@ -146,10 +164,11 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     run_cfg = OmegaConf.create(checkpoint["dlopt"]["config"])
     data, module = build(run_cfg)
     module.load_state_dict(checkpoint["state_dict"])
-    # the run's own Trainer settings (precision, limit_test_batches, ...), without its callbacks and logger
-    trainer = instantiate(run_cfg.trainer, logger=False, enable_checkpointing=False, default_root_dir=str(run_dir))
-    run = trainer.validate if cfg.split == "val" else trainer.test
-    metrics = {k: float(v) for k, v in run(module, datamodule=data, verbose=False)[0].items()}
+    with lightning_config_errors():
+        # the run's own Trainer settings (precision, limit_test_batches, ...), without its callbacks and logger
+        trainer = instantiate(run_cfg.trainer, logger=False, enable_checkpointing=False, default_root_dir=str(run_dir))
+        run = trainer.validate if cfg.split == "val" else trainer.test
+        metrics = {k: float(v) for k, v in run(module, datamodule=data, verbose=False)[0].items()}
     report.write_json({**metrics, "checkpoint": str(path.resolve())}, run_dir / "metrics.json")
     for name, value in sorted(metrics.items()):
         log.info("%s = %.4f", name, value)
