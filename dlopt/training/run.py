@@ -11,7 +11,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import lightning.pytorch as L
 import torch
@@ -54,8 +54,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier]:
     return data, module
 
 
-def _trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
-    callbacks = []
+def _trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+    callbacks = list(callbacks)
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None:  # callbacks.early_stopping=null switches one off
             continue
@@ -81,33 +81,35 @@ def lightning_config_errors():
         raise UserError("Lightning: " + " ".join(str(cause).split())) from None
 
 
-def train(cfg: DictConfig, run_dir: Path) -> float:
-    """Train, test the best checkpoint, write metrics.json and curves.png; return the best monitored value."""
+def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = ()) -> float:
+    """Train, test the best checkpoint, write metrics.json and curves.png; return the best monitored value.
+
+    `callbacks` are added to the ones the config declares (a sweeper's pruning callback, a timer)."""
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data, module = build(cfg)
     with lightning_config_errors():
-        trainer = _trainer(cfg, run_dir)
+        trainer = _trainer(cfg, run_dir, callbacks)
         trainer.fit(module, datamodule=data)
-    checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_score if checkpoint is not None else None
-    if best is None:
-        raise UserError(
-            f"monitor={cfg.monitor} was never logged, so no best checkpoint exists; "
-            "choose one of: " + ", ".join(sorted(k for k in trainer.callback_metrics if "/" in k))
-        )
     # testing the best checkpoint restores the history and callback states saved with it
     history = list(module.history)
     stopped = trainer.early_stopping_callback is not None and trainer.early_stopping_callback.stopped_epoch > 0
-    tested = trainer.test(module, datamodule=data, ckpt_path="best", verbose=False)[0]
+    best = _best_row(history, cfg.monitor, cfg.mode)
+    if best is None:
+        logged = sorted(k for k in (history[-1] if history else {}) if "/" in k)
+        raise UserError(f"monitor={cfg.monitor} was never logged; choose one of: {', '.join(logged)}")
+    checkpoint = trainer.checkpoint_callback  # None with callbacks.checkpoint=null: test the final weights
+    best_path = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+    with lightning_config_errors():
+        tested = trainer.test(module, datamodule=data, ckpt_path=best_path, verbose=False)[0]
     final = history[-1] if history else {}
     metrics = {
         **{k: v for k, v in final.items() if k not in ("epoch", "lr")},
         **{k: float(v) for k, v in tested.items()},
         "monitor": cfg.monitor,
         "mode": cfg.mode,
-        "objective": float(best),
-        "best_epoch": _best_epoch(history, cfg.monitor, cfg.mode),
+        "objective": best[cfg.monitor],
+        "best_epoch": best["epoch"],
         "epochs": len(history),
         "stopped_early": stopped,
         "seed": cfg.seed,
@@ -115,17 +117,17 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     }
     report.plot_curves(history, run_dir / "curves.png")
     report.write_json(metrics, run_dir / "metrics.json")
-    log.info("%s: %s=%.4f (best of %d epochs), test/acc=%.4f -> %s", run_dir.name, cfg.monitor, best,
-             metrics["epochs"], metrics.get("test/acc", float("nan")), run_dir)
-    return float(best)
+    log.info("%s: %s=%.4f (best of %d epochs), test/acc=%.4f -> %s", run_dir.name, cfg.monitor,
+             metrics["objective"], metrics["epochs"], metrics.get("test/acc", float("nan")), run_dir)
+    return metrics["objective"]
 
 
-def _best_epoch(history: list[dict], monitor: str, mode: str) -> int | None:
+def _best_row(history: list[dict], monitor: str, mode: str) -> dict | None:
+    """The epoch row with the best `monitor` value (the first of equals, as ModelCheckpoint keeps it)."""
     rows = [row for row in history if monitor in row]
     if not rows:
         return None
-    pick = min if mode == "min" else max
-    return int(pick(rows, key=lambda row: row[monitor])["epoch"])
+    return (min if mode == "min" else max)(rows, key=lambda row: row[monitor])
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
