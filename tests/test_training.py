@@ -368,3 +368,16 @@ def test_the_classifier_is_a_lightning_module_for_any_net():
     x = torch.randn(4, 6)
     torch.testing.assert_close(module(x), net(x / 2))
     assert isinstance(module.configure_optimizers(), torch.optim.SGD)
+
+
+def test_metrics_hold_the_parameter_count_and_flops_per_sample(trained):
+    cfg, run_dir, _ = trained()
+    metrics = read_metrics(run_dir)
+    _, module = build(cfg)
+    assert metrics["params"] == sum(p.numel() for p in module.net.parameters())
+    # the first conv alone: 2 * (kernel 3x3 x 1 input channel) * width 32 outputs * 8x8 positions
+    assert metrics["flops_per_sample"] > 2 * 9 * 32 * 64
+    _, wide_module = build(composed(*TINY, "model.width=64"))
+    from dlopt.training.run import summarize
+
+    assert summarize(wide_module.net, (1, 8, 8)).total_flops > 2 * metrics["flops_per_sample"]

@@ -17,6 +17,7 @@ import lightning.pytorch as L
 import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf
 
 from dlopt.data.augment import build_augment
@@ -54,6 +55,26 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier]:
     return data, module
 
 
+class _Net(L.LightningModule):
+    """Only the network, with one sample as example input: what Lightning's ModelSummary needs
+    to count FLOPs per layer (torch.utils.flop_counter) without the metric modules in the table."""
+
+    def __init__(self, net: torch.nn.Module, in_shape: tuple[int, ...]):
+        super().__init__()
+        self.net, self.example_input_array = net, torch.zeros(1, *in_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def summarize(net: torch.nn.Module, in_shape: tuple[int, ...], depth: int = 3) -> ModelSummary:
+    """Log the layer table (parameters, FLOPs per sample, shapes) and return the summary."""
+    summary = ModelSummary(_Net(net, in_shape), max_depth=depth)
+    log.info("model: %s parameters, %s FLOPs per sample\n%s", f"{summary.total_parameters:,}",
+             f"{summary.total_flops:,}", summary)
+    return summary
+
+
 def _trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
     callbacks = list(callbacks)
     for name, node in (cfg.get("callbacks") or {}).items():
@@ -88,6 +109,7 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = ()) 
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data, module = build(cfg)
+    size = summarize(module.net, data.in_shape)
     with lightning_config_errors():
         trainer = _trainer(cfg, run_dir, callbacks)
         trainer.fit(module, datamodule=data)
@@ -112,6 +134,8 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = ()) 
         "best_epoch": best["epoch"],
         "epochs": len(history),
         "stopped_early": stopped,
+        "params": size.total_parameters,
+        "flops_per_sample": size.total_flops,
         "seed": cfg.seed,
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
