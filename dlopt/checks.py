@@ -3,8 +3,9 @@
 Hydra already rejects unknown keys and unknown group options. What it cannot know is that
 `lr` must be a positive number or `dropout` a probability below 1; these rules are keyed by the
 knob's name, which is the same in every group (`model.dropout`, `regularization.dropout`, ...).
-Choices that need the library to list them (activation names, normalizations) are checked where
-the object is built.
+Named choices (activation, norm, ...) are listed here, torch-free, in CHOICES: dlopt.models builds
+its tables from these names, so there is one list. Checks that need the data's shape (a patch
+larger than the input, instance norm at size 1) stay where the model is built.
 """
 
 from __future__ import annotations
@@ -52,6 +53,21 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "image_size": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
     "mode": (lambda x: x in ("min", "max"), "min or max"),
     "normalize": (lambda x: x in ("standardize", "minmax", "none"), "standardize, minmax or none"),
+    "heads": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "patch": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "mlp_ratio": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "negative_slope": (lambda x: _number(x) and x >= 0, "a number >= 0"),
+    "residual": (lambda x: isinstance(x, bool), "true or false"),
+    "attention": (lambda x: isinstance(x, bool), "true or false"),
+}
+
+# knob name -> the valid names, for a key of that name anywhere in the config
+CHOICES: dict[str, tuple[str, ...]] = {
+    "activation": ("relu", "leaky_relu", "prelu", "sigmoid", "tanh", "gelu", "silu", "elu"),
+    "norm": ("batch", "layer", "group", "instance", "none"),
+    "pool": ("max", "avg", "none"),
+    "init": ("default", "kaiming", "xavier", "orthogonal"),
+    "arch": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
 }
 
 
@@ -81,3 +97,11 @@ def check(cfg: DictConfig) -> None:
             test, valid = RULES[name]
             if not test(value):
                 raise UserError(f"{path}={value} is not valid: expected {valid}")
+        if name in CHOICES and value not in CHOICES[name]:
+            raise UserError(f"{path}={value} is not valid; choose one of {', '.join(CHOICES[name])}")
+    model = cfg.get("model")
+    # cnn's heads divide the channel count at the end of its stack, checked when it is built
+    if isinstance(model, DictConfig) and "heads" in model and "width" in model \
+            and "attention" not in model and model.width % model.heads:
+        raise UserError(f"model.width={model.width} is not divisible by model.heads={model.heads}; "
+                        f"choose heads that divide the width")

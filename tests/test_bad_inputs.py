@@ -48,7 +48,7 @@ def test_unknown_model_option_lists_valid_ones(cli, tmp_path):
     result = cli.run("train", "model=resnot", *cli.TINY, cwd=tmp_path, timeout=60)
     assert_fails_clearly(result, tmp_path, "model/resnot")
     options = re.search(r"Available options in 'model':\s*((?:\s*\w+\n)+)", result.output)
-    assert options and options.group(1).split() == ["cnn", "mlp", "resnet"], result.describe()
+    assert options and options.group(1).split() == ["cnn", "mlp", "resnet", "vit"], result.describe()
     assert not (tmp_path / "outputs").exists()
 
 

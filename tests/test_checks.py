@@ -31,6 +31,13 @@ def test_default_config_is_accepted():
     [
         ["model=mlp"],
         ["model=resnet"],
+        ["model=vit"],
+        ["model=vit", "model.width=48", "model.heads=6", "model.patch=4", "model.mlp_ratio=1"],
+        ["model=cnn", "model.residual=true", "model.attention=true", "model.pool=avg"],
+        ["model=cnn", "model.width=6", "model.attention=true"],  # heads vs channels: at build
+        ["model=mlp", "model.residual=true", "model.init=kaiming", "model.activation=leaky_relu",
+         "model.negative_slope=0.2"],
+        ["model=resnet", "model.residual=false", "model.init=orthogonal", "model.arch=resnet34"],
         ["optimizer=sgd"],
         ["optimizer=momentum"],
         ["optimizer=adamw"],
@@ -76,6 +83,15 @@ def test_every_shipped_option_is_accepted(overrides):
         ("callbacks.early_stopping.patience=-1", "callbacks.early_stopping.patience", "-1", ">= 0"),
         ("data.val_fraction=1.0", "data.val_fraction", "1.0", "(0, 1)"),
         ("seed=1.5", "seed", "1.5", "an integer"),
+        ("model.heads=0", "model.heads", "0", ">= 1"),
+        ("model.negative_slope=-0.1", "model.negative_slope", "-0.1", ">= 0"),
+        ("model.residual=yes", "model.residual", "yes", "true or false"),
+        ("model.attention=1", "model.attention", "1", "true or false"),
+        ("model.activation=swishy", "model.activation", "swishy",
+         "; choose one of relu, leaky_relu, prelu, sigmoid, tanh, gelu, silu, elu"),
+        ("model.norm=weird", "model.norm", "weird", "batch, layer, group, instance, none"),
+        ("model.pool=min", "model.pool", "min", "max, avg, none"),
+        ("model.init=he", "model.init", "he", "default, kaiming, xavier, orthogonal"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_the_valid_range(override, key, value, valid):
@@ -106,6 +122,12 @@ def test_a_bool_where_a_number_is_expected_is_rejected(override, key):
         (["scheduler=plateau", "scheduler.factor=1.0"], "scheduler.factor"),
         (["augmentation=basic", "augmentation.hflip_p=1.5"], "augmentation.hflip_p"),
         (["augmentation=basic", "augmentation.crop_padding=-1"], "augmentation.crop_padding"),
+        (["model=vit", "model.patch=0"], "model.patch"),
+        (["model=vit", "model.mlp_ratio=1.5"], "model.mlp_ratio"),
+        (["model=vit", "model.activation=swish"], "model.activation"),
+        (["model=resnet", "model.arch=resnet9"], "model.arch"),
+        (["model=resnet", "model.residual=no"], "model.residual"),
+        (["model=mlp", "model.init=uniform"], "model.init"),
     ],
 )
 def test_group_options_knobs_are_checked_under_their_own_group(overrides, key):
@@ -133,3 +155,17 @@ def test_the_first_bad_key_is_named_even_when_others_are_fine():
 def test_an_interpolation_that_does_not_resolve_is_a_user_error():
     message = rejected("model.dropout=${regularization.nothing}")
     assert "does not resolve" in message
+
+
+def test_heads_must_divide_width_and_both_keys_are_named():
+    message = rejected("model=vit", "model.width=30", "model.heads=4")
+    assert message.startswith("model.width=30 ") and "model.heads=4" in message
+
+
+def test_choices_are_the_names_the_models_build():
+    from dlopt.checks import CHOICES
+    from dlopt.models.layers import ACTIVATIONS, INITS, NORMS
+    from dlopt.models.resnet import ARCHS
+
+    assert tuple(ACTIVATIONS) == CHOICES["activation"] and tuple(NORMS) == CHOICES["norm"]
+    assert INITS == CHOICES["init"] and tuple(ARCHS) == CHOICES["arch"]

@@ -95,7 +95,7 @@ def test_train_help_lists_every_group_and_option(cli, tmp_path):
     assert set(shipped) == {"data", "model", "optimizer", "scheduler", "augmentation", "regularization", "search",
                             "trainer", "callbacks", "logger", "experiment"}
     assert listed == shipped
-    assert listed["model"] == ["cnn", "mlp", "resnet"]
+    assert listed["model"] == ["cnn", "mlp", "resnet", "vit"]
     assert {"digits", "mnist1d", "synthetic", "image_folder", "cifar10"} <= set(listed["data"])
     assert not (tmp_path / "outputs").exists()
 

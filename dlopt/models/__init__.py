@@ -1,10 +1,11 @@
 """Classification networks built from a Hydra partial completed with the data's input shape and
 class count: `Model(in_shape=..., num_classes=..., **knobs)`; forward maps (N, *in_shape) to
-logits (N, num_classes). Shared knobs (depth, width, activation, norm, dropout) mean the same in
-every model."""
+logits (N, num_classes). Shared knobs (depth, width, activation, negative_slope, norm, residual,
+dropout, init) mean the same in every model that has them."""
 
 from dlopt.models.cnn import CNN
 from dlopt.models.mlp import MLP
 from dlopt.models.resnet import ResNet
+from dlopt.models.vit import ViT
 
-__all__ = ["CNN", "MLP", "ResNet"]
+__all__ = ["CNN", "MLP", "ResNet", "ViT"]

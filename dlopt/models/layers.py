@@ -1,6 +1,8 @@
-"""Parts every dlopt model shares: activations and norms chosen by name, and the checks for the
-knobs all models have (depth, width, dropout, the input kind). Every helper returns a new module
-per call and nothing works in place, so Captum can attribute through any model built from them.
+"""Parts every dlopt model shares: activations and norms chosen by name, the weight init
+(`init_weights`, torch.nn.init on every Conv/Linear weight), and the checks for the knobs all
+models have (depth, width, dropout, the input kind). The names come from dlopt.checks.CHOICES, the
+one torch-free list the config is checked against. Every helper returns a new module per call
+and nothing works in place, so Captum can attribute through any model built from them.
 Bad values raise UserError with one line naming the key and what would be valid."""
 
 from __future__ import annotations
@@ -10,17 +12,19 @@ from collections.abc import Callable, Collection, Sequence
 
 from torch import nn
 
+from dlopt.checks import CHOICES
 from dlopt.errors import UserError
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
-    "prelu": nn.PReLU,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "elu": nn.ELU,
+# name -> factory(negative_slope); only leaky_relu uses the slope
+ACTIVATIONS: dict[str, Callable[[float], nn.Module]] = {
+    "relu": lambda slope: nn.ReLU(),
+    "leaky_relu": lambda slope: nn.LeakyReLU(slope),
+    "prelu": lambda slope: nn.PReLU(),
+    "sigmoid": lambda slope: nn.Sigmoid(),
+    "tanh": lambda slope: nn.Tanh(),
+    "gelu": lambda slope: nn.GELU(),
+    "silu": lambda slope: nn.SiLU(),
+    "elu": lambda slope: nn.ELU(),
 }
 
 
@@ -39,6 +43,14 @@ NORMS: dict[str, Callable[[int, int], nn.Module]] = {
     "instance": _instance,
     "none": lambda c, dims: nn.Identity(),
 }
+INITS = CHOICES["init"]
+assert tuple(ACTIVATIONS) == CHOICES["activation"] and tuple(NORMS) == CHOICES["norm"]
+
+# activation -> (nonlinearity, param) for nn.init.calculate_gain; ReLU-like ones count as relu,
+# prelu as leaky_relu with PReLU's initial slope 0.25 (leaky_relu: its negative_slope)
+_GAINS = {"relu": ("relu", None), "prelu": ("leaky_relu", 0.25), "sigmoid": ("sigmoid", None),
+          "tanh": ("tanh", None), "gelu": ("relu", None), "silu": ("relu", None),
+          "elu": ("relu", None)}
 
 
 def check_choice(key: str, value: object, valid: Collection[str]) -> None:
@@ -70,10 +82,56 @@ def spatial_shape(model: str, in_shape: Sequence[int]) -> tuple[int, ...]:
     return shape[1:]
 
 
-def make_activation(name: str) -> nn.Module:
+def check_knobs(**knobs: object) -> None:
+    """The shared knobs a model was given: depth/width/heads/... >= 1, activation, norm and init
+    among the known names, dropout a probability."""
+    for key, value in knobs.items():
+        if key in CHOICES:
+            check_choice(f"model.{key}", value, CHOICES[key])
+        elif key == "dropout":
+            check_dropout(value)  # type: ignore[arg-type]
+        elif key == "negative_slope":
+            if value < 0:  # type: ignore[operator]
+                raise UserError(f"model.negative_slope={value} must be >= 0")
+        else:
+            check_positive(f"model.{key}", value)  # type: ignore[arg-type]
+
+
+def make_activation(name: str, negative_slope: float = 0.01) -> nn.Module:
     """A new activation module (never shared, never in place)."""
     check_choice("model.activation", name, ACTIVATIONS)
-    return ACTIVATIONS[name]()
+    return ACTIVATIONS[name](negative_slope)
+
+
+def init_weights(model: nn.Module, init: str, activation: str = "relu",
+                 negative_slope: float = 0.01) -> None:
+    """Re-initialize every Conv/Linear weight (and attention input projection) with nn.init,
+    biases to zero; `default` keeps PyTorch's init. kaiming, xavier and orthogonal all use the
+    gain torch gives the activation (leaky_relu: with a=negative_slope)."""
+    check_choice("model.init", init, INITS)
+    if init == "default":
+        return
+    nonlinearity, param = (("leaky_relu", negative_slope) if activation == "leaky_relu"
+                           else _GAINS[activation])
+    gain = nn.init.calculate_gain(nonlinearity, param)
+    weights, biases = [], []
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            weights.append(m.weight)
+            biases.append(m.bias)
+        elif isinstance(m, nn.MultiheadAttention) and m.in_proj_weight is not None:
+            weights.append(m.in_proj_weight)
+            biases.append(m.in_proj_bias)
+    for weight in weights:
+        if init == "kaiming":
+            nn.init.kaiming_normal_(weight, a=param or 0, nonlinearity=nonlinearity)
+        elif init == "xavier":
+            nn.init.xavier_uniform_(weight, gain=gain)
+        else:
+            nn.init.orthogonal_(weight, gain=gain)
+    for bias in biases:
+        if bias is not None:
+            nn.init.zeros_(bias)
 
 
 def make_norm(name: str, channels: int, dims: int) -> nn.Module:
