@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
 
 from hydra import compose, initialize_config_dir
 
 from dlopt.apps import config_dir
+
+for name in ("lightning", "lightning.pytorch"):  # the figures, not Lightning's chatter
+    logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def config(*overrides: str):
