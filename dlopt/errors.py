@@ -4,6 +4,16 @@ Its message is shown as is, without a traceback, so it must name the key or path
 would be valid.
 """
 
+from __future__ import annotations
+
 
 class UserError(Exception):
     """A problem the user can fix; the message says how."""
+
+
+def cause_of(err: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of type `kind` in err's chain of causes, or None (Hydra's instantiate
+    and Lightning wrap what the code they call raised)."""
+    while err is not None and not isinstance(err, kind):
+        err = err.__cause__ or err.__context__
+    return err

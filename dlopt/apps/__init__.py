@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dlopt.errors import UserError
+from dlopt.errors import UserError, cause_of
 
 log = logging.getLogger("dlopt")
 
@@ -23,14 +23,6 @@ def config_dir() -> str:
     package = Path(__file__).resolve().parents[1]
     shipped = package / "conf"
     return str(shipped if shipped.is_dir() else package.parent / "conf")
-
-
-def _user_error(err: BaseException) -> UserError | None:
-    while err is not None:  # Hydra's instantiate wraps what the target raised
-        if isinstance(err, UserError):
-            return err
-        err = err.__cause__ or err.__context__
-    return None
 
 
 def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
@@ -48,7 +40,7 @@ def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
         try:
             return run(cfg, run_dir)
         except Exception as err:
-            user_error = _user_error(err)
+            user_error = cause_of(err, UserError)
             if user_error is None:
                 raise
             log.error("%s", user_error)

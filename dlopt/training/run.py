@@ -21,7 +21,7 @@ from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf
 
 from dlopt.data.augment import build_augment
-from dlopt.errors import UserError
+from dlopt.errors import UserError, cause_of
 from dlopt.training import report
 from dlopt.training.module import Classifier
 
@@ -94,9 +94,7 @@ def lightning_config_errors():
     try:
         yield
     except Exception as err:
-        cause = err
-        while cause is not None and not isinstance(cause, MisconfigurationException):
-            cause = cause.__cause__ or cause.__context__
+        cause = cause_of(err, MisconfigurationException)
         if cause is None:
             raise
         raise UserError("Lightning: " + " ".join(str(cause).split())) from None
