@@ -48,6 +48,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "split_seed": (_integer, "an integer"),
     "val_fraction": (lambda x: _number(x) and 0 < x < 1, "a fraction in (0, 1)"),
     "test_fraction": (lambda x: _number(x) and 0 < x < 1, "a fraction in (0, 1)"),
+    "fraction": (lambda x: _number(x) and 0 < x <= 1, "a fraction in (0, 1]"),
     "num_samples": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
     "num_classes": (lambda x: _integer(x) and x >= 2, "an integer >= 2"),
     "image_size": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
@@ -67,6 +68,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "norm": ("batch", "layer", "group", "instance", "none"),
     "pool": ("max", "avg", "none"),
     "init": ("default", "kaiming", "xavier", "orthogonal"),
+    "class_weights": ("none", "balanced"),
     "arch": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
 }
 

@@ -1,5 +1,8 @@
-"""The in-memory DataModule every built-in dataset uses.
+"""The DataModule interface every data source gives a run, and the in-memory DataModule.
 
+`DataModule` holds what the rest of a run needs (classes, input shape, normalization
+statistics, class weights) and applies the training augmentation to whole batches on the
+training device. `select` keeps the classes and the training fraction a user asked for.
 Small datasets (digits, mnist1d, MNIST/CIFAR-sized tensors, a user's small image folder) are
 held as whole tensors and served as slices per batch: a DataLoader over a TensorDataset would
 index, collate and re-stack every sample, which costs more than the step itself on small nets.
@@ -13,6 +16,7 @@ import math
 from typing import Callable, Optional, Sequence
 
 import lightning.pytorch as L
+import numpy as np
 import torch
 
 from dlopt.errors import UserError
@@ -80,7 +84,103 @@ def input_stats(x: torch.Tensor, normalize: str) -> tuple[torch.Tensor, torch.Te
     return shift.reshape(shape[1:]).float(), scale.reshape(shape[1:]).float()
 
 
-class InMemoryDataModule(L.LightningDataModule):
+CLASS_WEIGHTS = ("none", "balanced")
+
+
+def balanced_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """scikit-learn's "balanced" class weights, n / (k * count), from training labels."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = y.cpu().numpy()
+    weights = compute_class_weight("balanced", classes=np.arange(num_classes), y=labels) \
+        if len(np.unique(labels)) == num_classes else None
+    if weights is None:
+        missing = sorted(set(range(num_classes)) - set(labels.tolist()))
+        raise UserError(f"data.class_weights=balanced needs every class in the training split; classes {missing} have none")
+    return torch.as_tensor(weights, dtype=torch.float32)
+
+
+def select(
+    labels: dict[str, torch.Tensor], classes: Sequence[str], wanted, fraction: float, seed: int, name: str
+) -> tuple[dict[str, torch.Tensor], list[str], dict[str, torch.Tensor]]:
+    """Which samples of each split to keep for ``data.classes=wanted`` and ``data.fraction``.
+
+    Returns (indices per split, kept class names, new labels per split). Kept classes are
+    relabelled 0..k-1 in the dataset's class order; ``fraction`` keeps a stratified part of the
+    training split only, so validation and test stay comparable across fractions.
+    """
+    classes = [str(c) for c in classes]
+    keep = list(range(len(classes)))
+    if wanted is not None:
+        names = [str(c) for c in ([wanted] if isinstance(wanted, (str, int)) else wanted)]
+        unknown = [c for c in names if c not in classes]
+        if unknown:
+            shown = ", ".join(classes[:20]) + (", ..." if len(classes) > 20 else "")
+            raise UserError(f"data.classes: {', '.join(unknown)} is not a class of data={name}; its classes are {shown}")
+        if len(set(names)) < 2:
+            raise UserError(f"data.classes={names} keeps fewer than 2 classes; name at least two")
+        keep = [i for i, c in enumerate(classes) if c in names]
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise UserError(f"data.fraction={fraction} is not valid: expected a fraction in (0, 1]")
+    relabel = torch.full((len(classes),), -1, dtype=torch.long)
+    relabel[keep] = torch.arange(len(keep))
+    index, new_labels = {}, {}
+    for split, y in labels.items():
+        idx = torch.nonzero(relabel[y] >= 0).flatten()
+        if split == "train" and fraction < 1:
+            idx = _stratified_part(idx, y[idx], fraction, seed, len(keep))
+        index[split], new_labels[split] = idx, relabel[y[idx]]
+    return index, [classes[i] for i in keep], new_labels
+
+
+def _stratified_part(idx: torch.Tensor, y: torch.Tensor, fraction: float, seed: int, num_classes: int) -> torch.Tensor:
+    from sklearn.model_selection import train_test_split
+
+    try:
+        part, _ = train_test_split(idx.numpy(), train_size=fraction, stratify=y.numpy(), random_state=seed)
+    except ValueError:
+        raise UserError(
+            f"data.fraction={fraction:g} of {len(idx)} training samples is too few to keep every one of "
+            f"{num_classes} classes; raise data.fraction"
+        ) from None
+    return torch.from_numpy(np.sort(part))
+
+
+class DataModule(L.LightningDataModule):
+    """What every dlopt data source gives a run: class names, input shape, normalization
+    statistics of the training split (``shift``, ``scale``), optional class weights, and the
+    training augmentation, applied to whole batches on the training device."""
+
+    def __init__(self, *, classes: Sequence[str], train_labels: torch.Tensor, batch_size: int = 64,
+                 num_workers: int = 0, seed: int = 0, name: str = "data", class_weights: str = "none"):
+        super().__init__()
+        if class_weights not in CLASS_WEIGHTS:
+            raise UserError(f"data.class_weights={class_weights} is not valid; choose one of {', '.join(CLASS_WEIGHTS)}")
+        self.classes = [str(c) for c in classes]
+        self.batch_size, self.num_workers, self.seed, self.name = batch_size, num_workers, seed, name
+        self.class_weights = balanced_weights(train_labels, len(self.classes)) if class_weights == "balanced" else None
+        self.augment: Optional[Callable] = None  # (x, y) -> (x, y); y may become soft labels (mixup)
+        self.shift = self.scale = None  # set by the subclass from its training split
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def train_samples(self, n: int) -> torch.Tensor:
+        """The first ``n`` training inputs, unaugmented (for the augmentation preview)."""
+        raise NotImplementedError
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.augment is not None and self.trainer is not None and self.trainer.training:
+            return self.augment(*batch)
+        return batch
+
+
+class InMemoryDataModule(DataModule):
     """Train/val/test splits held as tensors: x float32 of shape (N, *in_shape), y int64 labels."""
 
     def __init__(
@@ -98,30 +198,28 @@ class InMemoryDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         name: str = "data",
-        augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        class_weights: str = "none",
     ):
-        super().__init__()
-        self.splits = {
+        splits = {
             "train": (x_train.float(), y_train.long()),
             "val": (x_val.float(), y_val.long()),
             "test": (x_test.float(), y_test.long()),
         }
-        for split, (x, y) in self.splits.items():
+        for split, (x, y) in splits.items():
             if len(x) != len(y) or len(y) == 0:
                 raise UserError(f"data={name}: the {split} split has {len(x)} inputs and {len(y)} labels")
-        self.classes = list(classes)
-        self.batch_size, self.seed, self.name = batch_size, seed, name
-        self.num_workers = num_workers  # tensors are sliced in the main process; kept for a uniform config
-        self.augment = augment
-        self.shift, self.scale = input_stats(x_train, normalize)
+        # tensors are sliced in the main process, so num_workers has nothing to do here
+        super().__init__(classes=classes, train_labels=splits["train"][1], batch_size=batch_size,
+                         num_workers=num_workers, seed=seed, name=name, class_weights=class_weights)
+        self.splits = splits
+        self.shift, self.scale = input_stats(splits["train"][0], normalize)
 
     @property
     def in_shape(self) -> tuple[int, ...]:
         return tuple(self.splits["train"][0].shape[1:])
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
+    def train_samples(self, n: int) -> torch.Tensor:
+        return self.splits["train"][0][:n].cpu()
 
     def setup(self, stage: Optional[str] = None) -> None:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
@@ -141,9 +239,3 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> TensorBatches:
         return self._batches("test", shuffle=False)
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.augment is not None and self.trainer is not None and self.trainer.training:
-            x, y = batch
-            return self.augment(x), y
-        return batch

@@ -20,12 +20,20 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from dlopt.data.datamodule import InMemoryDataModule
+from dlopt.data.datamodule import InMemoryDataModule, select
 from dlopt.errors import UserError
 
 
-def _module(splits, classes, name: str, loader: dict) -> InMemoryDataModule:
-    return InMemoryDataModule(*splits, classes=[str(c) for c in classes], **{"name": name, **loader})
+def _module(splits, classes, name: str, loader: dict, split_seed: int = 0) -> InMemoryDataModule:
+    """An InMemoryDataModule of (x_tr, y_tr, x_va, y_va, x_te, y_te), keeping only the
+    classes and the training fraction that ``loader`` asks for (data.classes, data.fraction)."""
+    loader = dict(loader)
+    wanted, fraction = loader.pop("classes", None), loader.pop("fraction", 1.0)
+    pairs = dict(zip(("train", "val", "test"), zip(splits[0::2], splits[1::2])))
+    index, classes, labels = select({s: torch.as_tensor(y) for s, (_, y) in pairs.items()}, classes, wanted,
+                                    fraction, split_seed, name)
+    kept = [t for s, (x, _) in pairs.items() for t in (torch.as_tensor(x)[index[s]], labels[s])]
+    return InMemoryDataModule(*kept, classes=classes, **{"name": name, **loader})
 
 
 def _check_fraction(key: str, value, allow_zero: bool = False) -> float:
@@ -83,7 +91,7 @@ def digits(*, val_fraction=0.15, test_fraction=0.15, split_seed=0, **loader) -> 
     x = torch.from_numpy(data.images).float().unsqueeze(1)
     y = torch.from_numpy(data.target).long()
     splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="digits")
-    return _module(splits, range(10), "digits", loader)
+    return _module(splits, range(10), "digits", loader, split_seed)
 
 
 def mnist1d(*, num_samples=5000, val_fraction=0.15, split_seed=0, **loader) -> InMemoryDataModule:
@@ -105,7 +113,7 @@ def mnist1d(*, num_samples=5000, val_fraction=0.15, split_seed=0, **loader) -> I
     x_tr, y_tr, x_va, y_va, _, _ = stratified_split(x, y, val_fraction, 0, split_seed, name="mnist1d")
     x_te = torch.from_numpy(data["x_test"]).float().unsqueeze(1)
     y_te = torch.from_numpy(data["y_test"]).long()
-    return _module((x_tr, y_tr, x_va, y_va, x_te, y_te), range(10), "mnist1d", loader)
+    return _module((x_tr, y_tr, x_va, y_va, x_te, y_te), range(10), "mnist1d", loader, split_seed)
 
 
 def synthetic(
@@ -145,7 +153,7 @@ def synthetic(
     y = torch.arange(num_samples) % num_classes
     x = prototypes[y] + noise * torch.randn(num_samples, *dims, generator=g)
     splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="synthetic")
-    return _module(splits, range(num_classes), "synthetic", loader)
+    return _module(splits, range(num_classes), "synthetic", loader, split_seed)
 
 
 def _open_image(path: str, mode: str):
@@ -201,7 +209,7 @@ def image_folder(
     if not parts:
         x, y, classes = _load_image_tree(root, image_size, channels)
         splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="image_folder")
-        return _module(splits, classes, "image_folder", loader)
+        return _module(splits, classes, "image_folder", loader, split_seed)
 
     loaded = {s: _load_image_tree(folder, image_size, channels) for s, folder in parts.items()}
     classes = loaded["train"][2]
@@ -227,7 +235,7 @@ def image_folder(
         x_va, y_va = loaded["val"][:2]
     if "test" in loaded:
         x_te, y_te = loaded["test"][:2]
-    return _module((x_tr, y_tr, x_va, y_va, x_te, y_te), classes, "image_folder", loader)
+    return _module((x_tr, y_tr, x_va, y_va, x_te, y_te), classes, "image_folder", loader, split_seed)
 
 
 IDX_FILES = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
@@ -276,4 +284,4 @@ def torchvision_dataset(
     train, test = load(True), load(False)
     x, y = tensors(train)
     x_tr, y_tr, x_va, y_va, _, _ = stratified_split(x, y, val_fraction, 0, split_seed, name=dataset)
-    return _module((x_tr, y_tr, x_va, y_va, *tensors(test)), train.classes, dataset, loader)
+    return _module((x_tr, y_tr, x_va, y_va, *tensors(test)), train.classes, dataset, loader, split_seed)
