@@ -84,11 +84,12 @@ def stratified_split(x, y, val_fraction: float, test_fraction: float, seed: int,
 
 
 def digits(*, val_fraction=0.15, test_fraction=0.15, split_seed=0, **loader) -> InMemoryDataModule:
-    """scikit-learn's bundled 8x8 handwritten digits (1797 images, raw values 0..16), offline."""
+    """scikit-learn's bundled 8x8 handwritten digits (1797 images), offline; pixels scaled from 0..16 to [0, 1]
+    like every other image source, so that augmentation and `data.normalize=none` see the usual range."""
     from sklearn.datasets import load_digits
 
     data = load_digits()
-    x = torch.from_numpy(data.images).float().unsqueeze(1)
+    x = torch.from_numpy(data.images).float().unsqueeze(1) / 16
     y = torch.from_numpy(data.target).long()
     splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="digits")
     return _module(splits, range(10), "digits", loader, split_seed)
