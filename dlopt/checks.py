@@ -25,6 +25,19 @@ def _integer(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _span(x: Any, most: float | None = None) -> bool:
+    """null, or [low, high] with 0 < low <= high (<= most)."""
+    if x is None:
+        return True
+    if isinstance(x, (str, bytes)) or not hasattr(x, "__len__") or len(x) != 2 or not all(_number(v) for v in x):
+        return False
+    return 0 < x[0] <= x[1] and (most is None or x[1] <= most)
+
+
+def _probability(x: Any) -> bool:
+    return _number(x) and 0 <= x <= 1
+
+
 # knob name -> (test, what a valid value is)
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "lr": (lambda x: _number(x) and x > 0, "a number > 0"),
@@ -34,7 +47,19 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "momentum": (lambda x: _number(x) and 0 <= x < 1, "a number in [0, 1)"),
     "gamma": (lambda x: _number(x) and 0 < x <= 1, "a factor in (0, 1]"),
     "factor": (lambda x: _number(x) and 0 < x < 1, "a factor in (0, 1)"),
-    "hflip_p": (lambda x: _number(x) and 0 <= x <= 1, "a probability in [0, 1]"),
+    "hflip_p": (_probability, "a probability in [0, 1]"),
+    "vflip_p": (_probability, "a probability in [0, 1]"),
+    "erasing_p": (_probability, "a probability in [0, 1]"),
+    "rotate_deg": (lambda x: _number(x) and 0 <= x <= 180, "degrees in [0, 180]"),
+    "translate": (lambda x: _number(x) and 0 <= x < 1, "a fraction of the size in [0, 1)"),
+    "scale": (_span, "null or [min, max] with 0 < min <= max, e.g. [0.9,1.1]"),
+    "resized_crop": (lambda x: _span(x, 1.0), "null or [min, max] area fractions with 0 < min <= max <= 1"),
+    "color_jitter": (lambda x: _number(x) and 0 <= x <= 1, "a strength in [0, 1]"),
+    "noise_std": (lambda x: _number(x) and x >= 0, "a number >= 0"),
+    "mixup_alpha": (lambda x: _number(x) and x >= 0, "a number >= 0 (0 is off)"),
+    "cutmix_alpha": (lambda x: _number(x) and x >= 0, "a number >= 0 (0 is off)"),
+    "label_smoothing": (lambda x: _number(x) and 0 <= x < 1, "a number in [0, 1)"),
+    "exclude_norm_bias": (lambda x: isinstance(x, bool), "true or false"),
     "batch_size": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
     "num_workers": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
     "depth": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
@@ -69,6 +94,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "pool": ("max", "avg", "none"),
     "init": ("default", "kaiming", "xavier", "orthogonal"),
     "class_weights": ("none", "balanced"),
+    "policy": ("none", "randaugment", "trivialaugment", "autoaugment"),
     "arch": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
 }
 

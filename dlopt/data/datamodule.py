@@ -170,8 +170,8 @@ class DataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def train_samples(self, n: int) -> torch.Tensor:
-        """The first ``n`` training inputs, unaugmented (for the augmentation preview)."""
+    def train_samples(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` training (inputs, labels), unaugmented, on the CPU (for the augmentation preview)."""
         raise NotImplementedError
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
@@ -218,8 +218,9 @@ class InMemoryDataModule(DataModule):
     def in_shape(self) -> tuple[int, ...]:
         return tuple(self.splits["train"][0].shape[1:])
 
-    def train_samples(self, n: int) -> torch.Tensor:
-        return self.splits["train"][0][:n].cpu()
+    def train_samples(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.splits["train"]
+        return x[:n].cpu(), y[:n].cpu()
 
     def setup(self, stage: Optional[str] = None) -> None:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")

@@ -13,7 +13,6 @@ import math
 import os
 import random
 from collections.abc import Sequence
-from functools import partial
 from urllib.error import URLError
 
 import numpy as np
@@ -155,88 +154,6 @@ def synthetic(
     x = prototypes[y] + noise * torch.randn(num_samples, *dims, generator=g)
     splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="synthetic")
     return _module(splits, range(num_classes), "synthetic", loader, split_seed)
-
-
-def _open_image(path: str, mode: str):
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return img.convert(mode)
-
-
-def _load_image_tree(folder: str, image_size: int, channels: int):
-    """Every image under folder/<class>/ as float32 in [0, 1]; returns (x, y, classes)."""
-    from torchvision.datasets import ImageFolder
-    from torchvision.transforms import v2
-
-    transform = v2.Compose(
-        [v2.PILToTensor(), v2.Resize((image_size, image_size), antialias=True), v2.ToDtype(torch.float32, scale=True)]
-    )
-    try:
-        tree = ImageFolder(folder, loader=partial(_open_image, mode="L" if channels == 1 else "RGB"), transform=transform)
-    except FileNotFoundError as e:
-        detail = " ".join(str(e).split()).rstrip(".")
-        raise UserError(
-            f"data.root: {folder} has no usable class folders ({detail}); "
-            f"expected {folder}/<class>/<image>, one sub-folder of images per class"
-        ) from e
-    xs = []
-    for path, _ in tree.samples:
-        try:
-            xs.append(tree.transform(tree.loader(path)))
-        except OSError as e:
-            raise UserError(f"data.root: cannot read the image {path} ({e})") from e
-    return torch.stack(xs), torch.tensor(tree.targets, dtype=torch.long), tree.classes
-
-
-def image_folder(
-    *, root=None, image_size=32, channels=3, val_fraction=0.15, test_fraction=0.15, split_seed=0, **loader
-) -> InMemoryDataModule:
-    """A user's images: root/<class>/*, or root/train/<class>/* with optional root/val/ and root/test/."""
-    if root is None:
-        raise UserError("data=image_folder needs data.root=PATH (a folder with one sub-folder of images per class)")
-    if channels not in (1, 3):
-        raise UserError(f"data.channels={channels} is not valid; choose 1 (grayscale) or 3 (RGB)")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise UserError(f"data.image_size={image_size} is not valid; it must be a positive integer")
-    root = os.path.abspath(os.path.expanduser(str(root)))
-    if not os.path.isdir(root):
-        raise UserError(f"data.root={root} does not exist or is not a folder")
-    parts = {s: os.path.join(root, s) for s in ("train", "val", "test") if os.path.isdir(os.path.join(root, s))}
-    if parts and "train" not in parts:
-        raise UserError(
-            f"data.root={root} has {'/ and '.join(parts)}/ but no train/; expected {root}/train/<class>/<image>"
-        )
-    if not parts:
-        x, y, classes = _load_image_tree(root, image_size, channels)
-        splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="image_folder")
-        return _module(splits, classes, "image_folder", loader, split_seed)
-
-    loaded = {s: _load_image_tree(folder, image_size, channels) for s, folder in parts.items()}
-    classes = loaded["train"][2]
-    for s in ("val", "test"):
-        if s in loaded and loaded[s][2] != classes:
-            only_train = sorted(set(classes) - set(loaded[s][2]))
-            only_s = sorted(set(loaded[s][2]) - set(classes))
-            raise UserError(
-                f"data.root={root}: the class folders of train/ and {s}/ differ "
-                f"(only in train/: {', '.join(only_train) or '-'}; only in {s}/: {', '.join(only_s) or '-'})"
-            )
-    x, y, _ = loaded["train"]
-    if "val" in loaded and "test" in loaded:
-        x_tr, y_tr = x, y
-    elif "val" in loaded:
-        test_fraction = _check_fraction("data.test_fraction", test_fraction)
-        x_tr, y_tr, x_te, y_te = _carve(x, y, test_fraction, split_seed, "image_folder", "data.test_fraction", test_fraction)
-    else:
-        x_tr, y_tr, x_va, y_va, x_te, y_te = stratified_split(
-            x, y, val_fraction, 0 if "test" in loaded else test_fraction, split_seed, name="image_folder"
-        )
-    if "val" in loaded:
-        x_va, y_va = loaded["val"][:2]
-    if "test" in loaded:
-        x_te, y_te = loaded["test"][:2]
-    return _module((x_tr, y_tr, x_va, y_va, x_te, y_te), classes, "image_folder", loader, split_seed)
 
 
 IDX_FILES = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"

@@ -1,5 +1,11 @@
 """The LightningModule every run trains: cross-entropy classification of any `net`.
 
+Regularization lives here: weight decay through the optimizer (optionally not on biases and
+normalization weights), an L1 penalty added to the loss, label smoothing and class weights in
+the training loss. Validation and test losses are plain cross-entropy, so runs with different
+regularization compare on the same measure. Training targets may be class probabilities
+(mixup, cutmix); accuracy then counts the most probable class.
+
 Metrics (loss, accuracy, macro F1) are torchmetrics objects updated every step and logged once
 per epoch: a `self.log` call per step costs more than a small network's step.
 """
@@ -33,7 +39,10 @@ class Classifier(L.LightningModule):
         input_shift: torch.Tensor,
         input_scale: torch.Tensor,
         weight_decay: float = 0.0,
+        exclude_norm_bias: bool = False,
         l1: float = 0.0,
+        label_smoothing: float = 0.0,
+        class_weights: Optional[torch.Tensor] = None,
         monitor: str = "val/loss",
         config: Optional[dict] = None,
     ):
@@ -43,7 +52,9 @@ class Classifier(L.LightningModule):
         # normalization statistics of the training split: saved in every checkpoint
         self.register_buffer("input_shift", input_shift)
         self.register_buffer("input_scale", input_scale)
-        self.weight_decay, self.l1, self.monitor = weight_decay, l1, monitor
+        self.register_buffer("class_weights", class_weights)
+        self.weight_decay, self.exclude_norm_bias, self.l1 = weight_decay, exclude_norm_bias, l1
+        self.label_smoothing, self.monitor = label_smoothing, monitor
         self.config = config
 
         def scores(f1: bool) -> MetricCollection:
@@ -65,9 +76,12 @@ class Classifier(L.LightningModule):
     def _step(self, batch, split: str) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        if split == "train":
+            loss = F.cross_entropy(logits, y, weight=self.class_weights, label_smoothing=self.label_smoothing)
+        else:
+            loss = F.cross_entropy(logits, y)
         self.losses[f"{split}_"].update(loss.detach(), len(y))
-        self.scores[f"{split}_"].update(logits.detach(), y)
+        self.scores[f"{split}_"].update(logits.detach(), y.argmax(1) if y.is_floating_point() else y)
         return loss
 
     def _diverged(self, what: str, value: float, where: str) -> UserError:
@@ -126,7 +140,11 @@ class Classifier(L.LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self):
-        optimizer = self.make_optimizer(self.parameters(), weight_decay=self.weight_decay)
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.exclude_norm_bias and self.weight_decay:
+            params = [{"params": [p for p in params if p.dim() > 1]},
+                      {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]  # biases, norms
+        optimizer = self.make_optimizer(params, weight_decay=self.weight_decay)
         if self.make_scheduler is None:
             return optimizer
         scheduler = self.make_scheduler(optimizer)

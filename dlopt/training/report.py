@@ -1,4 +1,4 @@
-"""What a finished run leaves for people: metrics.json (written atomically) and curves.png."""
+"""What a run leaves for people: metrics.json (written atomically), curves.png and augmentations.png."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Sequence
 
 
 def write_json(values: dict, path: Path) -> None:
@@ -17,12 +18,18 @@ def write_json(values: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
-    """Loss and accuracy per epoch, train and val, side by side."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Loss and accuracy per epoch, train and val, side by side."""
+    plt = _pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [row["epoch"] + 1 for row in history]
@@ -37,3 +44,35 @@ def plot_curves(history: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_samples(rows: Sequence[tuple[str, "torch.Tensor", list[str]]], title: str):
+    """A figure with one row per (name, batch, captions): images as pictures, 1-D signals and
+    vectors as lines. Returns the matplotlib figure (for a PNG and for TensorBoard)."""
+    plt = _pyplot()
+    first = rows[0][1]
+    n, kind = len(first), ("image" if first.dim() == 4 else "signal" if first.dim() == 3 else "vector")
+    low, high = float(first.min()), float(first.max())
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.6 * len(rows)), squeeze=False)
+    for r, (name, batch, captions) in enumerate(rows):
+        for c in range(n):
+            ax, sample = axes[r][c], batch[c].detach().float().cpu()
+            if kind == "image":
+                picture = sample.permute(1, 2, 0) if sample.shape[0] == 3 else sample[0]
+                ax.imshow(((picture - low) / max(high - low, 1e-12)).clamp(0, 1), cmap="gray", vmin=0, vmax=1)
+            else:
+                for line in (sample if kind == "signal" else sample[None]):
+                    ax.plot(line, linewidth=0.8)
+                ax.set_ylim(low - 0.1 * (high - low), high + 0.1 * (high - low))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(captions[c], fontsize=7)
+        axes[r][0].set_ylabel(name, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: Path) -> None:
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)

@@ -17,6 +17,7 @@ import lightning.pytorch as L
 import torch
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf
 
@@ -36,10 +37,12 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda reco
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier]:
     """The DataModule and the LightningModule the config describes (fresh weights)."""
     data = instantiate(cfg.data, seed=cfg.seed, _convert_="all")
-    data.augment = build_augment(data.in_shape, **cfg.augmentation)
+    data.augment = build_augment(data.in_shape, data.num_classes, data.scale,
+                                 **OmegaConf.to_container(cfg.augmentation, resolve=True))
     torch.manual_seed(cfg.seed)  # weights depend on the seed only, not on how the data was made
     net = instantiate(cfg.model, _convert_="all")(in_shape=data.in_shape, num_classes=data.num_classes)
     scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
+    reg = cfg.regularization
     module = Classifier(
         net,
         instantiate(cfg.optimizer, _convert_="all"),
@@ -47,8 +50,11 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier]:
         num_classes=data.num_classes,
         input_shift=data.shift,
         input_scale=data.scale,
-        weight_decay=cfg.regularization.weight_decay,
-        l1=cfg.regularization.l1,
+        class_weights=data.class_weights,
+        weight_decay=reg.weight_decay,
+        exclude_norm_bias=reg.get("exclude_norm_bias", False),
+        l1=reg.l1,
+        label_smoothing=reg.get("label_smoothing", 0.0),  # dropout is a model knob: model.dropout
         monitor=cfg.monitor,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
@@ -73,6 +79,30 @@ def summarize(net: torch.nn.Module, in_shape: tuple[int, ...], depth: int = 3) -
     log.info("model: %s parameters, %s FLOPs per sample\n%s", f"{summary.total_parameters:,}",
              f"{summary.total_flops:,}", summary)
     return summary
+
+
+def preview_augmentation(data, run_dir: Path, logger, n: int = 8, draws: int = 3) -> None:
+    """augmentations.png, also a TensorBoard figure: n training samples and `draws` augmented versions.
+
+    Drawn on a forked RNG, so that looking at the augmentation does not change the training."""
+    x, y = data.train_samples(n)
+    rows = [("original", x, [data.classes[int(i)] for i in y])]
+    if data.augment is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            for draw in range(draws):
+                xa, ya = data.augment(x.clone(), y.clone())
+                if ya.is_floating_point():  # mixed labels: the largest share
+                    share, top = ya.max(1)
+                    captions = [f"{data.classes[int(t)]} {float(s):.0%}" for s, t in zip(share, top)]
+                else:
+                    captions = [data.classes[int(i)] for i in ya]
+                rows.append((f"augmented {draw + 1}", xa, captions))
+    title = "training samples and their augmentation" if data.augment is not None else "training samples (augmentation: none)"
+    fig = report.plot_samples(rows, title)
+    if isinstance(logger, TensorBoardLogger):
+        logger.experiment.add_figure("augmentations", fig, close=False)
+    report.save_figure(fig, run_dir / "augmentations.png")
 
 
 def _trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
@@ -110,6 +140,7 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = ()) 
     size = summarize(module.net, data.in_shape)
     with lightning_config_errors():
         trainer = _trainer(cfg, run_dir, callbacks)
+        preview_augmentation(data, run_dir, trainer.logger)
         trainer.fit(module, datamodule=data)
     # testing the best checkpoint restores the history and callback states saved with it
     history = list(module.history)
