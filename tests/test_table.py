@@ -218,7 +218,8 @@ def test_missing_value_in_a_categorical_column(tmp_path):
 def test_infinite_feature(tmp_path):
     rows = [[i if i != 3 else "inf", i % 2] for i in range(12)]
     path = write(tmp_path / "t.csv", ["a", "label"], rows)
-    fails(r"column a has 'inf' in row 4 \(line 5 of t.csv\); features must be finite numbers", path=path, target="label")
+    fails(r"column a has 'inf' in row 4 \(line 5 of t.csv\); features must be finite numbers",
+          path=path, target="label")
 
 
 def test_bad_categorical_names(tmp_path):

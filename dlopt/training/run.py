@@ -11,7 +11,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import lightning.pytorch as L
 import torch
@@ -22,6 +22,7 @@ from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf
 
 from dlopt.data.augment import build_augment
+from dlopt.data.datamodule import DataModule
 from dlopt.errors import UserError, cause_of
 from dlopt.training import report
 from dlopt.training.module import Classifier
@@ -34,9 +35,10 @@ warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "Tip:" not in record.getMessage())
 
 
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier]:
-    """The DataModule and the LightningModule the config describes (fresh weights)."""
-    data = instantiate(cfg.data, seed=cfg.seed, _convert_="all")
+def build(cfg: DictConfig, data: Optional[DataModule] = None) -> tuple[DataModule, Classifier]:
+    """The DataModule and the LightningModule the config describes (fresh weights); `data`
+    replaces the configured data (a DataModule of one's own, a benchmark's reference)."""
+    data = data if data is not None else instantiate(cfg.data, seed=cfg.seed, _convert_="all")
     data.augment = build_augment(data.in_shape, data.num_classes, data.scale,
                                  **OmegaConf.to_container(cfg.augmentation, resolve=True))
     torch.manual_seed(cfg.seed)  # weights depend on the seed only, not on how the data was made
@@ -130,13 +132,14 @@ def lightning_config_errors():
         raise UserError("Lightning: " + " ".join(str(cause).split())) from None
 
 
-def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = ()) -> float:
+def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), data: Optional[DataModule] = None) -> float:
     """Train, test the best checkpoint, write metrics.json and curves.png; return the best monitored value.
 
-    `callbacks` are added to the ones the config declares (a sweeper's pruning callback, a timer)."""
+    `callbacks` are added to the ones the config declares (a sweeper's pruning callback, a timer);
+    `data` replaces the configured DataModule."""
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data, module = build(cfg)
+    data, module = build(cfg, data)
     size = summarize(module.net, data.in_shape)
     with lightning_config_errors():
         trainer = _trainer(cfg, run_dir, callbacks)
