@@ -80,7 +80,7 @@ class Augment(nn.Module):
         if self.batch is not None:
             x = self.batch(x)
         if self.noise_std:
-            x = x + self.noise_std * self.noise_scale * torch.randn_like(x)
+            x = x + self.noise_std * self.noise_scale.to(x) * torch.randn_like(x)
         if self.mix is not None:
             x, y = self.mix(x, y)
         return x.reshape(shape), y
@@ -106,7 +106,8 @@ def build_augment(in_shape: Sequence[int], num_classes: int = 10, noise_scale: O
             fits = " and ".join({"image": "images", "signal": "1-D signals", "vector": "vectors",
                                  "rgb": "RGB images"}[k] for k in FITS[key])
             raise UserError(f"augmentation.{key}={on[key]} works on {fits}, but the data gives {kind} of shape "
-                            f"{tuple(in_shape)}; set augmentation.{key}={OFF[key]} or choose another augmentation")
+                            f"{tuple(in_shape)}; set augmentation.{key}={'null' if OFF[key] is None else OFF[key]} "
+                            "or choose another augmentation")
     if on.get("policy", "none") not in POLICIES:
         raise UserError(f"augmentation.policy={on['policy']} is not valid; choose one of {', '.join(POLICIES)}")
     return Augment(in_shape, _policy(on.get("policy")), _batch_transforms(in_shape, on),
