@@ -6,7 +6,6 @@ import struct
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from dlopt.data import sources
 from dlopt.errors import UserError
@@ -18,19 +17,6 @@ def sizes(dm):
 
 def labels(dm, split):
     return set(dm.splits[split][1].tolist())
-
-
-def make_image_tree(folder, classes=("cat", "dog", "owl"), per_class=6):
-    """per_class small PNGs (10x12 pixels, alternating RGB and greyscale) in folder/<class>/."""
-    rng = np.random.default_rng(0)
-    for c in classes:
-        (folder / c).mkdir(parents=True)
-        for i in range(per_class):
-            if i % 2:
-                img = Image.fromarray(rng.integers(0, 256, (12, 10), dtype=np.uint8), mode="L")
-            else:
-                img = Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8), mode="RGB")
-            img.save(folder / c / f"{i}.png")
 
 
 def write_idx(raw, prefix, n, seed):
@@ -130,79 +116,6 @@ def test_synthetic_is_learnable_by_nearest_class_mean():
 def test_synthetic_bad_values(kwargs, key):
     with pytest.raises(UserError, match=key) as err:
         sources.synthetic(**kwargs)
-    assert "\n" not in str(err.value)
-
-
-# image_folder
-
-
-@pytest.mark.parametrize("channels", [1, 3])
-def test_image_folder_single_tree(tmp_path, channels):
-    make_image_tree(tmp_path)
-    dm = sources.image_folder(root=str(tmp_path), image_size=16, channels=channels)
-    assert dm.classes == ["cat", "dog", "owl"]
-    assert dm.in_shape == (channels, 16, 16)
-    assert sum(sizes(dm).values()) == 18
-    for split in ("train", "val", "test"):
-        x, _ = dm.splits[split]
-        assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
-        assert labels(dm, split) == {0, 1, 2}
-
-
-def test_image_folder_train_val_test_folders(tmp_path):
-    make_image_tree(tmp_path / "train")
-    make_image_tree(tmp_path / "val", per_class=2)
-    make_image_tree(tmp_path / "test", per_class=3)
-    dm = sources.image_folder(root=tmp_path, image_size=8, channels=3)
-    assert dm.classes == ["cat", "dog", "owl"]
-    assert sizes(dm) == {"train": 18, "val": 6, "test": 9}
-    assert dm.in_shape == (3, 8, 8)
-
-
-def test_image_folder_carves_test_when_only_val_is_given(tmp_path):
-    make_image_tree(tmp_path / "train")
-    make_image_tree(tmp_path / "val", per_class=2)
-    dm = sources.image_folder(root=tmp_path, image_size=8, channels=1, test_fraction=0.2)
-    assert sizes(dm)["val"] == 6
-    assert sizes(dm)["train"] + sizes(dm)["test"] == 18
-    assert labels(dm, "test") == {0, 1, 2}
-
-
-def test_image_folder_expands_home(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    make_image_tree(tmp_path / "pics")
-    assert sources.image_folder(root="~/pics", image_size=4).in_shape == (3, 4, 4)
-
-
-def test_image_folder_errors(tmp_path):
-    with pytest.raises(UserError, match=r"data=image_folder needs data.root=PATH"):
-        sources.image_folder()
-    missing = tmp_path / "nowhere"
-    with pytest.raises(UserError, match=str(missing)):
-        sources.image_folder(root=str(missing))
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(UserError, match=str(empty)) as err:
-        sources.image_folder(root=str(empty))
-    assert "<class>" in str(err.value) and "\n" not in str(err.value)
-    (empty / "cat").mkdir()  # a class folder without images
-    with pytest.raises(UserError, match=str(empty)):
-        sources.image_folder(root=str(empty))
-    with pytest.raises(UserError, match="data.channels"):
-        sources.image_folder(root=str(empty), channels=2)
-
-
-def test_image_folder_class_mismatch_names_the_classes(tmp_path):
-    make_image_tree(tmp_path / "train")
-    make_image_tree(tmp_path / "val", classes=("cat", "dog", "emu"), per_class=2)
-    with pytest.raises(UserError, match=r"only in train/: owl; only in val/: emu"):
-        sources.image_folder(root=tmp_path)
-
-
-def test_image_folder_too_few_images_for_the_split(tmp_path):
-    make_image_tree(tmp_path, per_class=2)
-    with pytest.raises(UserError, match="data.test_fraction") as err:
-        sources.image_folder(root=tmp_path)
     assert "\n" not in str(err.value)
 
 

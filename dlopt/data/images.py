@@ -123,13 +123,13 @@ class _Part:
         looked_for = f"looked for {', '.join(IMG_EXTENSIONS)}"
         if len(empty) == len(self.classes):
             raise UserError(
-                f"data.root: {folder} has no usable class folders: {_some(empty)} hold no image files "
+                f"data.root: {folder} has no usable class folders: no image files in {_some(empty)} "
                 f"({looked_for}); expected {folder}/<class>/<image>, one sub-folder of images per class"
             )
         if empty:
             raise UserError(
-                f"data.root: the class folder{'s' if len(empty) > 1 else ''} {_some(empty)} "
-                f"{'hold' if len(empty) > 1 else 'holds'} no image files ({looked_for}); add images or remove it"
+                f"data.root: no image files in the class folder{'s' if len(empty) > 1 else ''} {_some(empty)} "
+                f"({looked_for}); add images or remove the folder"
             )
         self.paths, labels, self.sizes = [], [], []
         for path, label in samples:
@@ -264,7 +264,7 @@ def image_folder(
     need = count * math.prod(shape) * 4
     memory = need <= IN_MEMORY_BYTES if in_memory == "auto" else in_memory
     workers = loader.get("num_workers", 0)
-    log.info("data=image_folder: %d images of %s, %.0f MiB decoded: %s", count, "x".join(map(str, shape)),
+    log.info("data=image_folder: %d images of %s, %.1f MiB decoded: %s", count, "x".join(map(str, shape)),
              need / 1024**2, "held in memory" if memory else f"read from disk by {workers} DataLoader workers")
     decoded = {}
     if memory:
