@@ -17,3 +17,11 @@ def cause_of(err: BaseException | None, kind: type[BaseException]) -> BaseExcept
     while err is not None and not isinstance(err, kind):
         err = err.__cause__ or err.__context__
     return err
+
+
+def did_you_mean(name: str, options) -> str:
+    """" (did you mean X?)" for the closest of `options` to a misspelt `name`, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1)
+    return f" (did you mean {close[0]}?)" if close else ""

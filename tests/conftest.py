@@ -72,11 +72,13 @@ class Cli:
                 env.pop(key, None)
         return env
 
-    def run(self, *args: str, cwd: Path, timeout: float = 300, offline: bool = False) -> Result:
+    def run(self, *args: str, cwd: Path, timeout: float = 300, offline: bool = False,
+            env: dict[str, str] | None = None) -> Result:
+        """The installed `dlopt ARGS` in cwd; `env` adds to its environment."""
         argv = [self.exe, *map(str, args)]
         start = time.perf_counter()
         proc = subprocess.run(
-            argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=self.env(offline)
+            argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**self.env(offline), **(env or {})}
         )
         return Result(argv, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import re
 import shutil
+import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
+import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException, MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from dlopt.errors import UserError, cause_of
+from dlopt.errors import UserError, cause_of, did_you_mean
 
 log = logging.getLogger("dlopt")
 
@@ -54,3 +60,44 @@ def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
             raise SystemExit(2) from None
 
     return task_function
+
+
+def composition_error(err: CompactHydraException) -> str:
+    """What Hydra found wrong while composing: one line for an unknown option or key, naming it,
+    the closest valid name and the valid ones; Hydra's own message for anything else."""
+    if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        return (f"{group}={option} is not an option of {group}{did_you_mean(option, err.options)}; "
+                f"choose one of {', '.join(err.options)}")
+    cause = err.__cause__
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and getattr(cause, "parent_node", None) is not None and cause.full_key:
+        key = str(cause.key)
+        parent = cause.full_key.rpartition(".")[0]
+        keys = [str(k) for k in cause.parent_node.keys() if not str(k).startswith("_") and k != "hydra"]
+        append = re.search(r"use (\+\S+)", str(err))
+        return (f"{cause.full_key} is not a key of {parent or 'the config'}{did_you_mean(key, keys)}; its keys are "
+                f"{', '.join(keys)}" + (f"; {append.group(1)} would add it as a new key" if append else ""))
+    return str(err) + (f"\n{cause}" if cause is not None else "")
+
+
+def app(config_name: str, task_function: Callable[[DictConfig], Any]) -> Callable[[], None]:
+    """The command's Hydra app. A composition mistake (`model=resnot`, `model.dept=3`) is reported
+    in one line with exit status 2, instead of Hydra's multi-line report; HYDRA_FULL_ERROR=1 set
+    by the user keeps Hydra's own report and traceback."""
+    hydra_main = hydra.main(version_base=None, config_path=config_dir(), config_name=config_name)(task_function)
+
+    def main() -> None:
+        full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing and exiting
+        try:
+            hydra_main()
+        except CompactHydraException as err:
+            if full_error:
+                raise
+            print(f"{sys.argv[0]}: {composition_error(err)}", file=sys.stderr)
+            raise SystemExit(2) from None
+        finally:
+            if not full_error:
+                os.environ.pop("HYDRA_FULL_ERROR", None)
+
+    return main

@@ -2,10 +2,9 @@
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from dlopt.apps import config_dir, task
+from dlopt.apps import app, task
 
 
 @task
@@ -15,4 +14,4 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     return run_evaluation(cfg, run_dir)
 
 
-main = hydra.main(version_base=None, config_path=config_dir(), config_name="eval")(evaluate)
+main = app("eval", evaluate)

@@ -2,10 +2,9 @@
 
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from dlopt.apps import config_dir, task
+from dlopt.apps import app, task
 
 
 @task
@@ -18,4 +17,4 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     return run_training(cfg, run_dir)
 
 
-main = hydra.main(version_base=None, config_path=config_dir(), config_name="train")(train)
+main = app("train", train)

@@ -9,7 +9,6 @@ error name the column, the row and the file line a user has to fix.
 from __future__ import annotations
 
 import csv as csvlib
-import difflib
 import logging
 import os
 
@@ -18,16 +17,11 @@ import torch
 
 from dlopt.data.datamodule import InMemoryDataModule
 from dlopt.data.sources import _module, stratified_split
-from dlopt.errors import UserError
+from dlopt.errors import UserError, did_you_mean
 
 log = logging.getLogger(__name__)
 
 MISSING = ("", "na", "nan", "null", "none")  # compared lower-case, after stripping spaces
-
-
-def _suggest(name: str, columns: list[str]) -> str:
-    close = difflib.get_close_matches(name, columns, n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _listed(columns: list[str]) -> str:
@@ -141,7 +135,7 @@ def csv(
                         f"its columns are {_listed(header)}")
     target = str(target)
     if target not in header:
-        raise UserError(f"data.target={target} is not a column of {name}{_suggest(target, header)}; "
+        raise UserError(f"data.target={target} is not a column of {name}{did_you_mean(target, header)}; "
                         f"its columns are {_listed(header)}")
     if categorical is None:
         categorical = []
@@ -150,7 +144,7 @@ def csv(
     categorical = [str(c) for c in categorical]
     for column in categorical:
         if column not in header:
-            raise UserError(f"data.categorical: {column} is not a column of {name}{_suggest(column, header)}; "
+            raise UserError(f"data.categorical: {column} is not a column of {name}{did_you_mean(column, header)}; "
                             f"its columns are {_listed(header)}")
         if column == target:
             raise UserError(f"data.categorical: {column} is data.target, the column of class labels; "
