@@ -247,11 +247,25 @@ def test_only_noise_and_mixup_work_on_vectors(key, value):
     assert out.shape == (8, 10) and y.shape == (8, 3)
 
 
-def test_colour_jitter_needs_rgb_images():
-    with pytest.raises(UserError, match=r"^augmentation\.color_jitter=0\.2 ") as err:
-        build_augment((1, 8, 8), color_jitter=0.2)
-    assert "RGB" in str(err.value)
-    assert build_augment((3, 8, 8), color_jitter=0.2) is not None
+def test_colour_jitter_on_grey_images_jitters_brightness_and_contrast():
+    torch.manual_seed(0)
+    x = same_images(32, (1, 8, 8))
+    out, _ = build_augment((1, 8, 8), color_jitter=0.4)(x.clone(), labels(32))
+    assert out.shape == x.shape and distinct(out) > 28  # each sample its own brightness and contrast
+    jitter = build_augment((1, 8, 8), color_jitter=0.2).batch[0]
+    assert (jitter.brightness, jitter.contrast, jitter.saturation) == (0.2, 0.2, 0.0)  # no saturation in grey
+    rgb = build_augment((3, 8, 8), color_jitter=0.2).batch[0]
+    assert (rgb.brightness, rgb.contrast, rgb.saturation) == (0.2, 0.2, 0.2)
+
+
+def test_every_knob_that_does_not_fit_is_named_in_one_line():
+    with pytest.raises(UserError) as err:
+        build_augment((1, 40), hflip_p=0.5, rotate_deg=15.0, color_jitter=0.2, noise_std=0.1)
+    message = str(err.value)
+    assert message.startswith("augmentation.rotate_deg=15.0 works on images; augmentation.color_jitter=0.2 works on "
+                              "images, but the data gives signals of shape (1, 40)"), message
+    assert "set augmentation.rotate_deg=0 augmentation.color_jitter=0 or" in message and "\n" not in message
+    assert "hflip_p" not in message and "noise_std" not in message
 
 
 # noise in units of the normalization scale
@@ -564,11 +578,12 @@ def test_mixup_on_signals_trains_with_finite_metrics(cli, tmp_path):
     assert (run / "augmentations.png").is_file()
 
 
-def test_colour_jitter_on_grey_digits_exits_2_in_one_line_and_leaves_no_run(cli, tmp_path):
-    result = cli.run("train", *cli.TINY, "augmentation.color_jitter=0.2", cwd=tmp_path)
+def test_colour_jitter_on_signals_exits_2_in_one_line_and_leaves_no_run(cli, tmp_path):
+    result = cli.run("train", *cli.TINY, "data=synthetic", "data.shape=[2,40]", "augmentation.color_jitter=0.2",
+                     cwd=tmp_path)
     assert result.returncode == 2, result.describe()
     assert "Traceback" not in result.output, result.describe()
     lines = [line for line in result.output.splitlines() if "augmentation.color_jitter" in line]
     assert len(lines) == 1, result.describe()
-    assert "RGB" in lines[0] and "(1, 8, 8)" in lines[0]
+    assert "works on images" in lines[0] and "signals of shape (2, 40)" in lines[0]
     assert cli.run_dirs(tmp_path) == []

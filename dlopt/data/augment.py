@@ -1,7 +1,8 @@
 """Training-split augmentation from the `augmentation` config group, applied to whole batches.
 
 Every sample draws its own random parameters, on the device the batch is on. Flips, affine
-(rotation, translation, zoom), crops, colour jitter and random erasing come from
+(rotation, translation, zoom), crops, colour jitter (brightness and contrast only on grey
+images) and random erasing come from
 kornia.augmentation, which draws parameters per sample for a whole batch in one call:
 torchvision.transforms.v2 draws one set per call, so a v2 transform would move a whole batch
 alike, and a per-sample loop of v2 costs more than a small network's step (see
@@ -12,7 +13,8 @@ probabilities. Gaussian noise is scaled by the data's normalization scale, so `n
 in units of the normalized input for images, signals and vectors alike.
 
 Signals (C, L) go through the 2-D transforms as (C, 1, L) images; vectors (F,) take only noise
-and mixup. A transform that does not fit the data's shape is a UserError naming the key.
+and mixup. A transform that does not fit the data's shape is a UserError naming the key (all
+such keys at once).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ FITS = {
     "scale": ("image", "signal"),
     "crop_padding": ("image", "signal"),
     "resized_crop": ("image",),
-    "color_jitter": ("rgb",),
+    "color_jitter": ("image",),
     "erasing_p": ("image", "signal"),
     "policy": ("image",),
     "cutmix_alpha": ("image",),
@@ -48,12 +50,8 @@ OFF = {"hflip_p": 0, "vflip_p": 0, "rotate_deg": 0, "translate": 0, "scale": Non
        "noise_std": 0, "mixup_alpha": 0}
 
 
-def _kinds(in_shape: Sequence[int]) -> set[str]:
-    if len(in_shape) == 1:
-        return {"vector"}
-    if len(in_shape) == 2:
-        return {"signal"}
-    return {"image", "rgb"} if in_shape[0] == 3 else {"image"}
+def _kind(in_shape: Sequence[int]) -> str:
+    return {1: "vector", 2: "signal"}.get(len(in_shape), "image")
 
 
 class Augment(nn.Module):
@@ -99,15 +97,16 @@ def build_augment(in_shape: Sequence[int], num_classes: int = 10, noise_scale: O
     on = {k: v for k, v in knobs.items() if v not in (0, None, "none", False) and v != OFF[k]}
     if not on:
         return None
-    kinds = _kinds(in_shape)
-    kind = "vectors" if "vector" in kinds else "signals" if "signal" in kinds else f"{in_shape[0]}-channel images"
-    for key in on:
-        if not kinds & set(FITS[key]):
-            fits = " and ".join({"image": "images", "signal": "1-D signals", "vector": "vectors",
-                                 "rgb": "RGB images"}[k] for k in FITS[key])
-            raise UserError(f"augmentation.{key}={on[key]} works on {fits}, but the data gives {kind} of shape "
-                            f"{tuple(in_shape)}; set augmentation.{key}={'null' if OFF[key] is None else OFF[key]} "
-                            "or choose another augmentation")
+    kind = _kind(in_shape)
+    unfit = [key for key in on if kind not in FITS[key]]
+    if unfit:  # every one of them in one line, so that one retry suffices
+        names = {"image": "images", "signal": "1-D signals", "vector": "vectors"}
+        what = "; ".join(f"augmentation.{key}={on[key]} works on {' and '.join(names[k] for k in FITS[key])}"
+                         for key in unfit)
+        fix = " ".join(f"augmentation.{key}={'null' if OFF[key] is None else OFF[key]}" for key in unfit)
+        shown = f"{in_shape[0]}-channel images" if kind == "image" else names[kind].replace("1-D ", "")
+        raise UserError(f"{what}, but the data gives {shown} of shape {tuple(in_shape)}; set {fix} "
+                        "or choose another augmentation")
     if on.get("policy", "none") not in POLICIES:
         raise UserError(f"augmentation.policy={on['policy']} is not valid; choose one of {', '.join(POLICIES)}")
     return Augment(in_shape, _policy(on.get("policy")), _batch_transforms(in_shape, on),
@@ -135,9 +134,9 @@ def _batch_transforms(in_shape: Sequence[int], on: dict) -> Optional[nn.Module]:
         steps.append(K.RandomAffine(degrees=float(on.get("rotate_deg", 0.0)),
                                     translate=(shift, 0.0 if signal else shift) if shift else None,
                                     scale=tuple(on["scale"]) if on.get("scale") else None, p=1.0))
-    if on.get("color_jitter"):
+    if on.get("color_jitter"):  # grey images: brightness and contrast only
         s = float(on["color_jitter"])
-        steps.append(K.ColorJitter(brightness=s, contrast=s, saturation=s, p=1.0))
+        steps.append(K.ColorJitter(brightness=s, contrast=s, saturation=s if in_shape[0] == 3 else 0.0, p=1.0))
     if on.get("erasing_p"):
         steps.append(K.RandomErasing(p=on["erasing_p"]))
     if not steps:
