@@ -6,6 +6,7 @@ import logging
 import statistics
 import time
 
+import lightning.pytorch as L
 from hydra import compose, initialize_config_dir
 
 from dlopt.apps import config_dir
@@ -24,10 +25,14 @@ def median(values) -> float:
     return statistics.median(values)
 
 
-class Stopwatch:
-    def __enter__(self):
-        self.start = time.perf_counter()
-        return self
+class EpochTimer(L.Callback):
+    """Seconds of every training epoch."""
 
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.start
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_train_epoch_start(self, trainer, module):
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, module):
+        self.times.append(time.perf_counter() - self.start)

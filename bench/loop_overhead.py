@@ -19,24 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
-from common import config, median
+from common import EpochTimer, config, median
 from hydra.utils import instantiate
 
 from dlopt.training.run import build, train
-
-
-class EpochTimer(L.Callback):
-    def __init__(self):
-        self.times: list[float] = []
-
-    def on_train_epoch_start(self, trainer, module):
-        self.start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, module):
-        self.times.append(time.perf_counter() - self.start)
 
 
 def dlopt_epochs(cfg) -> list[float]:

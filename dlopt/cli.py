@@ -53,6 +53,20 @@ def flags_first(args: list[str]) -> list[str]:
     return flags + overrides
 
 
+# Hydra's modes: it takes one of them per call
+MODES = {"-r": "--run", "--run": "--run", "-m": "--multirun", "--multirun": "--multirun", "-c": "--cfg",
+         "--cfg": "--cfg", "-i": "--info", "--info": "--info"}
+
+
+def mode_clash(args: list[str]) -> str | None:
+    """The one-line complaint when args ask Hydra for two modes at once (`-m --cfg job`), else None."""
+    modes = list(dict.fromkeys(MODES[a] for a in args if a in MODES))
+    if len(modes) < 2:
+        return None
+    return (f"{' and '.join(modes)} cannot be combined; give one of them "
+            "(--cfg job prints the config of a single run: drop -m to see it)")
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -62,6 +76,10 @@ def main(argv=None) -> int:
     if command not in COMMANDS:
         print(f"dlopt: unknown command '{command}'; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         print(usage(), file=sys.stderr)
+        return 2
+    clash = mode_clash(rest)
+    if clash:
+        print(f"dlopt {command}: {clash}", file=sys.stderr)
         return 2
     sys.argv = [f"dlopt {command}", *flags_first(rest)]  # Hydra parses sys.argv
     try:

@@ -420,3 +420,11 @@ def test_hydra_flags_may_follow_overrides(cli, tmp_path):
     result = cli.run("train", "model=mlp", "--cfg", "job", cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.describe()
     assert "_target_: dlopt.models.MLP" in result.output
+
+
+def test_two_hydra_modes_at_once_get_one_line(cli, tmp_path):
+    result = cli.run("train", "model=mlp", "-m", "--cfg", "job", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.output, result.describe()
+    assert result.stderr.strip() == ("dlopt train: --multirun and --cfg cannot be combined; give one of them "
+                                     "(--cfg job prints the config of a single run: drop -m to see it)")
+    assert not (tmp_path / "outputs").exists()
