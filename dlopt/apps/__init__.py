@@ -10,7 +10,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -70,7 +70,8 @@ def composition_error(err: CompactHydraException) -> str:
         return (f"{group}={option} is not an option of {group}{did_you_mean(option, err.options)}; "
                 f"choose one of {', '.join(err.options)}")
     cause = err.__cause__
-    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and getattr(cause, "parent_node", None) is not None and cause.full_key:
+    unknown_key = isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key
+    if unknown_key and getattr(cause, "parent_node", None) is not None:
         key = str(cause.key)
         parent = cause.full_key.rpartition(".")[0]
         keys = [str(k) for k in cause.parent_node.keys() if not str(k).startswith("_") and k != "hydra"]

@@ -1,9 +1,9 @@
 """Training-split augmentation from the `augmentation` config group, applied to whole batches.
 
 Every sample draws its own random parameters, on the device the batch is on. Flips, affine
-(rotation, translation, zoom), crops, colour jitter (brightness and contrast only on grey
-images) and random erasing come from
-kornia.augmentation, which draws parameters per sample for a whole batch in one call:
+(rotation, translation, zoom), crops, colour jitter (brightness and contrast only, on grey
+images) and random erasing come from kornia.augmentation, which draws parameters per sample for
+a whole batch in one call:
 torchvision.transforms.v2 draws one set per call, so a v2 transform would move a whole batch
 alike, and a per-sample loop of v2 costs more than a small network's step (see
 bench/data_path.py). The policies (RandAugment, TrivialAugment, AutoAugment) are torchvision's,
@@ -104,7 +104,7 @@ def build_augment(in_shape: Sequence[int], num_classes: int = 10, noise_scale: O
         what = "; ".join(f"augmentation.{key}={on[key]} works on {' and '.join(names[k] for k in FITS[key])}"
                          for key in unfit)
         fix = " ".join(f"augmentation.{key}={'null' if OFF[key] is None else OFF[key]}" for key in unfit)
-        shown = f"{in_shape[0]}-channel images" if kind == "image" else names[kind].replace("1-D ", "")
+        shown = {"vector": "vectors", "signal": "signals"}.get(kind, f"{in_shape[0]}-channel images")
         raise UserError(f"{what}, but the data gives {shown} of shape {tuple(in_shape)}; set {fix} "
                         "or choose another augmentation")
     if on.get("policy", "none") not in POLICIES:
