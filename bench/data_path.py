@@ -50,7 +50,8 @@ def per_sample_pipeline(aug, size) -> v2.Compose:
         steps.append(v2.RandomHorizontalFlip(aug.hflip_p))
     if aug.rotate_deg or aug.scale or aug.translate:
         steps.append(v2.RandomAffine(aug.rotate_deg, translate=(aug.translate,) * 2 if aug.translate else None,
-                                     scale=tuple(aug.scale) if aug.scale else None))
+                                     scale=tuple(aug.scale) if aug.scale else None,
+                                     interpolation=v2.InterpolationMode.BILINEAR))  # as kornia's, in dlopt
     if aug.erasing_p:
         steps.append(v2.RandomErasing(aug.erasing_p))
     if aug.noise_std:
@@ -87,12 +88,17 @@ class LoaderReference(InMemoryDataModule):
                           generator=torch.Generator().manual_seed(self.seed))
 
 
+def served_by(data: InMemoryDataModule, workers: int | None, cfg) -> InMemoryDataModule:
+    """dlopt's own DataModule (workers=None), or the reference over the same splits."""
+    if workers is None:
+        return data
+    return LoaderReference(data, per_sample_pipeline(cfg.augmentation, data.in_shape[-2:]), workers,
+                           cfg.data.normalize)
+
+
 def epochs_and_accuracy(cfg, workers: int | None) -> tuple[float, float]:
     """(median epoch time, test accuracy) of one run; workers=None is dlopt's own path."""
-    data = instantiate(cfg.data, seed=cfg.seed, _convert_="all")
-    if workers is not None:
-        data = LoaderReference(data, per_sample_pipeline(cfg.augmentation, data.in_shape[-2:]), workers,
-                               cfg.data.normalize)
+    data = served_by(instantiate(cfg.data, seed=cfg.seed, _convert_="all"), workers, cfg)
     timer = EpochTimer()
     with tempfile.TemporaryDirectory() as tmp:
         run.train(cfg, Path(tmp), callbacks=[timer], data=data)
@@ -102,9 +108,7 @@ def epochs_and_accuracy(cfg, workers: int | None) -> tuple[float, float]:
 
 def data_only(data, workers: int | None, cfg) -> float:
     """Seconds to serve one epoch of augmented training batches (median of 3, after a warm-up)."""
-    if workers is not None:
-        data = LoaderReference(data, per_sample_pipeline(cfg.augmentation, data.in_shape[-2:]), workers,
-                               cfg.data.normalize)
+    data = served_by(data, workers, cfg)
     loader = data.train_dataloader()
     times = []
     for _ in range(4):
@@ -138,7 +142,8 @@ def main() -> None:
         for name, rows in results.items():
             times, accs = [t for t, _ in rows], [a for _, a in rows]
             ratio = median(t / o for t, o in zip(times, ours))
-            print(f"  {name:11s}: {median(times) * 1e3:8.1f} ms/epoch  test/acc {median(accs):.3f} ({min(accs):.3f}-{max(accs):.3f})  "
+            print(f"  {name:11s}: {median(times) * 1e3:8.1f} ms/epoch  "
+                  f"test/acc {median(accs):.3f} ({min(accs):.3f}-{max(accs):.3f})  "
                   f"epoch time / dlopt's {ratio:.2f}   data only {served[name] * 1e3:7.1f} ms/epoch, "
                   f"/ dlopt's {served[name] / served['dlopt']:.1f}")
 

@@ -63,8 +63,9 @@ def mode_clash(args: list[str]) -> str | None:
     modes = list(dict.fromkeys(MODES[a] for a in args if a in MODES))
     if len(modes) < 2:
         return None
-    return (f"{' and '.join(modes)} cannot be combined; give one of them "
-            "(--cfg job prints the config of a single run: drop -m to see it)")
+    hint = " (--cfg job prints the config of a single run: drop -m to see it)" \
+        if {"--multirun", "--cfg"} <= set(modes) else ""
+    return f"{' and '.join(modes)} cannot be combined; give one of them{hint}"
 
 
 def main(argv=None) -> int:
