@@ -7,7 +7,12 @@ regularization compare on the same measure. Training targets may be class probab
 (mixup, cutmix); accuracy then counts the most probable class.
 
 Metrics (loss, accuracy, macro F1) are torchmetrics objects updated every step and logged once
-per epoch: a `self.log` call per step costs more than a small network's step.
+per epoch: a `self.log` call per step costs more than a small network's step. The gradient norm
+(before and after clipping) goes to the logger every `trainer.log_every_n_steps` optimizer steps.
+
+A non-finite loss raises `Diverged`; the run decides whether that fails the run or stops it early.
+Checkpoints carry the random number generators' states, so that a resumed run draws the same
+dropout masks and augmentations as one that was never interrupted.
 """
 
 from __future__ import annotations
@@ -24,8 +29,13 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from dlopt.errors import UserError
+from dlopt.training.clipping import adaptive_clip_grad, grad_norm
 
 SPLITS = ("train", "val", "test")
+
+
+class Diverged(UserError):
+    """The training or validation loss became NaN or infinite."""
 
 
 class Classifier(L.LightningModule):
@@ -44,6 +54,8 @@ class Classifier(L.LightningModule):
         label_smoothing: float = 0.0,
         class_weights: Optional[torch.Tensor] = None,
         monitor: str = "val/loss",
+        clip_factor: Optional[float] = None,
+        clip_eps: float = 1e-3,
         config: Optional[dict] = None,
     ):
         super().__init__()
@@ -55,6 +67,7 @@ class Classifier(L.LightningModule):
         self.register_buffer("class_weights", class_weights)
         self.weight_decay, self.exclude_norm_bias, self.l1 = weight_decay, exclude_norm_bias, l1
         self.label_smoothing, self.monitor = label_smoothing, monitor
+        self.clip_factor, self.clip_eps = clip_factor, clip_eps  # adaptive clipping (clip=agc) when set
         self.config = config
 
         def scores(f1: bool) -> MetricCollection:
@@ -84,9 +97,9 @@ class Classifier(L.LightningModule):
         self.scores[f"{split}_"].update(logits.detach(), y.argmax(1) if y.is_floating_point() else y)
         return loss
 
-    def _diverged(self, what: str, value: float, where: str) -> UserError:
+    def _diverged(self, what: str, value: float, where: str) -> Diverged:
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        return UserError(
+        return Diverged(
             f"the {what} loss became {value} at {where} (optimizer.lr={lr:g}): "
             "try a lower optimizer.lr or trainer.gradient_clip_val=1.0"
         )
@@ -139,6 +152,20 @@ class Classifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        every = self.trainer.log_every_n_steps
+        watch = self.logger is not None and every and self.global_step % every == 0
+        clips = bool(gradient_clip_val) or bool(self.clip_factor)
+        norms = {"grad/norm": grad_norm(self.parameters())} if watch else {}
+        if self.clip_factor:
+            adaptive_clip_grad(self.parameters(), self.clip_factor, self.clip_eps)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if watch:
+            if clips:
+                norms["grad/norm_clipped"] = grad_norm(self.parameters())
+            self.logger.log_metrics(norms, step=self.global_step)
+
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         if self.exclude_norm_bias and self.weight_decay:
@@ -151,7 +178,11 @@ class Classifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["dlopt"] = {"config": self.config, "history": self.history}
+        # torch's generator draws every dropout mask and augmentation (kornia, torchvision v2)
+        checkpoint["dlopt"] = {"config": self.config, "history": self.history, "rng": torch.get_rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.history = list(checkpoint.get("dlopt", {}).get("history", []))
+        saved = checkpoint.get("dlopt", {})
+        self.history = list(saved.get("history", []))
+        if "rng" in saved and self._trainer is not None and self.trainer.state.fn == "fit":  # resuming
+            torch.set_rng_state(saved["rng"])

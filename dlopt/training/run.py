@@ -23,9 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlopt.data.augment import build_augment
 from dlopt.data.datamodule import DataModule
-from dlopt.errors import UserError, cause_of
+from dlopt.errors import UserError, cause_of, did_you_mean
 from dlopt.training import report
-from dlopt.training.module import Classifier
+from dlopt.training.module import Classifier, Diverged
 
 log = logging.getLogger(__name__)
 logging.getLogger("lightning").handlers.clear()  # Hydra's root handlers already print and file its messages
@@ -42,9 +42,11 @@ def build(cfg: DictConfig, data: Optional[DataModule] = None) -> tuple[DataModul
     data.augment = build_augment(data.in_shape, data.num_classes, data.scale,
                                  **OmegaConf.to_container(cfg.augmentation, resolve=True))
     torch.manual_seed(cfg.seed)  # weights depend on the seed only, not on how the data was made
-    net = instantiate(cfg.model, _convert_="all")(in_shape=data.in_shape, num_classes=data.num_classes)
+    make_net = instantiate(cfg.model, _convert_="all")
+    make_net.keywords.pop("compile", None)  # a run option (see train), not an argument of the net
+    net = make_net(in_shape=data.in_shape, num_classes=data.num_classes)
     scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
-    reg = cfg.regularization
+    reg, clip = cfg.regularization, cfg.get("clip") or {}
     module = Classifier(
         net,
         instantiate(cfg.optimizer, _convert_="all"),
@@ -58,6 +60,8 @@ def build(cfg: DictConfig, data: Optional[DataModule] = None) -> tuple[DataModul
         l1=reg.l1,
         label_smoothing=reg.get("label_smoothing", 0.0),  # dropout is a model knob: model.dropout
         monitor=cfg.monitor,
+        clip_factor=clip.get("factor"),
+        clip_eps=clip.get("eps", 1e-3),
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     return data, module
@@ -107,7 +111,9 @@ def preview_augmentation(data, run_dir: Path, logger, n: int = 8, draws: int = 3
     report.save_figure(fig, run_dir / "augmentations.png")
 
 
-def _trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = ()) -> L.Trainer:
+def _trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), purge_step: Optional[int] = None) -> L.Trainer:
+    """The configured Trainer, its callbacks writing into run_dir. `purge_step` (when resuming) hides
+    the TensorBoard events an interrupted run wrote after its last checkpoint."""
     callbacks = list(callbacks)
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None:  # callbacks.early_stopping=null switches one off
@@ -115,7 +121,8 @@ def _trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (
         is_checkpoint = str(node.get("_target_", "")).endswith("ModelCheckpoint")
         extra = {"dirpath": str(run_dir / "checkpoints")} if is_checkpoint else {}
         callbacks.append(instantiate(node, **extra))
-    logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.get("logger") else False
+    extra = {"purge_step": purge_step} if purge_step is not None and "TensorBoard" in cfg.logger.get("_target_", "") else {}
+    logger = instantiate(cfg.logger, save_dir=str(run_dir), **extra) if cfg.get("logger") else False
     return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
 
 
@@ -132,30 +139,39 @@ def lightning_config_errors():
         raise UserError("Lightning: " + " ".join(str(cause).split())) from None
 
 
-def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), data: Optional[DataModule] = None) -> float:
+def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), data: Optional[DataModule] = None,
+          resume: Optional[Path] = None) -> float:
     """Train, test the best checkpoint, write metrics.json and curves.png; return the best monitored value.
 
     `callbacks` are added to the ones the config declares (a sweeper's pruning callback, a timer);
-    `data` replaces the configured DataModule."""
+    `data` replaces the configured DataModule; `resume` is a last.ckpt of this run to continue from."""
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data, module = build(cfg, data)
     size = summarize(module.net, data.in_shape)
+    if cfg.model.get("compile"):
+        module.net.compile()  # in place: the state_dict keys (and so the checkpoints) stay those of the plain net
+    resume_step = torch.load(resume, map_location="cpu", weights_only=True)["global_step"] if resume else None
     with lightning_config_errors():
-        trainer = _trainer(cfg, run_dir, callbacks)
-        preview_augmentation(data, run_dir, trainer.logger)
-        trainer.fit(module, datamodule=data)
-    # testing the best checkpoint restores the history and callback states saved with it
+        trainer = _trainer(cfg, run_dir, callbacks, purge_step=resume_step)
+        if resume is None:
+            preview_augmentation(data, run_dir, trainer.logger)
+        else:
+            log.info("resuming %s from %s (step %d)", run_dir, resume, resume_step)
+        stopped = _fit(trainer, module, data, resume)  # (epoch, reason) when it stopped before max_epochs
     history = list(module.history)
-    stopped = trainer.early_stopping_callback is not None and trainer.early_stopping_callback.stopped_epoch > 0
     best = _best_row(history, cfg.monitor, cfg.mode)
     if best is None:
         logged = sorted(k for k in (history[-1] if history else {}) if "/" in k)
         raise UserError(f"monitor={cfg.monitor} was never logged; choose one of: {', '.join(logged)}")
     checkpoint = trainer.checkpoint_callback  # None with callbacks.checkpoint=null: test the final weights
-    best_path = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+    if checkpoint is not None and checkpoint.best_model_path:
+        # its state_dict, as `dlopt eval` loads it (with weight averaging: the averaged weights, which
+        # validation saw; Trainer.test(ckpt_path=...) would restore the raw weights saved beside them)
+        saved = torch.load(checkpoint.best_model_path, map_location=module.device, weights_only=True)
+        module.load_state_dict(saved["state_dict"])
     with lightning_config_errors():
-        tested = trainer.test(module, datamodule=data, ckpt_path=best_path, verbose=False)[0]
+        tested = trainer.test(module, datamodule=data, verbose=False)[0]
     final = history[-1] if history else {}
     metrics = {
         **{k: v for k, v in final.items() if k not in ("epoch", "lr")},
@@ -165,7 +181,9 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         "objective": best[cfg.monitor],
         "best_epoch": best["epoch"],
         "epochs": len(history),
-        "stopped_early": stopped,
+        "stopped_early": stopped is not None,
+        "stopped_epoch": stopped[0] if stopped else None,
+        "stop_reason": stopped[1] if stopped else f"trainer.max_epochs={cfg.trainer.max_epochs} reached",
         "params": size.total_parameters,
         "flops_per_sample": size.total_flops,
         "seed": cfg.seed,
@@ -176,6 +194,35 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
     log.info("%s: %s=%.4f (best of %d epochs), test/acc=%.4f -> %s", run_dir.name, cfg.monitor,
              metrics["objective"], metrics["epochs"], metrics.get("test/acc", float("nan")), run_dir)
     return metrics["objective"]
+
+
+def _fit(trainer: L.Trainer, module: Classifier, data: DataModule, resume: Optional[Path]) -> Optional[tuple[int, str]]:
+    """trainer.fit; returns the epoch at which and the reason why training stopped before
+    max_epochs, or None.
+
+    A non-finite loss stops the run like early stopping does when the early stopping callback has
+    check_finite (its default) and a best epoch exists to test; otherwise it fails the run."""
+    stopping = trainer.early_stopping_callback
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=resume)
+    except Exception as err:
+        diverged = cause_of(err, Diverged)
+        checkpoint = trainer.checkpoint_callback
+        if diverged is not None and stopping is not None and stopping.check_finite \
+                and checkpoint is not None and checkpoint.best_model_path:
+            log.warning("stopped: %s; testing the best epoch", diverged)
+            return trainer.current_epoch, str(diverged)
+        if diverged is None and isinstance(err, RuntimeError) and stopping is not None \
+                and stopping.monitor not in trainer.callback_metrics and "Early stopping" in str(err):
+            logged = sorted(trainer.callback_metrics)
+            raise UserError(f"callbacks.early_stopping.monitor={stopping.monitor} is never logged"
+                            f"{did_you_mean(stopping.monitor, logged)}; choose one of {', '.join(logged)}") from None
+        raise
+    if stopping is None or not stopping.stopped_epoch:
+        return None
+    reason = (stopping.stopping_reason_message or "").replace(" Signaling Trainer to stop.", "")
+    log.info("early stopping at epoch %d: %s", stopping.stopped_epoch, reason)
+    return stopping.stopped_epoch, f"early stopping: {reason}"
 
 
 def _best_row(history: list[dict], monitor: str, mode: str) -> dict | None:
