@@ -1,0 +1,35 @@
+"""Faults for end-to-end tests, added to a real `dlopt train` as callbacks from the command line:
+    +callbacks.kill._target_=faults.KillAt +callbacks.kill.epoch=2 +callbacks.kill.batch=5
+(the test puts this folder on PYTHONPATH). They do what a crash or a diverging run does."""
+
+import os
+import signal
+
+import lightning.pytorch as L
+import torch
+
+
+class KillAt(L.Callback):
+    """SIGKILL this process (no cleanup, like `kill -9` or the OOM killer) at a batch of an epoch,
+    when the environment has DLOPT_TEST_KILL=1; otherwise do nothing, so that the same config
+    resumes and runs to the end."""
+
+    def __init__(self, epoch: int, batch: int):
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if os.environ.get("DLOPT_TEST_KILL") == "1" and (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class BlowUpAt(L.Callback):
+    """Scale every weight by 1e30 at the start of an epoch: the loss becomes inf/NaN right away."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            with torch.no_grad():
+                for p in pl_module.parameters():
+                    p.mul_(1e30)
