@@ -68,6 +68,21 @@ def mode_clash(args: list[str]) -> str | None:
     return f"{' and '.join(modes)} cannot be combined; give one of them{hint}"
 
 
+# groups whose options add up rather than exclude each other
+ADDITIVE_GROUPS = ("callbacks",)
+
+
+def additive_lists(args: list[str]) -> list[str]:
+    """`callbacks=default,ema` -> `callbacks=[default,ema]` (both, in one run); with -m a comma list stays a sweep."""
+    if any(a in ("-m", "--multirun") for a in args):
+        return args
+    out = []
+    for arg in args:
+        key, _, value = arg.partition("=")
+        out.append(f"{key}=[{value}]" if key in ADDITIVE_GROUPS and "," in value and value[:1] != "[" else arg)
+    return out
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -82,7 +97,7 @@ def main(argv=None) -> int:
     if clash:
         print(f"dlopt {command}: {clash}", file=sys.stderr)
         return 2
-    sys.argv = [f"dlopt {command}", *flags_first(rest)]  # Hydra parses sys.argv
+    sys.argv = [f"dlopt {command}", *additive_lists(flags_first(rest))]  # Hydra parses sys.argv
     try:
         importlib.import_module(COMMANDS[command][0]).main()
     except BrokenPipeError:  # output piped into `head` and the like
