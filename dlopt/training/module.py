@@ -56,6 +56,7 @@ class Classifier(L.LightningModule):
         self.weight_decay, self.exclude_norm_bias, self.l1 = weight_decay, exclude_norm_bias, l1
         self.label_smoothing, self.monitor = label_smoothing, monitor
         self.config = config
+        self.range_test = False  # dlopt tune-lr: a non-finite loss ends the lr range test, not the run
 
         def scores(f1: bool) -> MetricCollection:
             metrics = {"acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)}
@@ -94,6 +95,9 @@ class Classifier(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
         if not torch.isfinite(loss):
+            if self.range_test:  # skip this step; Lightning's range test records its loss as NaN
+                self.trainer.should_stop = True
+                return None
             raise self._diverged("training", loss.item(), f"epoch {self.current_epoch}, step {self.global_step}")
         if self.l1:
             penalty = self.l1 * sum(p.abs().sum() for p in self.parameters() if p.dim() > 1)
@@ -126,7 +130,7 @@ class Classifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._val_row = self._log_epoch("val")
-        if not math.isfinite(self._val_row["val/loss"]) and self.trainer.state.fn == "fit":
+        if not math.isfinite(self._val_row["val/loss"]) and self.trainer.state.fn == "fit" and not self.range_test:
             raise self._diverged("validation", self._val_row["val/loss"], f"epoch {self.current_epoch}")
 
     def on_train_epoch_start(self) -> None:
