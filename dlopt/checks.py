@@ -94,6 +94,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "negative_slope": (lambda x: _number(x) and x >= 0, "a number >= 0"),
     "residual": (lambda x: isinstance(x, bool), "true or false"),
     "attention": (lambda x: isinstance(x, bool), "true or false"),
+    "num_training": (lambda x: _integer(x) and x >= 2, "an integer >= 2"),  # lr_find: steps of the range test
 }
 
 # knob name -> the valid names, for a key of that name anywhere in the config
@@ -106,6 +107,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "policy": ("none", "randaugment", "trivialaugment", "autoaugment"),
     "gradient_clip_algorithm": ("norm", "value"),
     "arch": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
+    "schedule": ("exponential", "linear"),  # lr_find: how the lr grows (not `mode`, which is min|max)
 }
 
 
@@ -143,3 +145,22 @@ def check(cfg: DictConfig) -> None:
             and "attention" not in model and model.width % model.heads:
         raise UserError(f"model.width={model.width} is not divisible by model.heads={model.heads}; "
                         f"choose heads that divide the width")
+    _check_lr_find(cfg)
+
+
+def _check_lr_find(cfg: DictConfig) -> None:
+    """dlopt tune-lr's lr_find.min_lr and max_lr (checked here, not by name: scheduler.min_lr may be 0),
+    and no fast_dev_run, with which Lightning skips the range test."""
+    node = cfg.get("lr_find")
+    if not isinstance(node, DictConfig):
+        return
+    trainer = cfg.get("trainer")
+    if isinstance(trainer, DictConfig) and trainer.get("fast_dev_run"):
+        raise UserError(f"trainer.fast_dev_run={trainer.fast_dev_run} makes Lightning skip the range test: drop it")
+    low, high = node.get("min_lr"), node.get("max_lr")
+    for key, value in (("min_lr", low), ("max_lr", high)):
+        if not (_number(value) and value > 0):
+            raise UserError(f"lr_find.{key}={value} is not valid: expected a number > 0")
+    if low >= high:
+        raise UserError(f"lr_find.min_lr={low} is not below lr_find.max_lr={high}: "
+                        f"the range test raises the lr from min_lr to a larger max_lr")

@@ -11,6 +11,7 @@ import sys
 COMMANDS = {
     "train": ("dlopt.apps.train", "train a model from the composed config; returns the monitored metric"),
     "eval": ("dlopt.apps.eval", "test a trained run (run=RUN_DIR) or checkpoint (ckpt_path=FILE)"),
+    "tune-lr": ("dlopt.apps.tune_lr", "learning-rate range test on the train config; plots loss vs lr, suggests one"),
 }
 
 USAGE = """usage: dlopt COMMAND [overrides] [hydra flags]
@@ -25,6 +26,7 @@ examples:
   dlopt train --help                           every config group and option
   dlopt train --cfg job                        print the composed config, do not train
   dlopt eval run=outputs/train/DATE/TIME       test metrics of a finished run
+  dlopt tune-lr model=resnet optimizer=sgd     suggest optimizer.lr for that run (outputs/tune_lr/...)
 """
 
 

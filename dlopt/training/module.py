@@ -69,6 +69,7 @@ class Classifier(L.LightningModule):
         self.label_smoothing, self.monitor = label_smoothing, monitor
         self.clip_factor, self.clip_eps = clip_factor, clip_eps  # adaptive clipping (clip=agc) when set
         self.config = config
+        self.range_test = False  # dlopt tune-lr: a non-finite loss ends the lr range test, not the run
 
         def scores(f1: bool) -> MetricCollection:
             metrics = {"acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)}
@@ -107,6 +108,9 @@ class Classifier(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
         if not torch.isfinite(loss):
+            if self.range_test:  # skip this step; Lightning's range test records its loss as NaN
+                self.trainer.should_stop = True
+                return None
             raise self._diverged("training", loss.item(), f"epoch {self.current_epoch}, step {self.global_step}")
         if self.l1:
             penalty = self.l1 * sum(p.abs().sum() for p in self.parameters() if p.dim() > 1)
@@ -139,7 +143,7 @@ class Classifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._val_row = self._log_epoch("val")
-        if not math.isfinite(self._val_row["val/loss"]) and self.trainer.state.fn == "fit":
+        if not math.isfinite(self._val_row["val/loss"]) and self.trainer.state.fn == "fit" and not self.range_test:
             raise self._diverged("validation", self._val_row["val/loss"], f"epoch {self.current_epoch}")
 
     def on_train_epoch_start(self) -> None:
