@@ -13,6 +13,7 @@ from test_training import QUIET, composed, read_metrics
 
 from dlopt.checks import check
 from dlopt.errors import UserError
+from dlopt.training.checkpoint_io import AtomicCheckpointIO
 from dlopt.training.clipping import adaptive_clip_grad
 from dlopt.training.run import evaluate, load_checkpoint, train
 from faults import BlowUpAt
@@ -180,3 +181,14 @@ def test_swa_validates_the_raw_weights_until_it_starts(tmp_path):
     plain = run(tmp_path / "plain", "trainer.max_epochs=3")
     late = run(tmp_path / "late", "callbacks=[default,swa]", "callbacks.swa.start_epoch=5", "trainer.max_epochs=3")
     assert late["val/loss"] == pytest.approx(plain["val/loss"]) and late["test/acc"] == pytest.approx(plain["test/acc"])
+
+
+def test_a_checkpoint_that_fails_to_save_leaves_the_previous_file_whole(tmp_path):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"epoch": 1, "w": torch.ones(1000)}, path)
+    with pytest.raises(Exception):  # pickling fails halfway through writing
+        io.save_checkpoint({"epoch": 2, "w": torch.zeros(1000), "z": lambda: 0}, path)
+    saved = torch.load(path, weights_only=True)
+    assert saved["epoch"] == 1 and torch.equal(saved["w"], torch.ones(1000))
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]

@@ -25,6 +25,7 @@ from dlopt.data.augment import build_augment
 from dlopt.data.datamodule import DataModule
 from dlopt.errors import UserError, cause_of, did_you_mean
 from dlopt.training import report
+from dlopt.training.checkpoint_io import AtomicCheckpointIO
 from dlopt.training.module import Classifier, Diverged
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,8 @@ def _trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (
         callbacks.append(instantiate(node, **extra))
     extra = {"purge_step": purge_step} if purge_step is not None and "TensorBoard" in cfg.logger.get("_target_", "") else {}
     logger = instantiate(cfg.logger, save_dir=str(run_dir), **extra) if cfg.get("logger") else False
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir),
+                       plugins=[AtomicCheckpointIO()])
 
 
 @contextmanager
