@@ -26,12 +26,15 @@ from dlopt.data.datamodule import DataModule
 from dlopt.errors import UserError, cause_of
 from dlopt.training import report
 from dlopt.training.module import Classifier
+from dlopt.training.processes import check_processes
 
 log = logging.getLogger(__name__)
 logging.getLogger("lightning").handlers.clear()  # Hydra's root handlers already print and file its messages
 # metrics are logged once per epoch, so Lightning's hint about short epochs does not apply
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning 2.6 on torch 2.14
+# epoch metrics are torchmetrics results, already synced across processes (DDP) when computed
+warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "Tip:" not in record.getMessage())
 
 
@@ -116,7 +119,9 @@ def _trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (
         extra = {"dirpath": str(run_dir / "checkpoints")} if is_checkpoint else {}
         callbacks.append(instantiate(node, **extra))
     logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.get("logger") else False
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
+    check_processes(trainer)
+    return trainer
 
 
 @contextmanager
@@ -143,7 +148,8 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
     size = summarize(module.net, data.in_shape)
     with lightning_config_errors():
         trainer = _trainer(cfg, run_dir, callbacks)
-        preview_augmentation(data, run_dir, trainer.logger)
+        if trainer.is_global_zero:  # with several processes (DDP), rank 0 writes the run's files
+            preview_augmentation(data, run_dir, trainer.logger)
         trainer.fit(module, datamodule=data)
     # testing the best checkpoint restores the history and callback states saved with it
     history = list(module.history)
@@ -171,8 +177,9 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         "seed": cfg.seed,
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
-    report.plot_curves(history, run_dir / "curves.png")
-    report.write_json(metrics, run_dir / "metrics.json")
+    if trainer.is_global_zero:
+        report.plot_curves(history, run_dir / "curves.png")
+        report.write_json(metrics, run_dir / "metrics.json")
     log.info("%s: %s=%.4f (best of %d epochs), test/acc=%.4f -> %s", run_dir.name, cfg.monitor,
              metrics["objective"], metrics["epochs"], metrics.get("test/acc", float("nan")), run_dir)
     return metrics["objective"]
@@ -223,8 +230,10 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     data, module = build(run_cfg)
     module.load_state_dict(checkpoint["state_dict"])
     with lightning_config_errors():
-        # the run's own Trainer settings (precision, limit_test_batches, ...), without its callbacks and logger
-        trainer = instantiate(run_cfg.trainer, logger=False, enable_checkpointing=False, default_root_dir=str(run_dir))
+        # the run's own Trainer settings (precision, limit_test_batches, ...), without its callbacks and logger,
+        # in one process: DDP would pad the split to a multiple of the process count
+        trainer = instantiate(run_cfg.trainer, logger=False, enable_checkpointing=False, default_root_dir=str(run_dir),
+                              strategy="auto", devices=1, num_nodes=1)
         run = trainer.validate if cfg.split == "val" else trainer.test
         metrics = {k: float(v) for k, v in run(module, datamodule=data, verbose=False)[0].items()}
     report.write_json({**metrics, "checkpoint": str(path.resolve())}, run_dir / "metrics.json")
