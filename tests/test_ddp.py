@@ -116,6 +116,25 @@ def single_error_line(done: Done, *parts: str) -> str:
 # --- trainer=ddp: 2 processes started by Lightning ---------------------------------------------
 
 
+def test_epoch_loss_is_a_mean_over_samples():
+    """Batches split differently (one process, or two) give the same epoch loss: a short last
+    batch weighs by its samples."""
+    import torch
+    import torch.nn.functional as F
+
+    from dlopt.training.module import Classifier
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    module = Classifier(net, torch.optim.SGD, num_classes=2, input_shift=torch.zeros(3), input_scale=torch.ones(3))
+    x, y = torch.randn(71, 3), torch.randint(0, 2, (71,))
+    module._step((x[:64], y[:64]), "test")
+    module._step((x[64:], y[64:]), "test")
+    with torch.no_grad():
+        assert torch.isclose(module.losses["test_"].compute(), F.cross_entropy(net(x), y))
+
+
+
 @pytest.fixture(scope="module")
 def ddp_run(cli, tmp_path_factory) -> tuple[Done, Path]:
     """A tiny 2-process run, tested on the whole test split (3 batches per rank)."""
