@@ -99,9 +99,11 @@ def main(argv=None) -> int:
     if clash:
         print(f"dlopt {command}: {clash}", file=sys.stderr)
         return 2
-    sys.argv = [f"dlopt {command}", *additive_lists(flags_first(rest))]  # Hydra parses sys.argv
+    args = additive_lists(flags_first(rest))
+    script = sys.argv[0]  # the console script, or dlopt/__main__.py under `python -m dlopt`
+    sys.argv = [f"dlopt {command}", *args]  # Hydra parses sys.argv
     try:
-        importlib.import_module(COMMANDS[command][0]).main()
+        importlib.import_module(COMMANDS[command][0]).main(argv=[script, command, *args])
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
     return 0

@@ -11,6 +11,10 @@ class UserError(Exception):
     """A problem the user can fix; the message says how."""
 
 
+class SweepError(UserError):
+    """A UserError every run of a sweep would meet alike: the sweep stops at the first one."""
+
+
 def cause_of(err: BaseException | None, kind: type[BaseException]) -> BaseException | None:
     """The first exception of type `kind` in err's chain of causes, or None (Hydra's instantiate
     and Lightning wrap what the code they call raised)."""

@@ -19,7 +19,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from dlopt.errors import UserError, cause_of, did_you_mean
+from dlopt.errors import SweepError, UserError, cause_of, did_you_mean
 
 log = logging.getLogger("dlopt")
 
@@ -31,18 +31,29 @@ def config_dir() -> str:
     return str(shipped if shipped.is_dir() else package.parent / "conf")
 
 
+def rank_zero() -> bool:
+    """False in the processes a distributed launch adds to a run: Lightning's DDP launcher sets
+    LOCAL_RANK (and NODE_RANK) for them, SLURM sets SLURM_PROCID, torchrun RANK."""
+    return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
 def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
     """Wrap `run(cfg, run_dir)` as a Hydra task function that reports user errors in one line.
 
     A single run exits with status 2 after that line and, when it failed before writing
-    anything but Hydra's own files, leaves no folder behind. In a sweep the failed run keeps its
-    folder with the reason in error.txt, returns None, and the sweep goes on to the next run.
+    anything but Hydra's own files, leaves no folder behind (only rank 0 of several processes
+    removes it). In a sweep the failed run keeps its folder with the reason in error.txt, returns
+    None, and the sweep goes on to the next run; a SweepError stops the sweep as it stops a run.
     """
 
     @functools.wraps(run)
     def task_function(cfg: DictConfig) -> Any:
         hydra = HydraConfig.get()
         run_dir = Path(hydra.runtime.output_dir)
+        if not rank_zero():  # the terminal shows rank 0's messages; each rank's log file has all of its own
+            for handler in logging.getLogger().handlers:
+                if type(handler) is logging.StreamHandler:
+                    handler.setLevel(logging.WARNING)
         try:
             return run(cfg, run_dir)
         except Exception as err:
@@ -50,13 +61,17 @@ def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
             if user_error is None:
                 raise
             log.error("%s", user_error)
-            if hydra.mode == RunMode.MULTIRUN:
+            if hydra.mode == RunMode.MULTIRUN and not isinstance(user_error, SweepError):
                 (run_dir / "error.txt").write_text(f"{user_error}\n")
                 return None
-            if {p.name for p in run_dir.iterdir()} <= {".hydra", f"{hydra.job.name}.log"}:
+            if rank_zero() and {p.name for p in run_dir.iterdir()} <= {".hydra", f"{hydra.job.name}.log"}:
                 shutil.rmtree(run_dir, ignore_errors=True)
-                if not any(run_dir.parent.iterdir()):
-                    run_dir.parent.rmdir()  # the DATE folder it was alone in
+                folder = run_dir.parent
+                if hydra.mode == RunMode.MULTIRUN and {p.name for p in folder.iterdir()} <= {"multirun.yaml"}:
+                    shutil.rmtree(folder)  # the sweep folder, nothing run in it
+                    folder = folder.parent
+                if not any(folder.iterdir()):
+                    folder.rmdir()  # the DATE folder it was alone in
             raise SystemExit(2) from None
 
     return task_function
@@ -81,13 +96,27 @@ def composition_error(err: CompactHydraException) -> str:
     return str(err) + (f"\n{cause}" if cause is not None else "")
 
 
-def app(config_name: str, task_function: Callable[[DictConfig], Any]) -> Callable[[], None]:
-    """The command's Hydra app. A composition mistake (`model=resnot`, `model.dept=3`) is reported
-    in one line with exit status 2, instead of Hydra's multi-line report; HYDRA_FULL_ERROR=1 set
-    by the user keeps Hydra's own report and traceback."""
-    hydra_main = hydra.main(version_base=None, config_path=config_dir(), config_name=config_name)(task_function)
+def app(config_name: str, task_function: Callable[[DictConfig], Any]) -> Callable[..., None]:
+    """The command's Hydra app, `main(argv)`. A composition mistake (`model=resnot`, `model.dept=3`)
+    is reported in one line with exit status 2, instead of Hydra's multi-line report;
+    HYDRA_FULL_ERROR=1 set by the user keeps Hydra's own report and traceback.
 
-    def main() -> None:
+    Hydra parses sys.argv as `["dlopt train", *args]`; once it has, `argv` (`[script, "train",
+    *args]`, the command that runs this one again) replaces it: Lightning's DDP launcher starts
+    ranks >= 1 by running sys.argv again, with the run folder added."""
+    rerun: list[str] = []
+
+    @functools.wraps(task_function)
+    def parsed(cfg: DictConfig) -> Any:
+        if rerun:
+            sys.argv = list(rerun)
+        return task_function(cfg)
+
+    hydra_main = hydra.main(version_base=None, config_path=config_dir(), config_name=config_name)(parsed)
+
+    def main(argv: list[str] | None = None) -> None:
+        rerun[:] = argv or []
+        prog = sys.argv[0]
         full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
         os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing and exiting
         try:
@@ -95,7 +124,7 @@ def app(config_name: str, task_function: Callable[[DictConfig], Any]) -> Callabl
         except CompactHydraException as err:
             if full_error:
                 raise
-            print(f"{sys.argv[0]}: {composition_error(err)}", file=sys.stderr)
+            print(f"{prog}: {composition_error(err)}", file=sys.stderr)
             raise SystemExit(2) from None
         finally:
             if not full_error:

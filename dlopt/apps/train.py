@@ -5,11 +5,18 @@ import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dlopt.apps import app, task
 from dlopt.apps import resume as resuming
-from dlopt.errors import UserError
+from dlopt.errors import SweepError, UserError
+
+# Lightning issue 11300, Hydra issue 2070
+DDP_IN_SWEEP = ("trainer.devices={devices} would start more processes by running the command again, and inside a "
+                "sweep (-m) each would run the whole sweep; sweep with trainer.devices=1 (trials side by side: "
+                "hydra/launcher=joblib), or on SLURM give each trial its own tasks (hydra/launcher=submitit_slurm "
+                "trainer=slurm); see README, Several devices")
 
 
 @task
@@ -22,18 +29,22 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         cfg = resuming.resumed_config(cfg, run_dir, new)
         last = run_dir / "checkpoints" / "last.ckpt"
     check(cfg)
-    from dlopt.training.run import train as run_training  # heavy imports (torch, Lightning) only now
+    from dlopt.training.processes import NoRelaunch  # heavy imports (torch, Lightning) only now
+    from dlopt.training.run import train as run_training
 
-    return run_training(cfg, run_dir, resume=last)
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    marks = [NoRelaunch(SweepError(DDP_IN_SWEEP.format(devices=cfg.trainer.get("devices"))))] if in_sweep else []
+    return run_training(cfg, run_dir, callbacks=marks, resume=last)
 
 
 _main = app("train", train)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """`resume=RUN_DIR` makes RUN_DIR the run folder (before Hydra creates one); see app() for argv."""
     try:
         sys.argv = [sys.argv[0], *resuming.redirect(sys.argv[1:])]
     except UserError as err:
         print(f"{sys.argv[0]}: {err}", file=sys.stderr)
         raise SystemExit(2) from None
-    _main()
+    _main(argv)

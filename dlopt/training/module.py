@@ -94,7 +94,8 @@ class Classifier(L.LightningModule):
             loss = F.cross_entropy(logits, y, weight=self.class_weights, label_smoothing=self.label_smoothing)
         else:
             loss = F.cross_entropy(logits, y)
-        self.losses[f"{split}_"].update(loss.detach(), len(y))
+        # one value per sample: MeanMetric(nan_strategy="disable") drops a weight (torchmetrics issue 3434)
+        self.losses[f"{split}_"].update(loss.detach().expand(len(y)))
         self.scores[f"{split}_"].update(logits.detach(), y.argmax(1) if y.is_floating_point() else y)
         return loss
 

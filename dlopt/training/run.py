@@ -27,12 +27,15 @@ from dlopt.errors import UserError, cause_of, did_you_mean
 from dlopt.training import report
 from dlopt.training.checkpoint_io import AtomicCheckpointIO
 from dlopt.training.module import Classifier, Diverged
+from dlopt.training.processes import check_processes
 
 log = logging.getLogger(__name__)
 logging.getLogger("lightning").handlers.clear()  # Hydra's root handlers already print and file its messages
 # metrics are logged once per epoch, so Lightning's hint about short epochs does not apply
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning 2.6 on torch 2.14
+# epoch metrics are torchmetrics results, already synced across processes (DDP) when computed
+warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "Tip:" not in record.getMessage())
 
 
@@ -124,8 +127,10 @@ def _trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (
         callbacks.append(instantiate(node, **extra))
     extra = {"purge_step": purge_step} if purge_step is not None and "TensorBoard" in cfg.logger.get("_target_", "") else {}
     logger = instantiate(cfg.logger, save_dir=str(run_dir), **extra) if cfg.get("logger") else False
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir),
-                       plugins=[AtomicCheckpointIO()])
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir),
+                          plugins=[AtomicCheckpointIO()])
+    check_processes(trainer)
+    return trainer
 
 
 @contextmanager
@@ -156,10 +161,10 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
     resume_step = torch.load(resume, map_location="cpu", weights_only=True)["global_step"] if resume else None
     with lightning_config_errors():
         trainer = _trainer(cfg, run_dir, callbacks, purge_step=resume_step)
-        if resume is None:
-            preview_augmentation(data, run_dir, trainer.logger)
-        else:
+        if resume is not None:
             log.info("resuming %s from %s (step %d)", run_dir, resume, resume_step)
+        elif trainer.is_global_zero:  # with several processes (DDP), rank 0 writes the run's files
+            preview_augmentation(data, run_dir, trainer.logger)
         stopped = _fit(trainer, module, data, resume)  # (epoch, reason) when it stopped before max_epochs
     history = list(module.history)
     best = _best_row(history, cfg.monitor, cfg.mode)
@@ -191,8 +196,9 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         "seed": cfg.seed,
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
-    report.plot_curves(history, run_dir / "curves.png")
-    report.write_json(metrics, run_dir / "metrics.json")
+    if trainer.is_global_zero:
+        report.plot_curves(history, run_dir / "curves.png")
+        report.write_json(metrics, run_dir / "metrics.json")
     log.info("%s: %s=%.4f (best of %d epochs), test/acc=%.4f -> %s", run_dir.name, cfg.monitor,
              metrics["objective"], metrics["epochs"], metrics.get("test/acc", float("nan")), run_dir)
     return metrics["objective"]
@@ -272,8 +278,10 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     data, module = build(run_cfg)
     module.load_state_dict(checkpoint["state_dict"])
     with lightning_config_errors():
-        # the run's own Trainer settings (precision, limit_test_batches, ...), without its callbacks and logger
-        trainer = instantiate(run_cfg.trainer, logger=False, enable_checkpointing=False, default_root_dir=str(run_dir))
+        # the run's own Trainer settings (precision, limit_test_batches, ...), without its callbacks and logger,
+        # in one process: DDP would pad the split to a multiple of the process count
+        trainer = instantiate(run_cfg.trainer, logger=False, enable_checkpointing=False, default_root_dir=str(run_dir),
+                              strategy="auto", devices=1, num_nodes=1)
         run = trainer.validate if cfg.split == "val" else trainer.test
         metrics = {k: float(v) for k, v in run(module, datamodule=data, verbose=False)[0].items()}
     report.write_json({**metrics, "checkpoint": str(path.resolve())}, run_dir / "metrics.json")
