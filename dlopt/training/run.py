@@ -165,7 +165,8 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
             log.info("resuming %s from %s (step %d)", run_dir, resume, resume_step)
         elif trainer.is_global_zero:  # with several processes (DDP), rank 0 writes the run's files
             preview_augmentation(data, run_dir, trainer.logger)
-        stopped = _fit(trainer, module, data, resume)  # (epoch, reason) when it stopped before max_epochs
+        stopped = _fit(trainer, module, data, resume, key="monitor" if _follows_monitor(cfg) else
+                       "callbacks.early_stopping.monitor")  # (epoch, reason) when it stopped before max_epochs
     history = list(module.history)
     best = _best_row(history, cfg.monitor, cfg.mode)
     if best is None:
@@ -204,9 +205,15 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
     return metrics["objective"]
 
 
-def _fit(trainer: L.Trainer, module: Classifier, data: DataModule, resume: Optional[Path]) -> Optional[tuple[int, str]]:
+def _follows_monitor(cfg: DictConfig) -> bool:
+    stopping = (cfg.get("callbacks") or {}).get("early_stopping")
+    return stopping is not None and stopping.get("monitor") == cfg.monitor
+
+
+def _fit(trainer: L.Trainer, module: Classifier, data: DataModule, resume: Optional[Path],
+         key: str) -> Optional[tuple[int, str]]:
     """trainer.fit; returns the epoch at which and the reason why training stopped before
-    max_epochs, or None.
+    max_epochs, or None. `key` names early stopping's monitor in messages.
 
     A non-finite loss stops the run like early stopping does when the early stopping callback has
     check_finite (its default) and a best epoch exists to test; otherwise it fails the run."""
@@ -223,7 +230,7 @@ def _fit(trainer: L.Trainer, module: Classifier, data: DataModule, resume: Optio
         if diverged is None and isinstance(err, RuntimeError) and stopping is not None \
                 and stopping.monitor not in trainer.callback_metrics and "Early stopping" in str(err):
             logged = sorted(trainer.callback_metrics)
-            raise UserError(f"callbacks.early_stopping.monitor={stopping.monitor} is never logged"
+            raise UserError(f"{key}={stopping.monitor} is never logged"
                             f"{did_you_mean(stopping.monitor, logged)}; choose one of {', '.join(logged)}") from None
         raise
     if stopping is None or not stopping.stopped_epoch:
