@@ -106,6 +106,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "class_weights": ("none", "balanced"),
     "policy": ("none", "randaugment", "trivialaugment", "autoaugment"),
     "gradient_clip_algorithm": ("norm", "value"),
+    "precision": ("32-true", "bf16-mixed", "16-mixed", "64-true", "bf16-true", "16-true", "transformer-engine",
+                  "transformer-engine-float16"),  # Lightning's names
     "arch": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
     "schedule": ("exponential", "linear"),  # lr_find: how the lr grows (not `mode`, which is min|max)
 }

@@ -140,6 +140,7 @@ def test_adaptive_clipping_bounds_each_unit_by_its_weight_norm():
     ("clip.factor=0", "clip.factor=0 is not valid"),
     ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0 is not valid: expected an integer >= 1"),
     ("callbacks.early_stopping.min_delta=-0.1", "callbacks.early_stopping.min_delta=-0.1 is not valid"),
+    ("trainer.precision=17", "trainer.precision=17 is not valid; choose one of 32-true, bf16-mixed, 16-mixed"),
 ])
 def test_bad_training_control_values_are_named(override, needle):
     with pytest.raises(UserError) as err:
