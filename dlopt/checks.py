@@ -69,6 +69,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_epochs": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
     "patience": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
     "step_size": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "backbone_lr_scale": (lambda x: _number(x) and 0 < x <= 1,
+                          "a factor in (0, 1] of optimizer.lr (transfer.strategy=linear_probe freezes the backbone)"),
+    "unfreeze_at_epoch": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
     "seed": (_integer, "an integer"),
     "split_seed": (_integer, "an integer"),
     "val_fraction": (lambda x: _number(x) and 0 < x < 1, "a fraction in (0, 1)"),
@@ -87,7 +90,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "attention": (lambda x: isinstance(x, bool), "true or false"),
 }
 
-# knob name -> the valid names, for a key of that name anywhere in the config
+# knob name -> the valid names, for a key of that name anywhere in the config; a dotted key
+# (transfer.strategy) is that key only, where the bare name means something else elsewhere
 CHOICES: dict[str, tuple[str, ...]] = {
     "activation": ("relu", "leaky_relu", "prelu", "sigmoid", "tanh", "gelu", "silu", "elu"),
     "norm": ("batch", "layer", "group", "instance", "none"),
@@ -95,6 +99,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "init": ("default", "kaiming", "xavier", "orthogonal"),
     "class_weights": ("none", "balanced"),
     "policy": ("none", "randaugment", "trivialaugment", "autoaugment"),
+    "transfer.strategy": ("linear_probe", "finetune", "gradual"),
     "arch": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
 }
 
@@ -125,8 +130,9 @@ def check(cfg: DictConfig) -> None:
             test, valid = RULES[name]
             if not test(value):
                 raise UserError(f"{path}={value} is not valid: expected {valid}")
-        if name in CHOICES and value not in CHOICES[name]:
-            raise UserError(f"{path}={value} is not valid; choose one of {', '.join(CHOICES[name])}")
+        choices = CHOICES.get(path, CHOICES.get(name))
+        if choices is not None and value not in choices:
+            raise UserError(f"{path}={value} is not valid; choose one of {', '.join(choices)}")
     model = cfg.get("model")
     # cnn's heads divide the channel count at the end of its stack, checked when it is built
     if isinstance(model, DictConfig) and "heads" in model and "width" in model \

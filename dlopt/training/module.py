@@ -56,6 +56,7 @@ class Classifier(L.LightningModule):
         self.weight_decay, self.exclude_norm_bias, self.l1 = weight_decay, exclude_norm_bias, l1
         self.label_smoothing, self.monitor = label_smoothing, monitor
         self.config = config
+        self.transfer = None  # dlopt.training.transfer.Transfer when the network comes from another run
 
         def scores(f1: bool) -> MetricCollection:
             metrics = {"acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)}
@@ -140,15 +141,23 @@ class Classifier(L.LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
+        # one group; with transfer learning the head's, then the backbone's with its lr_scale
+        groups = self.transfer.param_groups(self.net) if self.transfer else \
+            [{"params": [p for p in self.parameters() if p.requires_grad]}]
         if self.exclude_norm_bias and self.weight_decay:
-            params = [{"params": [p for p in params if p.dim() > 1]},
-                      {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]  # biases, norms
-        optimizer = self.make_optimizer(params, weight_decay=self.weight_decay)
+            groups = [{**g, "params": [p for p in g["params"] if p.dim() > 1]} for g in groups] + \
+                     [{**g, "params": [p for p in g["params"] if p.dim() <= 1], "weight_decay": 0.0}  # biases, norms
+                      for g in groups]
+        optimizer = self.make_optimizer([g for g in groups if g["params"]], weight_decay=self.weight_decay)
+        for group in optimizer.param_groups:
+            group["lr"] *= group.get("lr_scale", 1.0)
         if self.make_scheduler is None:
             return optimizer
         scheduler = self.make_scheduler(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
+
+    def configure_callbacks(self):
+        return self.transfer.callbacks() if self.transfer else []
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["dlopt"] = {"config": self.config, "history": self.history}
