@@ -10,6 +10,7 @@ larger than the input, instance norm at size 1) stay where the model is built.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
@@ -104,6 +105,22 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+TRANSFER_SOURCES = "a dlopt run folder (outputs/train/DATE/TIME), a dlopt .ckpt or a state_dict file of the network"
+
+
+def transfer_source(source: str) -> Path:
+    """The file transfer.from names: a run folder's checkpoints/best.ckpt, or the file itself."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise UserError(f"transfer.from={source} does not exist; give {TRANSFER_SOURCES}")
+    if not path.is_dir():
+        return path
+    if not (path / "checkpoints" / "best.ckpt").is_file():
+        raise UserError(f"transfer.from={source} is not a dlopt run folder (it has no checkpoints/best.ckpt); "
+                        f"give {TRANSFER_SOURCES}")
+    return path / "checkpoints" / "best.ckpt"
+
+
 def _leaves(node: DictConfig, path: str = "") -> Iterator[tuple[str, Any]]:
     """(dotted key, value) of every leaf the user can set; interpolations (model.dropout:
     ${regularization.dropout}) are checked where their value is set, and named so."""
@@ -133,6 +150,9 @@ def check(cfg: DictConfig) -> None:
         choices = CHOICES.get(path, CHOICES.get(name))
         if choices is not None and value not in choices:
             raise UserError(f"{path}={value} is not valid; choose one of {', '.join(choices)}")
+    transfer = cfg.get("transfer")
+    if isinstance(transfer, DictConfig) and transfer.get("from") is not None:
+        transfer_source(str(transfer["from"]))
     model = cfg.get("model")
     # cnn's heads divide the channel count at the end of its stack, checked when it is built
     if isinstance(model, DictConfig) and "heads" in model and "width" in model \

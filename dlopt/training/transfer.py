@@ -32,12 +32,12 @@ from lightning.pytorch.callbacks import BaseFinetuning
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from dlopt.checks import TRANSFER_SOURCES, transfer_source
 from dlopt.errors import UserError
 from dlopt.models.resnet import ResNet, from_torchvision
 from dlopt.models.weights import describe_mismatches, is_state_dict, mismatches, read_weights
 
 log = logging.getLogger(__name__)
-SOURCES = "a dlopt run folder (outputs/train/DATE/TIME), a dlopt .ckpt or a state_dict file of the network"
 
 
 class FreezeBackbone(BaseFinetuning):
@@ -140,22 +140,15 @@ def apply(cfg: DictConfig, module: L.LightningModule) -> None:
 def _read(source: str) -> tuple[Path, dict[str, Tensor], Optional[dict]]:
     """The file transfer.from names, the network's tensors in it and (for a dlopt checkpoint)
     the config of the run that wrote it."""
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise UserError(f"transfer.from={source} does not exist; give {SOURCES}")
-    if path.is_dir():
-        if not (path / "checkpoints" / "best.ckpt").is_file():
-            raise UserError(f"transfer.from={source} is not a dlopt run folder (it has no checkpoints/best.ckpt); "
-                            f"give {SOURCES}")
-        path = path / "checkpoints" / "best.ckpt"
-    loaded = read_weights(path, "transfer.from", SOURCES)
+    path = transfer_source(source)
+    loaded = read_weights(path, "transfer.from", TRANSFER_SOURCES)
     if isinstance(loaded, dict) and "dlopt" in loaded and "state_dict" in loaded:
         state = {k[len("net."):]: v for k, v in loaded["state_dict"].items() if k.startswith("net.")}
         return path, state, loaded["dlopt"].get("config") or {}
     if is_state_dict(loaded):
         return path, dict(loaded), None
     raise UserError(f"transfer.from={source} holds neither a dlopt checkpoint nor a state_dict "
-                    f"(parameter name -> tensor); give {SOURCES}")
+                    f"(parameter name -> tensor); give {TRANSFER_SOURCES}")
 
 
 def _shape(t: Tensor) -> str:
