@@ -40,7 +40,8 @@ def is_state_dict(obj: Any) -> bool:
         isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
 
 
-def _shape(t: Tensor) -> str:
+def shape_text(t: Tensor) -> str:
+    """'128x64' (a scalar: 'scalar')."""
     return "x".join(map(str, t.shape)) or "scalar"
 
 
@@ -51,7 +52,7 @@ def mismatches(state: Mapping[str, Tensor], own: Mapping[str, Tensor], fresh: Co
     found = []
     for name, tensor in own.items():
         if name in state and state[name].shape != tensor.shape:
-            found.append(f"{name} (file {_shape(state[name])}, model {_shape(tensor)})")
+            found.append(f"{name} (file {shape_text(state[name])}, model {shape_text(tensor)})")
         elif name not in state and name not in fresh:
             found.append(f"{name} (not in the file)")
     return found + [f"{name} (not in the model)" for name in state if name not in own]

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from dlopt.checks import TRANSFER_SOURCES, transfer_source
 from dlopt.errors import UserError
 from dlopt.models.resnet import ResNet, from_torchvision
-from dlopt.models.weights import describe_mismatches, is_state_dict, mismatches, read_weights
+from dlopt.models.weights import describe_mismatches, is_state_dict, mismatches, read_weights, shape_text
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,10 @@ class Transfer:
 
     def param_groups(self, net: nn.Module) -> list[dict[str, Any]]:
         """The head's parameters, then (unless linear_probe) the backbone's with its lr_scale."""
-        fresh = {id(p) for m in self.trainable for p in m.parameters()}
-        groups = [{"params": [p for p in net.parameters() if id(p) in fresh]}]
+        head = {id(p) for m in self.trainable for p in m.parameters()}
+        groups = [{"params": [p for p in net.parameters() if id(p) in head]}]
         if self.strategy != "linear_probe":
-            groups.append({"params": [p for p in net.parameters() if id(p) not in fresh],
+            groups.append({"params": [p for p in net.parameters() if id(p) not in head],
                            "lr_scale": self.backbone_lr_scale})
         return groups
 
@@ -99,24 +99,13 @@ def apply(cfg: DictConfig, module: L.LightningModule) -> None:
     if node is None or node.get("from") is None:
         return
     source, net = str(node["from"]), module.net
-    path, state, saved = _read(source)
     head = getattr(net, "head", None)
     if not isinstance(head, nn.Module):
         raise UserError(f"transfer.from needs the model's classification layer under the name `head`; "
                         f"{type(net).__name__} has none")
-    own = net.state_dict()
-    prefix = next(name for name, m in net.named_modules() if m is head) + "."
-    fresh: list[str] = []
-    if isinstance(net, ResNet) and not any(k.startswith("net.") for k in state):  # torchvision's names
-        state, tv_fresh, _ = from_torchvision(state, net.net.state_dict())
-        state, fresh = {"net." + k: v for k, v in state.items()}, ["net." + k for k in tv_fresh]
-    why = _other_classes(cfg, saved) or next(
-        (f"{k} is {_shape(state[k])} in the source, {_shape(own[k])} here" for k in own
-         if k.startswith(prefix) and k in state and state[k].shape != own[k].shape), None)
-    if why:
-        fresh += [k for k in own if k.startswith(prefix) and k not in fresh]
-    state = {k: v for k, v in state.items() if k not in fresh}
-    problems = mismatches(state, own, fresh)
+    path, state, saved = _read(source)
+    state, fresh, why = _fit(net, head, state, _other_classes(cfg, saved))
+    problems = mismatches(state, net.state_dict(), fresh)
     if problems:
         raise UserError(f"transfer.from={source} does not fit this run's network: "
                         f"{describe_mismatches(problems)}{_model_hint(cfg, saved)}")
@@ -125,8 +114,8 @@ def apply(cfg: DictConfig, module: L.LightningModule) -> None:
                           if not any(m is h for h in head.modules())]
     module.transfer = Transfer(source, node.strategy, node.backbone_lr_scale, node.unfreeze_at_epoch,
                                trainable, len(state), fresh)
-    log.info("transfer.from=%s: loaded %d of %d tensors from %s; fresh: %s%s", source, len(state), len(own),
-             path, ", ".join(fresh) or "none", f" ({why})" if why else "")
+    log.info("transfer.from=%s: loaded %d of %d tensors from %s; fresh: %s%s", source, len(state),
+             len(net.state_dict()), path, ", ".join(fresh) or "none", f" ({why})" if why else "")
     plans = {"linear_probe": "the backbone stays frozen, the head trains",
              "finetune": f"every layer trains, the backbone at optimizer.lr x {node.backbone_lr_scale}",
              "gradual": f"the head trains, the backbone too from epoch {node.unfreeze_at_epoch} "
@@ -135,6 +124,24 @@ def apply(cfg: DictConfig, module: L.LightningModule) -> None:
     if node.strategy == "gradual" and node.unfreeze_at_epoch >= cfg.trainer.max_epochs:
         log.warning("transfer.unfreeze_at_epoch=%d >= trainer.max_epochs=%d: the backbone never trains",
                     node.unfreeze_at_epoch, cfg.trainer.max_epochs)
+
+
+def _fit(net: nn.Module, head: nn.Module, state: dict[str, Tensor],
+         other_classes: Optional[str]) -> tuple[dict[str, Tensor], list[str], Optional[str]]:
+    """The tensors of `state` to load into `net`, the names that start fresh instead, and why the
+    head does: the source learnt `other_classes`, or its head has another shape."""
+    own = net.state_dict()
+    prefix = next(name for name, m in net.named_modules() if m is head) + "."
+    fresh: list[str] = []
+    if isinstance(net, ResNet) and not any(k.startswith("net.") for k in state):  # torchvision's names
+        state, tv_fresh, _ = from_torchvision(state, net.net.state_dict())
+        state, fresh = {"net." + k: v for k, v in state.items()}, ["net." + k for k in tv_fresh]
+    why = other_classes or next(
+        (f"{k} is {shape_text(state[k])} in the source, {shape_text(own[k])} here" for k in own
+         if k.startswith(prefix) and k in state and state[k].shape != own[k].shape), None)
+    if why:
+        fresh += [k for k in own if k.startswith(prefix) and k not in fresh]
+    return {k: v for k, v in state.items() if k not in fresh}, fresh, why
 
 
 def _read(source: str) -> tuple[Path, dict[str, Tensor], Optional[dict]]:
@@ -149,10 +156,6 @@ def _read(source: str) -> tuple[Path, dict[str, Tensor], Optional[dict]]:
         return path, dict(loaded), None
     raise UserError(f"transfer.from={source} holds neither a dlopt checkpoint nor a state_dict "
                     f"(parameter name -> tensor); give {TRANSFER_SOURCES}")
-
-
-def _shape(t: Tensor) -> str:
-    return "x".join(map(str, t.shape))
 
 
 def _name(node: dict) -> str:
