@@ -10,6 +10,7 @@ larger than the input, instance norm at size 1) stay where the model is built.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
@@ -78,6 +79,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_epochs": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
     "patience": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
     "step_size": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "backbone_lr_scale": (lambda x: _number(x) and 0 < x <= 1,
+                          "a factor in (0, 1] of optimizer.lr (transfer.strategy=linear_probe freezes the backbone)"),
+    "unfreeze_at_epoch": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
     "seed": (_integer, "an integer"),
     "split_seed": (_integer, "an integer"),
     "val_fraction": (lambda x: _number(x) and 0 < x < 1, "a fraction in (0, 1)"),
@@ -97,7 +101,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "num_training": (lambda x: _integer(x) and x >= 2, "an integer >= 2"),  # lr_find: steps of the range test
 }
 
-# knob name -> the valid names, for a key of that name anywhere in the config
+# knob name -> the valid names, for a key of that name anywhere in the config; a dotted key
+# (transfer.strategy) is that key only, where the bare name means something else elsewhere
 CHOICES: dict[str, tuple[str, ...]] = {
     "activation": ("relu", "leaky_relu", "prelu", "sigmoid", "tanh", "gelu", "silu", "elu"),
     "norm": ("batch", "layer", "group", "instance", "none"),
@@ -108,9 +113,26 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "gradient_clip_algorithm": ("norm", "value"),
     "precision": ("32-true", "bf16-mixed", "16-mixed", "64-true", "bf16-true", "16-true", "transformer-engine",
                   "transformer-engine-float16"),  # Lightning's names
+    "transfer.strategy": ("linear_probe", "finetune", "gradual"),
     "arch": ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"),
     "schedule": ("exponential", "linear"),  # lr_find: how the lr grows (not `mode`, which is min|max)
 }
+
+
+TRANSFER_SOURCES = "a dlopt run folder (outputs/train/DATE/TIME), a dlopt .ckpt or a state_dict file of the network"
+
+
+def transfer_source(source: str) -> Path:
+    """The file transfer.from names: a run folder's checkpoints/best.ckpt, or the file itself."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise UserError(f"transfer.from={source} does not exist; give {TRANSFER_SOURCES}")
+    if not path.is_dir():
+        return path
+    if not (path / "checkpoints" / "best.ckpt").is_file():
+        raise UserError(f"transfer.from={source} is not a dlopt run folder (it has no checkpoints/best.ckpt); "
+                        f"give {TRANSFER_SOURCES}")
+    return path / "checkpoints" / "best.ckpt"
 
 
 def _leaves(node: DictConfig, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -139,8 +161,12 @@ def check(cfg: DictConfig) -> None:
             test, valid = RULES[name]
             if not test(value):
                 raise UserError(f"{path}={value} is not valid: expected {valid}")
-        if name in CHOICES and value not in CHOICES[name]:
-            raise UserError(f"{path}={value} is not valid; choose one of {', '.join(CHOICES[name])}")
+        choices = CHOICES.get(path, CHOICES.get(name))
+        if choices is not None and value not in choices:
+            raise UserError(f"{path}={value} is not valid; choose one of {', '.join(choices)}")
+    transfer = cfg.get("transfer")
+    if isinstance(transfer, DictConfig) and transfer.get("from") is not None:
+        transfer_source(str(transfer["from"]))
     model = cfg.get("model")
     # cnn's heads divide the channel count at the end of its stack, checked when it is built
     if isinstance(model, DictConfig) and "heads" in model and "width" in model \

@@ -1,7 +1,8 @@
 """Classification networks built from a Hydra partial completed with the data's input shape and
 class count: `Model(in_shape=..., num_classes=..., **knobs)`; forward maps (N, *in_shape) to
 logits (N, num_classes). Shared knobs (depth, width, activation, negative_slope, norm, residual,
-dropout, init) mean the same in every model that has them."""
+dropout, init) mean the same in every model that has them. Every model calls its classification
+layer `head` (transfer learning replaces it when the classes change)."""
 
 from dlopt.models.cnn import CNN
 from dlopt.models.mlp import MLP

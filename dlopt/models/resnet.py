@@ -11,9 +11,7 @@ import logging
 import math
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 
-import torch
 import torchvision.models as tvm
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
@@ -21,6 +19,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from dlopt.checks import CHOICES
 from dlopt.errors import UserError
 from dlopt.models.layers import check_knobs, init_weights, make_activation, make_norm, spatial_shape
+from dlopt.models.weights import describe_mismatches, is_state_dict, mismatches, read_weights
 
 log = logging.getLogger(__name__)
 ARCHS = {name: getattr(tvm, name) for name in CHOICES["arch"]}
@@ -63,38 +62,32 @@ def _adapt_block(block: nn.Module, activation: str, negative_slope: float, resid
         block.downsample = None
 
 
-def load_weights(net: nn.Module, path: str, arch: str, residual: bool = True) -> None:
-    """Load a torchvision state_dict file into `net`, keeping the adapted stem/head fresh when
-    their shapes differ (and leaving out the skip projections without `residual`); any other
-    mismatch raises one UserError line."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise UserError(f"model.weights={path}: no such file (a torchvision {arch} state_dict .pth)")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"model.weights={path} cannot be read as a state_dict: "
-                        f"{str(err).splitlines()[0][:120]}") from None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+def from_torchvision(state: dict[str, Tensor], own: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str], int]:
+    """A torchvision ResNet state_dict renamed for the network whose state_dict is `own` (`fc` ->
+    `fc.1`); without the adapted stem and head where their shapes differ (they stay fresh: the
+    second value) and without skip projections `own` lacks (residual=false: their count is the third)."""
+    state = {("fc.1." + k[3:] if k in ("fc.weight", "fc.bias") else k): v for k, v in state.items()}
+    fresh = [k for k in ADAPTED if k not in state or state[k].shape != own[k].shape]
+    unused = [k for k in state if ".downsample." in k and k not in own]
+    return {k: v for k, v in state.items() if k not in fresh and k not in unused}, fresh, len(unused)
+
+
+def load_weights(net: nn.Module, path: str, arch: str) -> None:
+    """Load a torchvision state_dict file into `net` (see from_torchvision); any other mismatch
+    raises one UserError line."""
+    state = read_weights(path, "model.weights", f"a torchvision {arch} state_dict .pth")
+    if not is_state_dict(state):
         raise UserError(f"model.weights={path} is not a state_dict (parameter name -> tensor), "
                         f"e.g. torchvision.models.{arch}().state_dict() saved with torch.save")
-    state = {("fc.1." + k[3:] if k in ("fc.weight", "fc.bias") else k): v for k, v in state.items()}
     own = net.state_dict()
-    unused = [k for k in state if ".downsample." in k] if not residual else []
-    state = {k: v for k, v in state.items() if k not in unused}
-    fresh = [k for k in ADAPTED if k not in state or state[k].shape != own[k].shape]
-    state = {k: v for k, v in state.items() if k not in fresh}
-    kinds = {"shape differs": [k for k in state if k in own and state[k].shape != own[k].shape],
-             "missing": [k for k in own if k not in state and k not in fresh],
-             "unexpected": [k for k in state if k not in own]}
-    if any(kinds.values()):
-        first = "; ".join(f"{kind}: {', '.join(keys[:2])}" for kind, keys in kinds.items() if keys)
-        raise UserError(f"model.weights={path} does not fit model.arch={arch}: "
-                        f"{sum(map(len, kinds.values()))} mismatching keys ({first}, ...)")
+    state, fresh, unused = from_torchvision(state, own)
+    problems = mismatches(state, own, fresh)
+    if problems:
+        raise UserError(f"model.weights={path} does not fit model.arch={arch}: {describe_mismatches(problems)}")
     net.load_state_dict(state, strict=False)
     log.info("model.weights=%s: loaded %d tensors; kept fresh (shape differs): %s%s", path,
              len(state), ", ".join(fresh) or "none",
-             f"; unused without residual: {len(unused)} skip projection tensors" if unused else "")
+             f"; unused without residual: {unused} skip projection tensors" if unused else "")
 
 
 class ResNet(nn.Module):
@@ -129,8 +122,13 @@ class ResNet(nn.Module):
         net.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(net.fc.in_features, num_classes))
         init_weights(net, init, activation, negative_slope)
         if weights is not None:
-            load_weights(net, weights, arch, residual)
+            load_weights(net, weights, arch)
         self.net = net
+
+    @property
+    def head(self) -> nn.Module:
+        """The classification layer (torchvision's `fc`), under the name every dlopt model gives it."""
+        return self.net.fc
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.unsqueeze(2) if self.signal else x)

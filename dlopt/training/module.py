@@ -70,6 +70,7 @@ class Classifier(L.LightningModule):
         self.clip_factor, self.clip_eps = clip_factor, clip_eps  # adaptive clipping (clip=agc) when set
         self.config = config
         self.range_test = False  # dlopt tune-lr: a non-finite loss ends the lr range test, not the run
+        self.transfer = None  # dlopt.training.transfer.Transfer when the network comes from another run
 
         def scores(f1: bool) -> MetricCollection:
             metrics = {"acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)}
@@ -172,15 +173,23 @@ class Classifier(L.LightningModule):
             self.logger.log_metrics(norms, step=self.global_step)
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
+        # one group; with transfer learning the head's, then the backbone's with its lr_scale
+        groups = self.transfer.param_groups(self.net) if self.transfer else \
+            [{"params": [p for p in self.parameters() if p.requires_grad]}]
         if self.exclude_norm_bias and self.weight_decay:
-            params = [{"params": [p for p in params if p.dim() > 1]},
-                      {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]  # biases, norms
-        optimizer = self.make_optimizer(params, weight_decay=self.weight_decay)
+            groups = [{**g, "params": [p for p in g["params"] if p.dim() > 1]} for g in groups] + \
+                     [{**g, "params": [p for p in g["params"] if p.dim() <= 1], "weight_decay": 0.0}  # biases, norms
+                      for g in groups]
+        optimizer = self.make_optimizer([g for g in groups if g["params"]], weight_decay=self.weight_decay)
+        for group in optimizer.param_groups:
+            group["lr"] *= group.get("lr_scale", 1.0)
         if self.make_scheduler is None:
             return optimizer
         scheduler = self.make_scheduler(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
+
+    def configure_callbacks(self):
+        return self.transfer.callbacks() if self.transfer else []
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # torch's generator draws every dropout mask and augmentation (kornia, torchvision v2)

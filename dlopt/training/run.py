@@ -28,6 +28,7 @@ from dlopt.training import report
 from dlopt.training.checkpoint_io import AtomicCheckpointIO
 from dlopt.training.module import Classifier, Diverged
 from dlopt.training.processes import check_processes
+from dlopt.training.transfer import apply as apply_transfer
 
 log = logging.getLogger(__name__)
 logging.getLogger("lightning").handlers.clear()  # Hydra's root handlers already print and file its messages
@@ -68,6 +69,7 @@ def build(cfg: DictConfig, data: Optional[DataModule] = None) -> tuple[DataModul
         clip_eps=clip.get("eps", 1e-3),
         config=OmegaConf.to_container(cfg, resolve=True),
     )
+    apply_transfer(cfg, module)  # transfer.from: the network of an earlier run, and how it trains
     return data, module
 
 
@@ -195,6 +197,7 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         "params": size.total_parameters,
         "flops_per_sample": size.total_flops,
         "seed": cfg.seed,
+        **({"transfer": module.transfer.summary()} if module.transfer else {}),
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
     if trainer.is_global_zero:
@@ -282,6 +285,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     path = find_checkpoint(cfg.run, cfg.ckpt_path)
     checkpoint = load_checkpoint(path)
     run_cfg = OmegaConf.create(checkpoint["dlopt"]["config"])
+    run_cfg.pop("transfer", None)  # the checkpoint holds the trained network; where it started is not needed
     data, module = build(run_cfg)
     module.load_state_dict(checkpoint["state_dict"])
     with lightning_config_errors():
