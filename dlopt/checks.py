@@ -140,7 +140,7 @@ def _leaves(node: DictConfig, path: str = "") -> Iterator[tuple[str, Any]]:
     ${regularization.dropout}) are checked where their value is set, and named so."""
     for key in node:
         full = f"{path}.{key}" if path else str(key)
-        if OmegaConf.is_interpolation(node, key):
+        if OmegaConf.is_interpolation(node, key) or full == "search.params":  # sweep overrides, not values
             continue
         value = node[key]
         if isinstance(value, DictConfig):

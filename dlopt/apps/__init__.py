@@ -96,6 +96,15 @@ def composition_error(err: CompactHydraException) -> str:
     return str(err) + (f"\n{cause}" if cause is not None else "")
 
 
+def register_plugins() -> None:
+    """dlopt's sweeper (hydra_plugins/dlopt_search). Hydra finds plugins by listing hydra_plugins/ on
+    sys.path, which misses it when dlopt is installed in editable mode (pip install -e)."""
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.dlopt_search.search_sweeper import SearchSweeper
+
+    Plugins.instance().register(SearchSweeper)
+
+
 def app(config_name: str, task_function: Callable[[DictConfig], Any]) -> Callable[..., None]:
     """The command's Hydra app, `main(argv)`. A composition mistake (`model=resnot`, `model.dept=3`)
     is reported in one line with exit status 2, instead of Hydra's multi-line report;
@@ -113,6 +122,7 @@ def app(config_name: str, task_function: Callable[[DictConfig], Any]) -> Callabl
         return task_function(cfg)
 
     hydra_main = hydra.main(version_base=None, config_path=config_dir(), config_name=config_name)(parsed)
+    register_plugins()
 
     def main(argv: list[str] | None = None) -> None:
         rerun[:] = argv or []

@@ -32,9 +32,30 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     from dlopt.training.processes import NoRelaunch  # heavy imports (torch, Lightning) only now
     from dlopt.training.run import train as run_training
 
-    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    hydra = HydraConfig.get()
+    in_sweep = hydra.mode == RunMode.MULTIRUN
     marks = [NoRelaunch(SweepError(DDP_IN_SWEEP.format(devices=cfg.trainer.get("devices"))))] if in_sweep else []
-    return run_training(cfg, run_dir, callbacks=marks, resume=last)
+    if (cfg.get("search") or {}).get("trial") is not None:  # a trial of search=...: report to its pruner
+        from dlopt.search import study
+        from dlopt.search.pruning import Pruning
+
+        url = study.storage_url(cfg.search, hydra.sweep.dir)
+        marks.append(Pruning(study.trial(cfg.search, url, cfg.trainer.max_epochs), cfg.monitor))
+    return run_training(cfg, run_dir, callbacks=marks, resume=last, hparams=hparams(cfg, hydra.overrides.task))
+
+
+def hparams(cfg: DictConfig, overrides) -> dict:
+    """What the command line set, for TensorBoard's HPARAMS view: key -> value (a group -> its option)."""
+    from omegaconf import OmegaConf
+
+    values = {}
+    for override in overrides:
+        key, _, text = override.lstrip("+~").partition("=")
+        if key.split(".")[0] in ("search", "resume", "hydra"):
+            continue
+        value = OmegaConf.select(cfg, key, default=None)
+        values[key] = value if isinstance(value, (int, float, str, bool)) else text
+    return values
 
 
 _main = app("train", train)

@@ -149,11 +149,12 @@ def lightning_config_errors():
 
 
 def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), data: Optional[DataModule] = None,
-          resume: Optional[Path] = None) -> float:
+          resume: Optional[Path] = None, hparams: Optional[dict[str, Any]] = None) -> float:
     """Train, test the best checkpoint, write metrics.json and curves.png; return the best monitored value.
 
     `callbacks` are added to the ones the config declares (a sweeper's pruning callback, a timer);
-    `data` replaces the configured DataModule; `resume` is a last.ckpt of this run to continue from."""
+    `data` replaces the configured DataModule; `resume` is a last.ckpt of this run to continue from;
+    `hparams` (what this run set, e.g. its overrides) go to TensorBoard's HPARAMS view with the results."""
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data, module = build(cfg, data)
@@ -192,6 +193,7 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         "best_epoch": best["epoch"],
         "epochs": len(history),
         "stopped_early": stopped is not None,
+        "pruned": any(getattr(callback, "pruned", False) for callback in trainer.callbacks),
         "stopped_epoch": stopped[0] if stopped else None,
         "stop_reason": stopped[1] if stopped else f"trainer.max_epochs={cfg.trainer.max_epochs} reached",
         "params": size.total_parameters,
@@ -201,6 +203,9 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         "wall_time_s": round(time.perf_counter() - start, 3),
     }
     if trainer.is_global_zero:
+        if hparams is not None and isinstance(trainer.logger, TensorBoardLogger):
+            trainer.logger.log_hyperparams(hparams, {f"hparams/{k}": metrics[k] for k in ("objective", "test/acc")
+                                                     if isinstance(metrics.get(k), float)})
         report.plot_curves(history, run_dir / "curves.png")
         report.write_json(metrics, run_dir / "metrics.json")
     log.info("%s: %s=%.4f (best of %d epochs), test/acc=%.4f -> %s", run_dir.name, cfg.monitor,
@@ -236,6 +241,10 @@ def _fit(trainer: L.Trainer, module: Classifier, data: DataModule, resume: Optio
             raise UserError(f"{key}={stopping.monitor} is never logged"
                             f"{did_you_mean(stopping.monitor, logged)}; choose one of {', '.join(logged)}") from None
         raise
+    for callback in trainer.callbacks:  # a search trial's pruning (dlopt/search/pruning.py)
+        if getattr(callback, "stopped", None):
+            log.info("stopped at epoch %d: %s", *callback.stopped)
+            return callback.stopped
     if stopping is None or not stopping.stopped_epoch:
         return None
     reason = (stopping.stopping_reason_message or "").replace(" Signaling Trainer to stop.", "")

@@ -1,0 +1,78 @@
+"""The Optuna study of a search: its storage, sampler and pruner, built from the `search` config node.
+
+The sweeper and every trial (which reports to the pruner) build them from the same node, so both
+sides agree without passing objects between processes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig
+
+from dlopt.errors import UserError, did_you_mean
+
+SAMPLERS = ("grid", "random", "tpe", "gp", "nsga2", "cmaes")
+PRUNERS = ("none", "median", "hyperband")
+STORAGE_FILE = "study.db"
+
+
+def storage_url(search: DictConfig, sweep_dir: str | Path) -> str:
+    """search.storage, or a SQLite file in the sweep folder."""
+    return search.get("storage") or f"sqlite:///{Path(sweep_dir).resolve() / STORAGE_FILE}"
+
+
+def storage(url: str) -> optuna.storages.BaseStorage:
+    """The study's storage; SQLite waits for a lock (trials of a parallel launcher write beside the sweeper).
+    An unreachable or unknown URL is one line naming search.storage."""
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except Exception as err:
+        reason = " ".join(str(err).split())[:300]
+        raise UserError(f"search.storage={url} cannot be opened: {reason}; give a SQLAlchemy URL that this machine "
+                        f"reaches (sqlite:///FILE, postgresql://USER@HOST/DB, ...) or leave it null for "
+                        f"{STORAGE_FILE} in the sweep folder") from None
+
+
+def sampler(search: DictConfig, seed: int, grid: dict[str, list[Any]] | None = None) -> optuna.samplers.BaseSampler:
+    name = search.sampler
+    if name == "grid":
+        return optuna.samplers.GridSampler(grid or {}, seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=search.startup_trials)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=search.startup_trials)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=search.population)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=search.startup_trials)
+    raise UserError(f"search.sampler={name} is not a sampler{did_you_mean(name, SAMPLERS)}; choose one of "
+                    f"{', '.join(SAMPLERS)}")
+
+
+def pruner(search: DictConfig, max_epochs: int) -> optuna.pruners.BasePruner:
+    """median: stop a trial whose value at an epoch is worse than the median of earlier trials at that
+    epoch (after search.warmup_epochs, once search.startup_trials have finished); hyperband: Optuna's."""
+    name = str(search.pruner)
+    if name in ("none", "None"):
+        return optuna.pruners.NopPruner()
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=search.startup_trials,
+                                           n_warmup_steps=search.warmup_epochs)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, search.warmup_epochs), max_resource=max_epochs)
+    raise UserError(f"search.pruner={name} is not a pruner{did_you_mean(name, PRUNERS)}; choose one of "
+                    f"{', '.join(PRUNERS)}")
+
+
+def trial(search: DictConfig, url: str, max_epochs: int) -> optuna.Trial:
+    """Trial number search.trial of the study, as the job that runs it sees it (to report and prune)."""
+    store = storage(url)
+    study = optuna.load_study(study_name=str(search.study_name), storage=store, pruner=pruner(search, max_epochs))
+    study_id = store.get_study_id_from_name(str(search.study_name))
+    return optuna.Trial(study, store.get_trial_id_from_study_id_trial_number(study_id, int(search.trial)))
