@@ -1,7 +1,8 @@
 """Sweep summary: a Hydra callback that tabulates every run of a multirun when the sweep ends.
 
 Reads each run folder's metrics.json and .hydra/overrides.yaml and writes summary.csv and
-summary.md in the sweep folder, best run first by the monitored metric. Imports no torch.
+summary.md in the sweep folder, best run first by the monitored metric (then pruned and failed
+runs), and best.yaml: the overrides that reproduce the best run. Imports no torch.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shlex
 from pathlib import Path
 from typing import Any
 
 import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -26,19 +28,42 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per run folder of the sweep, sorted best first; runs without metrics.json are 'failed'."""
     rows = []
     for run in sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: p.name):
-        overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
+        overrides = [o for o in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
+                     if not o.startswith("search.trial=")]  # the sweeper's note to the trial, not a choice
         error = run / "error.txt"
         row: dict[str, Any] = {"run": run.name, "overrides": " ".join(overrides), "status": "failed",
                                "error": error.read_text().strip() if error.is_file() else "no metrics.json"}
         if (run / "metrics.json").is_file():
             metrics = json.loads((run / "metrics.json").read_text())
-            row.update({k: metrics.get(k) for k in COLUMNS[3:-1]}, status="done", error="")
-            row["mode"] = metrics.get("mode", "min")
+            row.update({k: metrics.get(k) for k in COLUMNS[3:-1]}, error="",
+                       status="pruned" if metrics.get("pruned") else "done", mode=metrics.get("mode", "min"))
         rows.append(row)
-    done = [r for r in rows if r["status"] == "done"]
-    sign = -1 if done and done[0]["mode"] == "max" else 1
-    done.sort(key=lambda r: sign * r["objective"])
-    return done + [r for r in rows if r["status"] != "done"]  # failed runs last
+    finished = [r for r in rows if r["status"] != "failed"]
+    sign = -1 if finished and finished[0]["mode"] == "max" else 1
+    finished.sort(key=lambda r: (r["status"] != "done", sign * r["objective"]))
+    return finished + [r for r in rows if r["status"] == "failed"]  # pruned, then failed runs last
+
+
+def common_overrides(rows: list[dict[str, Any]]) -> list[str]:
+    """The overrides every run of a sweep of several runs shares (search=bayes, trainer.max_epochs=5)."""
+    if len(rows) < 2:
+        return []
+    shared = set.intersection(*(set(row["overrides"].split()) for row in rows))
+    return [o for o in rows[0]["overrides"].split() if o in shared]
+
+
+def write_best(rows: list[dict[str, Any]], sweep_dir: Path, monitor: str, command: str) -> Path | None:
+    """best.yaml: the overrides that run the best run again on its own (without the sweep's search=...)."""
+    done = [row for row in rows if row["status"] == "done"]
+    if not done:
+        return None
+    best = done[0]
+    overrides = [o for o in best["overrides"].split() if not o.startswith(("search=", "search.", "hydra."))]
+    text = (f"# the best run of this sweep by {monitor}; run it again with\n"
+            f"#   dlopt {command} {' '.join(map(shlex.quote, overrides))}\n")
+    text += yaml.safe_dump({"run": best["run"], monitor: best["objective"], "overrides": overrides}, sort_keys=False)
+    (sweep_dir / "best.yaml").write_text(text)
+    return sweep_dir / "best.yaml"
 
 
 def _cell(value: Any) -> str:
@@ -46,13 +71,19 @@ def _cell(value: Any) -> str:
 
 
 def write(rows: list[dict[str, Any]], sweep_dir: Path, monitor: str) -> None:
+    """summary.csv (every run's overrides) and summary.md (the overrides all runs share above the table,
+    the ones that differ in it)."""
     header = [monitor if c == "objective" else c for c in COLUMNS]
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows([[row.get(c, "") for c in COLUMNS] for row in rows])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in COLUMNS) + " |" for row in rows]
+    common = common_overrides(rows)
+    lines = [f"All runs: `{' '.join(common)}`", ""] if common else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        own = {**row, "overrides": " ".join(o for o in row["overrides"].split() if o not in common)}
+        lines.append("| " + " | ".join(_cell(own.get(c)) for c in COLUMNS) + " |")
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
 
 
@@ -64,8 +95,15 @@ class SweepSummary(Callback):
         rows = collect(sweep_dir)
         monitor = config.get("monitor", "objective")
         write(rows, sweep_dir, monitor)
-        failed = sum(row["status"] != "done" for row in rows)
-        log.info("sweep summary (%d runs, %d failed; best first by %s): %s", len(rows), failed, monitor,
-                 sweep_dir / "summary.md")
-        for row in rows:
-            log.info("  %s  %s=%s  %s", row["run"], monitor, _cell(row.get("objective")), row["overrides"])
+        best = write_best(rows, sweep_dir, monitor, OmegaConf.select(config, "hydra.job.name", default="train"))
+        count = {status: sum(row["status"] == status for row in rows) for status in ("pruned", "failed")}
+        log.info("sweep summary (%d runs, %d pruned, %d failed; best first by %s): %s", len(rows), count["pruned"],
+                 count["failed"], monitor, sweep_dir / "summary.md")
+        common = common_overrides(rows)
+        for row in rows[:10]:
+            own = " ".join(o for o in row["overrides"].split() if o not in common)
+            log.info("  %s  %s=%s  %s  %s", row["run"], monitor, _cell(row.get("objective")), row["status"], own)
+        if len(rows) > 10:
+            log.info("  ... %d more in summary.md", len(rows) - 10)
+        if best is not None:
+            log.info("best run's overrides: %s", best)

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from dlopt.summary import COLUMNS, SweepSummary, collect, write
+from dlopt.summary import COLUMNS, SweepSummary, collect, write, write_best
 
 
 def make_run(sweep, name, overrides, metrics=None):
@@ -125,3 +125,29 @@ def test_a_failed_run_shows_its_reason(tmp_path):
     (tmp_path / "0" / "error.txt").write_text("the training loss became nan at epoch 0, step 2\n")
     [row] = collect(tmp_path)
     assert row["status"] == "failed" and row["error"].startswith("the training loss became nan")
+
+
+def test_a_search_sweep_lists_pruned_runs_after_done_ones_and_writes_best_yaml(tmp_path):
+    common = ["search=bayes", "trainer.max_epochs=5"]
+    make_run(tmp_path, "0", [*common, "optimizer.lr=0.1", "search.trial=0"], metrics(0.9))
+    make_run(tmp_path, "1", [*common, "optimizer.lr=0.3", "search.trial=1"], metrics(0.1, pruned=True))
+    make_run(tmp_path, "2", [*common, "optimizer.lr=0.01", "search.trial=2"], metrics(0.2))
+    make_run(tmp_path, "3", [*common, "optimizer.lr=9", "search.trial=3"])
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}, "job": {"name": "train"}},
+                               "monitor": "val/loss"})
+    SweepSummary().on_multirun_end(config)
+    rows = read_csv(tmp_path / "summary.csv")[1:]
+    assert [(r[0], r[2]) for r in rows] == [("2", "done"), ("0", "done"), ("1", "pruned"), ("3", "failed")]
+    assert rows[0][1] == "search=bayes trainer.max_epochs=5 optimizer.lr=0.01"  # the trial number is not a choice
+    md = (tmp_path / "summary.md").read_text().splitlines()
+    assert md[0] == "All runs: `search=bayes trainer.max_epochs=5`"
+    assert md[4].startswith("| 2 | optimizer.lr=0.01 | done | 0.2000 |")
+    best = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert best == {"run": "2", "val/loss": 0.2, "overrides": ["trainer.max_epochs=5", "optimizer.lr=0.01"]}
+    assert "#   dlopt train trainer.max_epochs=5 optimizer.lr=0.01\n" in (tmp_path / "best.yaml").read_text()
+
+
+def test_no_best_yaml_when_every_run_failed(tmp_path):
+    make_run(tmp_path, "0", ["optimizer.lr=9"])
+    assert write_best(collect(tmp_path), tmp_path, "val/loss", "train") is None
+    assert not (tmp_path / "best.yaml").exists()
