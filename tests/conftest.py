@@ -109,11 +109,11 @@ class Cli:
 
     @staticmethod
     def run_dirs(cwd: Path, command: str = "train") -> list[Path]:
-        """Single-run folders outputs/COMMAND/DATE/TIME (not sweeps), oldest first."""
+        """Single-run folders outputs/COMMAND/DATE/TIME (not sweeps or searches), oldest first."""
         root = Path(cwd) / "outputs" / command
         if not root.is_dir():
             return []
-        return sorted(d for d in root.glob("*/*") if d.is_dir() and d.parent.name != "multirun")
+        return sorted(d for d in root.glob("*/*") if d.is_dir() and d.parent.name not in ("multirun", "search"))
 
     @staticmethod
     def sweep_dirs(cwd: Path, command: str = "train") -> list[Path]:

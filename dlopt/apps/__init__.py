@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException, MissingConfigException
+from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
@@ -84,6 +84,8 @@ def composition_error(err: CompactHydraException) -> str:
         group, _, option = err.missing_cfg_file.rpartition("/")
         return (f"{group}={option} is not an option of {group}{did_you_mean(option, err.options)}; "
                 f"choose one of {', '.join(err.options)}")
+    if isinstance(err, OverrideParseException):  # "Error parsing override 'x=choice()'", the reason, a link
+        return ": ".join(str(err).splitlines()[:2])
     cause = err.__cause__
     unknown_key = isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key
     if unknown_key and getattr(cause, "parent_node", None) is not None:
@@ -135,6 +137,11 @@ def app(config_name: str, task_function: Callable[[DictConfig], Any]) -> Callabl
             if full_error:
                 raise
             print(f"{prog}: {composition_error(err)}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except UserError as err:  # raised outside a run: by the sweeper of search=...
+            if full_error:
+                raise
+            print(f"{prog}: {err}", file=sys.stderr)
             raise SystemExit(2) from None
         finally:
             if not full_error:

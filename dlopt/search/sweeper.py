@@ -82,17 +82,16 @@ class Search:
                      search.sampler, search.pruner, url, sweep_dir)
 
         returns: list[Sequence[JobReturn]] = []
-        job = len(study.trials)
         while done < n_trials:
             trials = [study.ask(space) for _ in range(min(search.n_jobs, n_trials - done))]
             batch = [[*fixed.values(), *(spaces.override(k, v) for k, v in t.params.items()),
                       f"search.trial={t.number}"] for t in trials]
-            results = self.launcher.launch(batch, initial_job_idx=job)
+            # run folder N holds trial N (with other machines on the same study, the first of the batch)
+            results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
             for trial, result in zip(trials, results):
                 self._tell(study, trial, result)
                 done += 1
                 log.info("%s", _progress(study, trial.number, done, n_trials, cfg.monitor))
-            job += len(batch)
             returns.append(results)
         write_plots(study, sweep_dir, cfg.monitor)
         return returns
@@ -137,15 +136,25 @@ class Search:
             trial.set_user_attr("wall_time_s", metrics.get("wall_time_s"))
             if metrics.get("pruned"):
                 trial.set_user_attr("stop_reason", metrics.get("stop_reason"))
-                study.tell(trial, state=TrialState.PRUNED)
+                _told(study, trial, state=TrialState.PRUNED)
             else:
-                study.tell(trial, float(value))
+                _told(study, trial, float(value))
             return
         error = run / "error.txt"
         reason = error.read_text().strip() if error.is_file() else \
             f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else "no metrics.json"
         trial.set_user_attr("error", reason)
-        study.tell(trial, state=TrialState.FAIL)
+        _told(study, trial, state=TrialState.FAIL)
+
+
+def _told(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -> None:
+    """study.tell; GridSampler calls study.stop() once the grid is done, which Optuna allows only inside
+    study.optimize: the trial is stored by then (Optuna's _tell stores it in a finally), so that is ignored."""
+    try:
+        study.tell(trial, *args, **kwargs)
+    except RuntimeError as err:
+        if "Study.stop" not in str(err):
+            raise
 
 
 def _read_json(path: Path) -> Optional[dict[str, Any]]:

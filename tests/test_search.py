@@ -1,0 +1,262 @@
+"""search=grid|random|bayes|genetic: the space grammar, real tiny sweeps through the dlopt command, the
+study they leave, pruning, continuing a study, parallel trials, and the bad inputs of issue 6."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from dlopt.errors import UserError
+from dlopt.search import space
+
+SMALL = ("model=mlp", "model.width=16", "search.params=null")  # a tiny net; only the space given on the command line
+
+
+def study_of(sweep: Path) -> optuna.Study:
+    return optuna.load_study(study_name=sweep.name, storage=f"sqlite:///{sweep / 'study.db'}")
+
+
+def search_dir(cwd: Path, name: str) -> Path:
+    return cwd / "outputs" / "train" / "search" / name
+
+
+def summary(sweep: Path) -> list[dict[str, str]]:
+    with open(sweep / "summary.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# the grammar
+
+
+def test_the_optuna_sweeper_grammar_maps_to_optuna_distributions():
+    parsed, fixed = space.parse(["optimizer.lr=tag(log,interval(1e-4,1e-1))", "optimizer=choice(sgd,adam)",
+                                 "model.depth=range(2,8)", "data.batch_size=32,64", "model.width=tag(int,interval(8,64))",
+                                 "regularization.dropout=range(0.0,0.3,0.1)", "seed=3"])
+    assert parsed["optimizer.lr"] == FloatDistribution(1e-4, 0.1, log=True)
+    assert parsed["optimizer"] == CategoricalDistribution(["sgd", "adam"])
+    assert parsed["model.depth"] == IntDistribution(2, 7)  # range's stop is excluded, as in Hydra's range
+    assert parsed["data.batch_size"] == CategoricalDistribution([32, 64])
+    assert parsed["model.width"] == IntDistribution(8, 64)
+    assert space.grid({"d": parsed["regularization.dropout"]}) == {"d": [0.0, 0.1, 0.2]}
+    assert fixed == {"seed": "seed=3"}
+
+
+def test_a_later_override_replaces_the_declared_one():
+    parsed, fixed = space.parse(["optimizer.lr=interval(0.1,1)", "model.depth=range(1,3)", "optimizer.lr=0.5",
+                                 "model.depth=4,5"])
+    assert "optimizer.lr" not in parsed and fixed == {"optimizer.lr": "optimizer.lr=0.5"}
+    assert parsed["model.depth"] == CategoricalDistribution([4, 5])
+    assert space.grid(parsed) == {"model.depth": [4, 5]}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optimizer.lr=interval(0.1,0.1)", "optimizer.lr=interval(0.1,0.1) needs low < high"),
+    ("optimizer.lr=tag(log,interval(0,1))", "needs low > 0: a log scale has no 0 or negative values"),
+    ("model.depth=range(5,2)", "model.depth=range(5,2,1) is empty"),
+])
+def test_empty_or_inverted_spaces_are_refused(override, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        space.parse([override])
+
+
+def test_a_grid_needs_lists():
+    parsed, _ = space.parse(["optimizer.lr=interval(0.1,1)"])
+    with pytest.raises(UserError, match="search=grid needs a list of values for optimizer.lr"):
+        space.grid(parsed)
+
+
+# bad input through the command: one line, exit status 2, nothing written
+
+
+@pytest.mark.parametrize("args, message", [
+    (["optimizer.lrr=interval(0.1,1)"], "dlopt train: optimizer.lrr is not a key of optimizer (did you mean lr?)"),
+    (["optimizer=choice(sgd,adamm)"], "dlopt train: optimizer=adamm is not an option of optimizer (did you mean adam?)"),
+    (["optimizer.lr=choice()"], "empty choice is not legal"),
+    (["optimizer.lr=interval(1,0.1)"], "dlopt train: optimizer.lr=interval(1,0.1) needs low < high"),
+    (["optimizer.lr=tag(log,interval(0,1))"], "needs low > 0"),
+    (["search.sampler=tpf"], "dlopt train: search.sampler=tpf is not a sampler (did you mean tpe?)"),
+    (["search.pruner=medain"], "dlopt train: search.pruner=medain is not a pruner (did you mean median?)"),
+    (["search.storage=sqlite:////no/such/folder/s.db"], "dlopt train: search.storage=sqlite:////no/such/folder/s.db "
+                                                        "cannot be opened"),
+    (["search.storage=postgresql://nobody@127.0.0.1:1/none"], "cannot be opened"),
+    (["search.n_trials=0"], "search.n_trials=0 must be a positive number"),
+    (["search.params=null"], "the search space is empty"),
+])
+def test_bad_search_input_is_one_line_and_starts_nothing(cli, tmp_path, args, message):
+    result = cli.run("train", "search=bayes", *args, cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.output, result.describe()
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.describe()
+    assert not (tmp_path / "outputs").exists()
+
+
+# real sweeps
+
+
+@pytest.fixture(scope="module")
+def random_search(cli, tmp_path_factory):
+    """search=random without -m: three tiny trials, one of them failing on a bad sampled value."""
+    cwd = tmp_path_factory.mktemp("random")
+    result = cli.ok("train", "search=random", "search.study_name=r", "search.n_trials=3", *SMALL, *cli.TINY,
+                    "optimizer.lr=choice(0.01,-1)", "model.depth=range(1,3)", cwd=cwd)
+    return cwd, search_dir(cwd, "r"), result
+
+
+def test_search_without_dash_m_runs_a_study_of_n_trials(cli, random_search):
+    cwd, sweep, result = random_search
+    assert cli.run_dirs(cwd) == [], "search=random ran a single run instead of a search"
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1", "2"]
+    trials = study_of(sweep).trials
+    assert len(trials) == 3 and {t.number for t in trials} == {0, 1, 2}
+    for trial in trials:
+        cfg = cli.config(sweep / str(trial.number))  # run folder N is trial N, with the trial's values
+        assert cfg["optimizer"]["lr"] == trial.params["optimizer.lr"]
+        assert cfg["model"]["depth"] == trial.params["model.depth"]
+        assert cfg["search"]["trial"] == trial.number
+    for n in (1, 2, 3):
+        assert f"trial {n}/3 (#" in result.output, result.describe()
+
+
+def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(cli, random_search):
+    _, sweep, result = random_search
+    trials = study_of(sweep).trials
+    for trial in trials:
+        if trial.params["optimizer.lr"] == -1:
+            assert trial.state == TrialState.FAIL
+            assert trial.user_attrs["error"] == "optimizer.lr=-1 is not valid: expected a number > 0"
+        else:
+            assert trial.state == TrialState.COMPLETE
+            assert trial.value == cli.metrics(sweep / str(trial.number))["objective"]
+    assert any(t.state == TrialState.FAIL for t in trials), "the space has a bad lr; seed 0 should draw it"
+    assert "failed: optimizer.lr=-1 is not valid" in result.output
+
+
+def test_the_search_folder_has_the_summary_best_yaml_and_plots(cli, random_search):
+    _, sweep, _ = random_search
+    study = study_of(sweep)
+    rows = summary(sweep)
+    assert [r["run"] for r in rows if r["status"] == "done"] == [str(study.best_trial.number)] + \
+        [r["run"] for r in rows if r["status"] == "done"][1:]
+    assert float(rows[0]["val/loss"]) == pytest.approx(study.best_value)
+    assert all("search.trial=" not in r["overrides"] for r in rows)
+    best = yaml.safe_load((sweep / "best.yaml").read_text())
+    assert best["run"] == str(study.best_trial.number) and best["val/loss"] == pytest.approx(study.best_value)
+    assert f"optimizer.lr={study.best_params['optimizer.lr']}" in best["overrides"]
+    assert not any(o.startswith("search") for o in best["overrides"])
+    for png in ("history.png", "parallel_coordinates.png"):
+        assert (sweep / png).stat().st_size > 10_000, png
+
+
+def test_each_trial_logs_its_choices_to_tensorboards_hparams_view(cli, random_search):
+    from tensorboard.backend.event_processing import event_accumulator, plugin_event_accumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    _, sweep, _ = random_search
+    trial = study_of(sweep).best_trial
+    logs = str(sweep / str(trial.number) / "tensorboard")
+    events = plugin_event_accumulator.EventAccumulator(logs)
+    events.Reload()
+    start = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
+    assert hparams["optimizer.lr"].number_value == pytest.approx(trial.params["optimizer.lr"])
+    assert hparams["model.depth"].number_value == trial.params["model.depth"]
+    assert hparams["model"].string_value == "mlp" and "search.trial" not in hparams
+    scalars = event_accumulator.EventAccumulator(logs)
+    scalars.Reload()
+    assert scalars.Scalars("hparams/objective")[-1].value == pytest.approx(trial.value)
+
+
+def test_the_same_study_name_continues_the_study(cli, random_search, tmp_path):
+    cwd, sweep, _ = random_search
+    # a sweep killed while a trial ran leaves that trial RUNNING: it is run again, not counted
+    study = study_of(sweep)
+    interrupted = study.ask({"optimizer.lr": CategoricalDistribution([0.01, -1]),
+                             "model.depth": IntDistribution(1, 2)})
+    result = cli.ok("train", "search=random", "search.study_name=r", "search.n_trials=4", *SMALL, *cli.TINY,
+                    "optimizer.lr=choice(0.01,-1)", "model.depth=range(1,3)", cwd=cwd)
+    assert "continuing, 3 of 4 trials done" in result.output, result.describe()
+    assert f"trial {interrupted.number} was interrupted" in result.output
+    trials = study_of(sweep).trials
+    assert len(trials) == 5  # 3 done, the interrupted one (now failed), its rerun
+    assert trials[3].state == TrialState.FAIL and "error" not in trials[3].user_attrs
+    assert trials[4].params == trials[3].params and trials[4].state != TrialState.RUNNING
+    assert (sweep / "4").is_dir() and not (sweep / "5").exists()  # earlier run folders are kept, not rewritten
+    assert len(summary(sweep)) == 4  # the folders 0-2 and 4; the interrupted trial never had one
+
+
+@pytest.mark.slow
+def test_grid_runs_every_combination_once(cli, tmp_path):
+    cli.ok("train", "-m", "search=grid", "search.study_name=g", "optimizer=sgd", "regularization=none",
+           "optimizer.lr=1e-3,1e-2", "model.depth=1,2", *SMALL[:2], *cli.TINY, cwd=tmp_path)
+    sweep = search_dir(tmp_path, "g")
+    combos = {(c["optimizer"]["lr"], c["model"]["depth"]) for c in map(cli.config, (sweep / str(i) for i in range(4)))}
+    assert combos == {(0.001, 1), (0.001, 2), (0.01, 1), (0.01, 2)}
+    assert not (sweep / "4").exists()
+
+
+def test_grid_needs_lists_from_the_shell_too(cli, tmp_path):
+    result = cli.run("train", "search=grid", "optimizer.lr=interval(0.001,0.1)", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "search=grid needs a list of values for optimizer.lr" in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_declared_key_this_model_lacks_is_left_out_with_a_warning(cli, tmp_path):
+    """The default space has model.depth; model=resnet has no depth: that key is skipped, not fatal."""
+    result = cli.ok("train", "search=random", "search.study_name=w", "search.n_trials=1", "model=resnet",
+                    *cli.TINY, cwd=tmp_path, timeout=300)
+    assert "model.depth is not a key of this config; left out of the search" in result.output
+    [trial] = study_of(search_dir(tmp_path, "w")).trials
+    assert trial.state == TrialState.COMPLETE and "model.depth" not in trial.params and "optimizer.lr" in trial.params
+
+
+@pytest.mark.slow
+def test_a_trial_behind_the_median_is_pruned(cli, tmp_path):
+    """Two queued trials: a good lr first, then an lr too small to learn; the median pruner stops the second."""
+    sweep = search_dir(tmp_path, "p")
+    sweep.mkdir(parents=True)
+    study = optuna.create_study(study_name="p", storage=f"sqlite:///{sweep / 'study.db'}")
+    study.enqueue_trial({"optimizer.lr": 0.02})
+    study.enqueue_trial({"optimizer.lr": 1e-6})
+    epochs = ("trainer.max_epochs=4", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2",
+              "trainer.limit_test_batches=1")
+    result = cli.ok("train", "search=bayes", "search.study_name=p", "search.n_trials=2", "search.pruner=median",
+                    "search.startup_trials=1", "search.warmup_epochs=0", "optimizer=adam",
+                    "optimizer.lr=tag(log,interval(1e-6,0.1))", *SMALL, *epochs, cwd=tmp_path)
+    good, bad = study_of(sweep).trials
+    assert good.state == TrialState.COMPLETE and len(good.intermediate_values) == 4
+    assert bad.state == TrialState.PRUNED, result.describe()
+    assert bad.value == bad.intermediate_values[0]  # Optuna keeps a pruned trial's last reported value
+    metrics = cli.metrics(sweep / "1")
+    assert metrics["pruned"] is True and metrics["epochs"] == 1
+    assert metrics["stop_reason"] == f"pruned by the median pruner at epoch 0 (val/loss={bad.value:.4f})"
+    assert "test/acc" in metrics  # a pruned run still tests its best epoch
+    assert [r["status"] for r in summary(sweep)] == ["done", "pruned"]
+    assert "pruned by the median pruner at epoch 0" in result.output
+
+
+@pytest.mark.slow
+def test_two_trials_at_once_with_the_joblib_launcher(cli, tmp_path):
+    result = cli.ok("train", "search=bayes", "search.study_name=j", "search.n_trials=2", "search.n_jobs=2",
+                    "hydra/launcher=joblib", "optimizer.lr=tag(log,interval(1e-3,1e-1))", *SMALL, *cli.TINY,
+                    cwd=tmp_path, timeout=600)
+    assert "Joblib.Parallel" in result.output and "n_jobs=2" in result.output, result.describe()
+    trials = study_of(search_dir(tmp_path, "j")).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert all(len(t.intermediate_values) == 1 for t in trials)  # each worker reported to the shared study
+
+
+def test_genetic_uses_nsga2_with_the_population(cli, tmp_path):
+    result = cli.run("train", "search=genetic", "search.population=4", "--cfg", "job", cwd=tmp_path, timeout=60)
+    cfg = yaml.safe_load(result.stdout)
+    assert cfg["search"]["sampler"] == "nsga2" and cfg["search"]["population"] == 4
+    from omegaconf import OmegaConf
+
+    from dlopt.search.study import sampler
+
+    made = sampler(OmegaConf.create(cfg["search"]), seed=0)
+    assert isinstance(made, optuna.samplers.NSGAIISampler) and made._population_size == 4
