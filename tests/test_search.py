@@ -260,3 +260,38 @@ def test_genetic_uses_nsga2_with_the_population(cli, tmp_path):
 
     made = sampler(OmegaConf.create(cfg["search"]), seed=0)
     assert isinstance(made, optuna.samplers.NSGAIISampler) and made._population_size == 4
+
+
+@pytest.mark.slow
+def test_trials_as_separate_jobs_with_the_submitit_launcher(cli, tmp_path):
+    """submitit_local: the code path of submitit_slurm (pickled jobs, own processes), without a cluster."""
+    cli.ok("train", "search=random", "search.study_name=s", "search.n_trials=2", "search.n_jobs=2",
+           "hydra/launcher=submitit_local", "optimizer.lr=tag(log,interval(1e-3,1e-1))", *SMALL, *cli.TINY,
+           cwd=tmp_path, timeout=600)
+    trials = study_of(search_dir(tmp_path, "s")).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert all(len(t.intermediate_values) == 1 for t in trials)
+
+
+@pytest.mark.slow
+def test_two_machines_share_one_study_through_its_storage(cli, tmp_path):
+    """Two sweepers (two shells, or two machines with a database URL) on one study: n_trials is the study's
+    total, every trial number is run once, each sweeper keeps its own run folders."""
+    import subprocess
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    args = [cli.exe, "train", "search=random", "search.study_name=shared", f"search.storage={url}",
+            "search.n_trials=4", "optimizer.lr=tag(log,interval(1e-3,1e-1))", *SMALL, *cli.TINY]
+    machines = [tmp_path / "a", tmp_path / "b"]
+    procs = []
+    for cwd in machines:
+        cwd.mkdir()
+        procs.append(subprocess.Popen(args, cwd=cwd, env=cli.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    trials = optuna.load_study(study_name="shared", storage=url).trials
+    assert 4 <= sum(t.state == TrialState.COMPLETE for t in trials) <= 5  # the last batches may overlap by one
+    ran = [cli.config(d)["search"]["trial"] for cwd in machines
+           for d in search_dir(cwd, "shared").iterdir() if (d / ".hydra").is_dir()]
+    assert sorted(ran) == [t.number for t in trials]

@@ -82,7 +82,8 @@ class Search:
                      search.sampler, search.pruner, url, sweep_dir)
 
         returns: list[Sequence[JobReturn]] = []
-        while done < n_trials:
+        # n_trials counts the study's trials, also those that other machines on the same storage ran
+        while (done := len(_counted(study))) < n_trials:
             trials = [study.ask(space) for _ in range(min(search.n_jobs, n_trials - done))]
             batch = [[*fixed.values(), *(spaces.override(k, v) for k, v in t.params.items()),
                       f"search.trial={t.number}"] for t in trials]
@@ -90,8 +91,7 @@ class Search:
             results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
             for trial, result in zip(trials, results):
                 self._tell(study, trial, result)
-                done += 1
-                log.info("%s", _progress(study, trial.number, done, n_trials, cfg.monitor))
+                log.info("%s", _progress(study, trial.number, len(_counted(study)), n_trials, cfg.monitor))
             returns.append(results)
         write_plots(study, sweep_dir, cfg.monitor)
         return returns
