@@ -80,7 +80,7 @@ def test_a_grid_needs_lists():
     (["optimizer.lr=choice()"], "empty choice is not legal"),
     (["optimizer.lr=interval(1,0.1)"], "dlopt train: optimizer.lr=interval(1,0.1) needs low < high"),
     (["optimizer.lr=tag(log,interval(0,1))"], "needs low > 0"),
-    (["search.sampler=tpf"], "dlopt train: search.sampler=tpf is not a sampler (did you mean tpe?)"),
+    (["search.sampler=tpf"], "dlopt train: search.sampler=tpf is not a sampler (did you mean tpe?); choose one of grid, random, tpe, gp, nsga2"),
     (["search.pruner=medain"], "dlopt train: search.pruner=medain is not a pruner (did you mean median?)"),
     (["search.storage=sqlite:////no/such/folder/s.db"], "dlopt train: search.storage=sqlite:////no/such/folder/s.db "
                                                         "cannot be opened"),

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from dlopt.errors import UserError, did_you_mean
 
-SAMPLERS = ("grid", "random", "tpe", "gp", "nsga2", "cmaes")
+SAMPLERS = ("grid", "random", "tpe", "gp", "nsga2")
 PRUNERS = ("none", "median", "hyperband")
 STORAGE_FILE = "study.db"
 
@@ -49,8 +49,6 @@ def sampler(search: DictConfig, seed: int, grid: dict[str, list[Any]] | None = N
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=search.startup_trials)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=search.population)
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=search.startup_trials)
     raise UserError(f"search.sampler={name} is not a sampler{did_you_mean(name, SAMPLERS)}; choose one of "
                     f"{', '.join(SAMPLERS)}")
 

@@ -141,8 +141,11 @@ class Search:
                 _told(study, trial, float(value))
             return
         error = run / "error.txt"
-        reason = error.read_text().strip() if error.is_file() else \
-            f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else "no metrics.json"
+        if isinstance(value, BaseException) and not error.is_file():  # not a user error: a bug, with its traceback
+            log.error("trial %d raised", trial.number, exc_info=value)
+            if run.is_dir():
+                error.write_text(f"{type(value).__name__}: {value}\n")
+        reason = error.read_text().strip() if error.is_file() else "no metrics.json"
         trial.set_user_attr("error", reason)
         _told(study, trial, state=TrialState.FAIL)
 
