@@ -63,12 +63,11 @@ class Search:
         sweep_dir = Path(cfg.hydra.sweep.dir)
         url = studies.storage_url(search, sweep_dir)
         owned = not search.get("storage")  # the default SQLite file: this sweeper is the only one using it
-        if not owned:
-            storage = studies.storage(url)  # before the sweep folder exists: a bad URL leaves nothing behind
+        if owned:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+        storage = studies.storage(url)  # a bad search.storage fails here, before anything is written
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
-        if owned:
-            storage = studies.storage(url)
         study = optuna.create_study(study_name=str(search.study_name), storage=storage, sampler=sampler,
                                     pruner=pruner, direction="maximize" if cfg.mode == "max" else "minimize",
                                     load_if_exists=True)
