@@ -295,3 +295,28 @@ def test_two_machines_share_one_study_through_its_storage(cli, tmp_path):
     ran = [cli.config(d)["search"]["trial"] for cwd in machines
            for d in search_dir(cwd, "shared").iterdir() if (d / ".hydra").is_dir()]
     assert sorted(ran) == [t.number for t in trials]
+
+
+@pytest.mark.parametrize("name, kind", [("grid", optuna.samplers.GridSampler), ("random", optuna.samplers.RandomSampler),
+                                        ("tpe", optuna.samplers.TPESampler), ("gp", optuna.samplers.GPSampler),
+                                        ("nsga2", optuna.samplers.NSGAIISampler)])
+def test_each_sampler_name_is_optunas_sampler(name, kind):
+    from omegaconf import OmegaConf
+
+    from dlopt.search.study import sampler
+
+    search = OmegaConf.create({"sampler": name, "startup_trials": 3, "population": 4})
+    assert isinstance(sampler(search, seed=0, grid={"x": [1, 2]}), kind)
+
+
+@pytest.mark.parametrize("name, kind", [("none", optuna.pruners.NopPruner), ("median", optuna.pruners.MedianPruner),
+                                        ("hyperband", optuna.pruners.HyperbandPruner)])
+def test_each_pruner_name_is_optunas_pruner(name, kind):
+    from omegaconf import OmegaConf
+
+    from dlopt.search.study import pruner
+
+    made = pruner(OmegaConf.create({"pruner": name, "startup_trials": 3, "warmup_epochs": 2}), max_epochs=12)
+    assert isinstance(made, kind)
+    if name == "hyperband":  # epochs are the resource
+        assert made._min_resource == 2 and made._max_resource == 12
