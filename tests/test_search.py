@@ -187,6 +187,12 @@ def test_the_same_study_name_continues_the_study(cli, random_search, tmp_path):
     assert trials[4].params == trials[3].params and trials[4].state != TrialState.RUNNING
     assert (sweep / "4").is_dir() and not (sweep / "5").exists()  # earlier run folders are kept, not rewritten
     assert len(summary(sweep)) == 4  # the folders 0-2 and 4; the interrupted trial never had one
+    other = cli.run("train", "search=random", "search.study_name=r", "search.n_trials=5", *SMALL, *cli.TINY,
+                    "optimizer.lr=choice(0.01,-1)", "model.depth=range(1,4)", cwd=cwd, timeout=60)
+    assert other.returncode == 2 and other.stderr.strip() == (
+        "dlopt train: search.study_name=r was started with another search space (model.depth differ); give the "
+        "same space to continue it, or a new search.study_name"), other.describe()
+    assert len(study_of(sweep).trials) == 5
 
 
 @pytest.mark.slow

@@ -71,6 +71,7 @@ class Search:
         study = optuna.create_study(study_name=str(search.study_name), storage=storage, sampler=sampler,
                                     pruner=pruner, direction="maximize" if cfg.mode == "max" else "minimize",
                                     load_if_exists=True)
+        _same_space(study, space, search.study_name)
         if owned:
             self._retry_interrupted(study)
         done = len(_counted(study))
@@ -157,6 +158,21 @@ def _told(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -
     except RuntimeError as err:
         if "Study.stop" not in str(err):
             raise
+
+
+def _same_space(study: optuna.Study, space: dict, name: str) -> None:
+    """A study continues only with the space it started with: trials of two spaces in one study would mix
+    in its sampler, its summary and its best."""
+    from optuna.distributions import distribution_to_json
+
+    wanted = {key: distribution_to_json(dist) for key, dist in space.items()}
+    started = study.user_attrs.get("space")
+    if started is None:
+        study.set_user_attr("space", wanted)
+    elif started != wanted:
+        changed = sorted(k for k in started.keys() | wanted.keys() if started.get(k) != wanted.get(k))
+        raise UserError(f"search.study_name={name} was started with another search space ({', '.join(changed)} "
+                        f"differ); give the same space to continue it, or a new search.study_name")
 
 
 def _read_json(path: Path) -> Optional[dict[str, Any]]:

@@ -1,0 +1,43 @@
+"""Shared by the search benches: run the real `dlopt` command and read back the study it left."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def dlopt() -> list[str]:
+    """The `dlopt` command of this Python environment."""
+    script = Path(sys.executable).with_name("dlopt")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "dlopt"]
+
+
+def command(workdir: Path, args: list[str], log: Path, threads: int) -> float:
+    """Run `dlopt ARGS` in workdir, its output in log; the wall time in seconds. A failure shows the log's end."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    with log.open("a") as out:
+        code = subprocess.call([*dlopt(), *args], cwd=workdir, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if code:
+        tail = "\n".join(log.read_text().splitlines()[-25:])
+        raise SystemExit(f"`dlopt {' '.join(args)}` exited with {code}; end of {log}:\n{tail}")
+    return time.perf_counter() - start
+
+
+def search(workdir: Path, name: str, overrides: list[str], threads: int) -> tuple[list[optuna.trial.FrozenTrial], float]:
+    """Run (or, if its study is complete, read back) the search called `name`: its trials, and the wall time."""
+    db = workdir / "outputs" / "train" / "search" / name / "study.db"
+    wall = command(workdir, ["train", "-m", f"search.study_name={name}", *overrides], workdir / f"{name}.log", threads)
+    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{db}").get_trials(deepcopy=False)
+    for t in trials:
+        if t.state == TrialState.FAIL:
+            print(f"  {name}: trial {t.number} failed: {t.user_attrs.get('error', '?')}")
+    return trials, wall
