@@ -67,11 +67,11 @@ class Search:
             sweep_dir.mkdir(parents=True, exist_ok=True)
         storage = studies.storage(url)  # a bad search.storage fails here, before anything is written
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
         study = optuna.create_study(study_name=str(search.study_name), storage=storage, sampler=sampler,
                                     pruner=pruner, direction="maximize" if cfg.mode == "max" else "minimize",
                                     load_if_exists=True)
         _same_space(study, space, search.study_name)
+        OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
         if owned:
             self._retry_interrupted(study)
         done = len(_counted(study))
