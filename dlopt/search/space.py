@@ -15,7 +15,7 @@ import math
 from typing import Any, Iterable
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from dlopt.errors import UserError
@@ -23,8 +23,6 @@ from dlopt.errors import UserError
 
 def _primitive(value: Any) -> Any:
     """Optuna's categorical choices are None, bool, int, float or str; anything else goes as Hydra text."""
-    from hydra.core.override_parser.types import Transformer
-
     return value if value is None or isinstance(value, (bool, int, float, str)) else Transformer.encode(value)
 
 
@@ -100,6 +98,4 @@ def grid(space: dict[str, BaseDistribution]) -> dict[str, list[Any]]:
 
 def override(key: str, value: Any) -> str:
     """`key=value` as Hydra parses it back to value."""
-    from hydra.core.override_parser.types import Transformer
-
     return f"{key}={Transformer.encode(value) if isinstance(value, str) else value}"
