@@ -326,3 +326,16 @@ def test_each_pruner_name_is_optunas_pruner(name, kind):
     assert isinstance(made, kind)
     if name == "hyperband":  # epochs are the resource
         assert made._min_resource == 2 and made._max_resource == 12
+
+
+def test_two_sweepers_may_create_a_new_storage_at_the_same_moment(cli, tmp_path):
+    """Both create the tables of a new database; the later one must not fail on what the other made."""
+    import subprocess
+    import sys
+
+    for round in range(4):
+        url = f"sqlite:///{tmp_path / f'new{round}.db'}"
+        code = f"from dlopt.search.study import storage; storage({url!r})"
+        procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        errors = [p.communicate(timeout=60)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], errors

@@ -6,6 +6,7 @@ sides agree without passing objects between processes.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,19 @@ def storage(url: str) -> optuna.storages.BaseStorage:
     """The study's storage; SQLite waits for a lock (trials of a parallel launcher write beside the sweeper).
     An unreachable or unknown URL is one line naming search.storage."""
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except Exception as err:
-        reason = " ".join(str(err).split())[:300]
-        raise UserError(f"search.storage={url} cannot be opened: {reason}; give a SQLAlchemy URL that this machine "
-                        f"reaches (sqlite:///FILE, postgresql://USER@HOST/DB, ...) or leave it null for "
-                        f"{STORAGE_FILE} in the sweep folder") from None
+    for _ in range(3):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except Exception as err:
+            error = err
+            # two sweepers starting on a new database both create its tables: the later one finds them made
+            if not any(clash in str(err) for clash in ("already exists", "UNIQUE constraint", "duplicate key")):
+                break
+            time.sleep(0.5)
+    reason = " ".join(str(error).split())[:300]
+    raise UserError(f"search.storage={url} cannot be opened: {reason}; give a SQLAlchemy URL that this machine "
+                    f"reaches (sqlite:///FILE, postgresql://USER@HOST/DB, ...) or leave it null for "
+                    f"{STORAGE_FILE} in the sweep folder") from None
 
 
 def sampler(search: DictConfig, seed: int, grid: dict[str, list[Any]] | None = None) -> optuna.samplers.BaseSampler:
