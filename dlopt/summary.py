@@ -52,6 +52,11 @@ def common_overrides(rows: list[dict[str, Any]]) -> list[str]:
     return [o for o in rows[0]["overrides"].split() if o in shared]
 
 
+def own_overrides(row: dict[str, Any], common: list[str]) -> str:
+    """The row's overrides without those every run shares."""
+    return " ".join(o for o in row["overrides"].split() if o not in common)
+
+
 def write_best(rows: list[dict[str, Any]], sweep_dir: Path, monitor: str, command: str) -> Path | None:
     """best.yaml: the overrides that run the best run again on its own (without the sweep's search=...)."""
     done = [row for row in rows if row["status"] == "done"]
@@ -82,7 +87,7 @@ def write(rows: list[dict[str, Any]], sweep_dir: Path, monitor: str) -> None:
     lines = [f"All runs: `{' '.join(common)}`", ""] if common else []
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        own = {**row, "overrides": " ".join(o for o in row["overrides"].split() if o not in common)}
+        own = {**row, "overrides": own_overrides(row, common)}
         lines.append("| " + " | ".join(_cell(own.get(c)) for c in COLUMNS) + " |")
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
 
@@ -101,8 +106,8 @@ class SweepSummary(Callback):
                  count["failed"], monitor, sweep_dir / "summary.md")
         common = common_overrides(rows)
         for row in rows[:10]:
-            own = " ".join(o for o in row["overrides"].split() if o not in common)
-            log.info("  %s  %s=%s  %s  %s", row["run"], monitor, _cell(row.get("objective")), row["status"], own)
+            log.info("  %s  %s=%s  %s  %s", row["run"], monitor, _cell(row.get("objective")), row["status"],
+                     own_overrides(row, common))
         if len(rows) > 10:
             log.info("  ... %d more in summary.md", len(rows) - 10)
         if best is not None:
