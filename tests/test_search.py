@@ -246,6 +246,26 @@ def test_a_trial_behind_the_median_is_pruned(cli, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_trial_behind_in_its_hyperband_bracket_is_pruned(cli, tmp_path):
+    """Hyperband over 2 epochs has one bracket whose first rung is epoch 1: of two queued trials there, the
+    one that learns nothing stops (it would not be promoted), the good one runs on."""
+    sweep = search_dir(tmp_path, "h")
+    sweep.mkdir(parents=True)
+    study = optuna.create_study(study_name="h", storage=f"sqlite:///{sweep / 'study.db'}")
+    study.enqueue_trial({"optimizer.lr": 0.02})
+    study.enqueue_trial({"optimizer.lr": 1e-6})
+    epochs = ("trainer.max_epochs=2", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2",
+              "trainer.limit_test_batches=1")
+    result = cli.ok("train", "search=bayes", "search.study_name=h", "search.n_trials=2", "search.pruner=hyperband",
+                    "search.warmup_epochs=1", "optimizer=adam", "optimizer.lr=tag(log,interval(1e-6,0.1))",
+                    *SMALL, *epochs, cwd=tmp_path)
+    good, bad = study_of(sweep).trials
+    assert good.state == TrialState.COMPLETE, result.describe()
+    assert bad.state == TrialState.PRUNED, result.describe()
+    assert cli.metrics(sweep / "1")["stop_reason"].startswith("pruned by the hyperband pruner at epoch 1 (val/loss=")
+
+
+@pytest.mark.slow
 def test_two_trials_at_once_with_the_joblib_launcher(cli, tmp_path):
     result = cli.ok("train", "search=bayes", "search.study_name=j", "search.n_trials=2", "search.n_jobs=2",
                     "hydra/launcher=joblib", "optimizer.lr=tag(log,interval(1e-3,1e-1))", *SMALL, *cli.TINY,
