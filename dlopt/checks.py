@@ -99,6 +99,13 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "residual": (lambda x: isinstance(x, bool), "true or false"),
     "attention": (lambda x: isinstance(x, bool), "true or false"),
     "num_training": (lambda x: _integer(x) and x >= 2, "an integer >= 2"),  # lr_find: steps of the range test
+    # search (checked by the sweeper before the first trial)
+    "n_trials": (lambda x: x is None or _integer(x) and x >= 1,
+                 "a positive number of trials (null with search=grid: every combination)"),
+    "n_jobs": (lambda x: _integer(x) and x >= 1, "an integer >= 1 (trials launched at once)"),
+    "startup_trials": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
+    "warmup_epochs": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
+    "population": (lambda x: _integer(x) and x >= 2, "an integer >= 2 (trials per NSGA-II generation)"),
 }
 
 # knob name -> the valid names, for a key of that name anywhere in the config; a dotted key
@@ -149,13 +156,9 @@ def _leaves(node: DictConfig, path: str = "") -> Iterator[tuple[str, Any]]:
             yield full, value
 
 
-def check(cfg: DictConfig) -> None:
-    """Raise UserError naming the first key whose value breaks its rule."""
-    try:
-        OmegaConf.to_container(cfg, resolve=True)
-    except Exception as err:  # an interpolation that does not resolve
-        raise UserError(f"the config does not resolve: {err}".splitlines()[0]) from None
-    for path, value in _leaves(cfg):
+def check_values(node: DictConfig, path: str = "") -> None:
+    """Raise UserError naming the first key under node (at path) whose value breaks its rule or choices."""
+    for path, value in _leaves(node, path):
         name = path.rsplit(".", 1)[-1]
         if name in RULES:
             test, valid = RULES[name]
@@ -164,6 +167,15 @@ def check(cfg: DictConfig) -> None:
         choices = CHOICES.get(path, CHOICES.get(name))
         if choices is not None and value not in choices:
             raise UserError(f"{path}={value} is not valid; choose one of {', '.join(choices)}")
+
+
+def check(cfg: DictConfig) -> None:
+    """Raise UserError naming the first key whose value breaks its rule."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # an interpolation that does not resolve
+        raise UserError(f"the config does not resolve: {err}".splitlines()[0]) from None
+    check_values(cfg)
     transfer = cfg.get("transfer")
     if isinstance(transfer, DictConfig) and transfer.get("from") is not None:
         transfer_source(str(transfer["from"]))

@@ -85,7 +85,10 @@ def test_a_grid_needs_lists():
     (["search.storage=sqlite:////no/such/folder/s.db"], "dlopt train: search.storage=sqlite:////no/such/folder/s.db "
                                                         "cannot be opened"),
     (["search.storage=postgresql://nobody@127.0.0.1:1/none"], "cannot be opened"),
-    (["search.n_trials=0"], "search.n_trials=0 must be a positive number"),
+    (["search.n_trials=0"], "search.n_trials=0 is not valid: expected a positive number of trials"),
+    (["search.warmup_epochs=-1"], "search.warmup_epochs=-1 is not valid: expected an integer >= 0"),
+    (["search.startup_trials=1.5"], "search.startup_trials=1.5 is not valid: expected an integer >= 0"),
+    (["search.sampler=nsga2", "search.population=1"], "search.population=1 is not valid: expected an integer >= 2"),
     (["search.params=null"], "the search space is empty"),
 ])
 def test_bad_search_input_is_one_line_and_starts_nothing(cli, tmp_path, args, message):

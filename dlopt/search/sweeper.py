@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
+from dlopt.checks import check_values
 from dlopt.errors import UserError
 from dlopt.search import space as spaces
 from dlopt.search import study as studies
@@ -44,6 +45,7 @@ class Search:
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
         cfg = self.config
         search = cfg.search
+        check_values(search, "search")
         declared = {str(key): f"{key}={value}" for key, value in (search.get("params") or {}).items()}
         given = [a for a in arguments if not a.startswith("search.trial=")]
         space, fixed = spaces.parse([*declared.values(), *given])
@@ -53,10 +55,9 @@ class Search:
                             "'optimizer.lr=tag(log,interval(1e-4,1e-1))'")
         grid = spaces.grid(space) if search.sampler == "grid" else None
         n_trials = search.n_trials or (math.prod(map(len, grid.values())) if grid else None)
-        if not n_trials or n_trials < 1:
-            raise UserError(f"search.n_trials={search.n_trials} must be a positive number of trials")
-        if search.n_jobs < 1:
-            raise UserError(f"search.n_jobs={search.n_jobs} must be >= 1 (trials launched at once)")
+        if not n_trials:
+            raise UserError("search.n_trials=null: give a number of trials (only search=grid has one "
+                            "by itself)")
         sampler = studies.sampler(search, seed=cfg.seed, grid=grid)
         pruner = studies.pruner(search, cfg.trainer.max_epochs)
 
