@@ -18,13 +18,16 @@ reference is run with the same startup_trials as the pruned sweep (same sampler,
 With --workdir kept, a sweep already there is read back instead of run again (same study name),
 so trying another pruner setting costs only its pruned sweeps.
 
-The default pruner setting is dlopt's, search.warmup_epochs=1 (it was 2 before these figures). Median epoch ratios
-measured here (3 seeds, 12 epochs): median pruner, warmup 2: 0.66, warmup 1: 0.60, warmup 0: 0.57,
-startup_trials 3: 0.61 (with warmup 1: 0.58); hyperband, warmup 2: 0.68, warmup 1: 0.56; with
---max-epochs 30: 0.61 / 0.60 (median, warmup 2 / 1), 0.63 (hyperband, warmup 1). None reached 0.5.
+Measured here (median epoch ratio over seeds 0-2 unless said; "within": seeds whose pruned best is within noise):
+    median pruner, warmup_epochs=0 (dlopt's default, Optuna's): 24 trials 0.57 (3/3 within),
+        48 trials 0.45 over 6 seeds (0.33-0.65, 6/6 within), 96 trials 0.35 (3/3)
+    warmup_epochs=1 (dlopt's default before): 24 trials 0.60, 48 trials 0.50 (2/3 within), 96 trials 0.43 (1/3)
+    hyperband (warmup 1): 0.56 (24 trials); --max-epochs 30: median 0.61, hyperband 0.63
+Pruning pays more the longer the search: the startup trials and the first trials to finish are never
+pruned, and the median of the finished trials tightens only as good trials accumulate.
 
-    python bench/search_pruning.py [--seeds 3] [--n-trials 24] [--max-epochs 12]
-        [--pruner median|hyperband] [--warmup-epochs 1] [--startup-trials 5] [--workdir DIR]
+    python bench/search_pruning.py [--seeds 3] [--n-trials 48] [--max-epochs 12]
+        [--pruner median|hyperband] [--warmup-epochs 0] [--startup-trials 5] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -84,10 +87,10 @@ def epochs_to_reach(curve: list[tuple[int, float]], target: float) -> int | None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="sweeps with seed=0..SEEDS-1 (sampler, weights, split)")
-    parser.add_argument("--n-trials", type=int, default=24)
+    parser.add_argument("--n-trials", type=int, default=48)
     parser.add_argument("--max-epochs", type=int, default=12)
     parser.add_argument("--pruner", default="median", choices=["median", "hyperband"])
-    parser.add_argument("--warmup-epochs", type=int, default=1, help="search.warmup_epochs (dlopt default: 1)")
+    parser.add_argument("--warmup-epochs", type=int, default=0, help="search.warmup_epochs (dlopt default: 0)")
     parser.add_argument("--startup-trials", type=int, default=5, help="search.startup_trials (TPE and median pruner)")
     parser.add_argument("--tolerance", type=float, default=0.05,
                         help="'reached': pruned best <= unpruned best x (1 + tolerance)")
