@@ -80,7 +80,7 @@ def test_a_grid_needs_lists():
     (["optimizer.lr=choice()"], "empty choice is not legal"),
     (["optimizer.lr=interval(1,0.1)"], "dlopt train: optimizer.lr=interval(1,0.1) needs low < high"),
     (["optimizer.lr=tag(log,interval(0,1))"], "needs low > 0"),
-    (["search.sampler=tpf"], "dlopt train: search.sampler=tpf is not a sampler (did you mean tpe?); choose one of grid, random, tpe, gp, nsga2"),
+    (["search.sampler=tpf"], "dlopt train: search.sampler=tpf is not a sampler (did you mean tpe?); choose one of grid, random, tpe, gp, cmaes, nsga2"),
     (["search.pruner=medain"], "dlopt train: search.pruner=medain is not a pruner (did you mean median?)"),
     (["search.storage=sqlite:////no/such/folder/s.db"], "dlopt train: search.storage=sqlite:////no/such/folder/s.db "
                                                         "cannot be opened"),
@@ -292,6 +292,18 @@ def test_genetic_uses_nsga2_with_the_population(cli, tmp_path):
 
 
 @pytest.mark.slow
+def test_cmaes_adapts_the_numeric_knobs_and_draws_the_choices(cli, tmp_path):
+    cli.ok("train", "search=cmaes", "search.study_name=c", "search.n_trials=4", "search.startup_trials=1",
+           "search.pruner=none", "optimizer.lr=tag(log,interval(1e-3,1e-1))", "model.depth=range(1,4)",
+           "optimizer=choice(sgd,adam)", *SMALL, *cli.TINY, cwd=tmp_path)
+    trials = study_of(search_dir(tmp_path, "c")).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert {"optimizer.lr", "model.depth", "optimizer"} == set(trials[-1].params)
+    # the first trial is the random start, the others CMA-ES's (it marks them with its generation)
+    assert ["cma:generation" in t.system_attrs for t in trials] == [False, True, True, True]
+
+
+@pytest.mark.slow
 def test_trials_as_separate_jobs_with_the_submitit_launcher(cli, tmp_path):
     """submitit_local: the code path of submitit_slurm (pickled jobs, own processes), without a cluster."""
     cli.ok("train", "search=random", "search.study_name=s", "search.n_trials=2", "search.n_jobs=2",
@@ -328,7 +340,7 @@ def test_two_machines_share_one_study_through_its_storage(cli, tmp_path):
 
 @pytest.mark.parametrize("name, kind", [("grid", optuna.samplers.GridSampler), ("random", optuna.samplers.RandomSampler),
                                         ("tpe", optuna.samplers.TPESampler), ("gp", optuna.samplers.GPSampler),
-                                        ("nsga2", optuna.samplers.NSGAIISampler)])
+                                        ("cmaes", optuna.samplers.CmaEsSampler), ("nsga2", optuna.samplers.NSGAIISampler)])
 def test_each_sampler_name_is_optunas_sampler(name, kind):
     from omegaconf import OmegaConf
 

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from dlopt.errors import UserError, did_you_mean
 
-SAMPLERS = ("grid", "random", "tpe", "gp", "nsga2")
+SAMPLERS = ("grid", "random", "tpe", "gp", "cmaes", "nsga2")
 PRUNERS = ("none", "median", "hyperband")
 STORAGE_FILE = "study.db"
 
@@ -54,6 +54,9 @@ def sampler(search: DictConfig, seed: int, grid: dict[str, list[Any]] | None = N
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=search.startup_trials)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=search.startup_trials)
+    if name == "cmaes":  # the numeric knobs; choices are drawn at random, as conf/search/cmaes.yaml says
+        return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=search.startup_trials,
+                                            warn_independent_sampling=False)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=search.population)
     raise UserError(f"search.sampler={name} is not a sampler{did_you_mean(name, SAMPLERS)}; choose one of "
