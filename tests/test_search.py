@@ -223,23 +223,29 @@ def test_a_declared_key_this_model_lacks_is_left_out_with_a_warning(cli, tmp_pat
     assert trial.state == TrialState.COMPLETE and "model.depth" not in trial.params and "optimizer.lr" in trial.params
 
 
-@pytest.mark.slow
-def test_a_trial_behind_the_median_is_pruned(cli, tmp_path):
-    """Two queued trials: a good lr first, then an lr too small to learn; the median pruner stops the second."""
-    sweep = search_dir(tmp_path, "p")
+def good_then_stuck(cli, cwd: Path, name: str, epochs: int, *args: str):
+    """A bayes search of two queued trials, a good lr first, then an lr too small to learn, up to `epochs`
+    epochs each: the result, and the two trials."""
+    sweep = search_dir(cwd, name)
     sweep.mkdir(parents=True)
-    study = optuna.create_study(study_name="p", storage=f"sqlite:///{sweep / 'study.db'}")
+    study = optuna.create_study(study_name=name, storage=f"sqlite:///{sweep / 'study.db'}")
     study.enqueue_trial({"optimizer.lr": 0.02})
     study.enqueue_trial({"optimizer.lr": 1e-6})
-    epochs = ("trainer.max_epochs=4", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2",
-              "trainer.limit_test_batches=1")
-    result = cli.ok("train", "search=bayes", "search.study_name=p", "search.n_trials=2", "search.pruner=median",
-                    "search.startup_trials=1", "search.warmup_epochs=0", "optimizer=adam",
-                    "optimizer.lr=tag(log,interval(1e-6,0.1))", *SMALL, *epochs, cwd=tmp_path)
-    good, bad = study_of(sweep).trials
+    result = cli.ok("train", "search=bayes", f"search.study_name={name}", "search.n_trials=2", *args, "optimizer=adam",
+                    "optimizer.lr=tag(log,interval(1e-6,0.1))", *SMALL, f"trainer.max_epochs={epochs}",
+                    "trainer.limit_train_batches=6", "trainer.limit_val_batches=2", "trainer.limit_test_batches=1",
+                    cwd=cwd)
+    return result, study_of(sweep).trials
+
+
+@pytest.mark.slow
+def test_a_trial_behind_the_median_is_pruned(cli, tmp_path):
+    result, (good, bad) = good_then_stuck(cli, tmp_path, "p", 4, "search.pruner=median", "search.startup_trials=1",
+                                          "search.warmup_epochs=0")
     assert good.state == TrialState.COMPLETE and len(good.intermediate_values) == 4
     assert bad.state == TrialState.PRUNED, result.describe()
     assert bad.value == bad.intermediate_values[0]  # Optuna keeps a pruned trial's last reported value
+    sweep = search_dir(tmp_path, "p")
     metrics = cli.metrics(sweep / "1")
     assert metrics["pruned"] is True and metrics["epochs"] == 1
     assert metrics["stop_reason"] == f"pruned by the median pruner at epoch 0 (val/loss={bad.value:.4f})"
@@ -250,22 +256,12 @@ def test_a_trial_behind_the_median_is_pruned(cli, tmp_path):
 
 @pytest.mark.slow
 def test_a_trial_behind_in_its_hyperband_bracket_is_pruned(cli, tmp_path):
-    """Hyperband over 2 epochs has one bracket whose first rung is epoch 1: of two queued trials there, the
-    one that learns nothing stops (it would not be promoted), the good one runs on."""
-    sweep = search_dir(tmp_path, "h")
-    sweep.mkdir(parents=True)
-    study = optuna.create_study(study_name="h", storage=f"sqlite:///{sweep / 'study.db'}")
-    study.enqueue_trial({"optimizer.lr": 0.02})
-    study.enqueue_trial({"optimizer.lr": 1e-6})
-    epochs = ("trainer.max_epochs=2", "trainer.limit_train_batches=6", "trainer.limit_val_batches=2",
-              "trainer.limit_test_batches=1")
-    result = cli.ok("train", "search=bayes", "search.study_name=h", "search.n_trials=2", "search.pruner=hyperband",
-                    "search.warmup_epochs=1", "optimizer=adam", "optimizer.lr=tag(log,interval(1e-6,0.1))",
-                    *SMALL, *epochs, cwd=tmp_path)
-    good, bad = study_of(sweep).trials
-    assert good.state == TrialState.COMPLETE, result.describe()
-    assert bad.state == TrialState.PRUNED, result.describe()
-    assert cli.metrics(sweep / "1")["stop_reason"].startswith("pruned by the hyperband pruner at epoch 1 (val/loss=")
+    """Hyperband over 2 epochs has one bracket whose first rung is epoch 1: the trial that learns nothing is
+    not promoted there and stops; the good one runs on."""
+    result, (good, bad) = good_then_stuck(cli, tmp_path, "h", 2, "search.pruner=hyperband", "search.warmup_epochs=1")
+    assert good.state == TrialState.COMPLETE and bad.state == TrialState.PRUNED, result.describe()
+    stop_reason = cli.metrics(search_dir(tmp_path, "h") / "1")["stop_reason"]
+    assert stop_reason.startswith("pruned by the hyperband pruner at epoch 1 (val/loss="), stop_reason
 
 
 @pytest.mark.slow
