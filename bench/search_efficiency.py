@@ -19,15 +19,13 @@ seed share their first 5 trials.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 from optuna.trial import TrialState
-from sweeps import command, search
+from sweeps import add_arguments, retrain, search, workdir_of
 
 SPACE = ["optimizer=choice(sgd,adam)", "optimizer.lr=tag(log,interval(1e-4,3e-1))", "model.depth=range(1,4)"]
 GRID = ["optimizer=choice(sgd,adam)", "optimizer.lr=choice(1e-4,7.4e-4,5.5e-3,4.1e-2,3e-1)", "model.depth=range(1,4)"]
@@ -51,20 +49,6 @@ def trials_to_reach(curve: list[float], target: float) -> int | None:
     return next((n for n, best in enumerate(curve, 1) if best <= target), None)
 
 
-def noise(workdir: Path, grid: dict, fixed: list[str], n: int, threads: int) -> tuple[float, float]:
-    """Mean and standard deviation of val/loss of the grid's best parameters trained with n other weight seeds."""
-    values = []
-    for k in range(1, n + 1):
-        run = workdir / "noise" / f"{grid['name']}_w{k}"
-        if not (run / "metrics.json").is_file():
-            params = [f"{key}={value}" for key, value in grid["params"].items()]
-            command(workdir, ["train", *fixed, *params, f"seed={1000 * k}", "trainer.enable_progress_bar=false",
-                              "callbacks.progress_bar=null", f"hydra.run.dir={run}"], workdir / f"{run.name}.log",
-                    threads)
-        values.append(json.loads((run / "metrics.json").read_text())["objective"])
-    return statistics.mean(values), statistics.stdev(values) if n > 1 else float("nan")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="bayes and random sweeps with seed=0..SEEDS-1")
@@ -74,18 +58,16 @@ def main() -> None:
                         help="'reached': best <= grid best x (1 + tolerance); one column each")
     parser.add_argument("--grid-seed", type=int, default=0, help="seed of the one grid sweep (order, weights)")
     parser.add_argument("--noise-seeds", type=int, default=3, help="reruns of the grid's best with other weight seeds")
-    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the trials (1: fastest here)")
-    parser.add_argument("--workdir", type=Path, help="scratch folder for the sweeps, kept (default: a temp folder)")
+    add_arguments(parser)
     args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dlopt_efficiency_"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = workdir_of(args, "dlopt_efficiency_")
     start = time.perf_counter()
     fixed = ["model=mlp", f"trainer.max_epochs={args.max_epochs}", "data.split_seed=0"]
     common = ["search.params=null", "search.pruner=none", *fixed]
     grid = sweep(workdir, f"grid_e{args.max_epochs}_s{args.grid_seed}",
                  ["search=grid", *common, f"seed={args.grid_seed}", *GRID], args.threads)
     print(f"grid: best {grid['best']:.4f} of {grid['trials']} runs {grid['params']}", flush=True)
-    rerun, sd = noise(workdir, grid, fixed, args.noise_seeds, args.threads)
+    rerun, sd = retrain(workdir, grid["name"], grid["params"], fixed, args.noise_seeds, args.threads)
     runs: dict[str, list[dict]] = {"bayes": [], "random": []}
     for seed in range(args.seeds):
         for kind in runs:

@@ -33,14 +33,12 @@ pruned, and the median of the finished trials tightens only as good trials accum
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 from optuna.trial import TrialState
-from sweeps import command, search
+from sweeps import add_arguments, retrain, search, workdir_of
 
 SPACE = ["optimizer=choice(sgd,adam)", "optimizer.lr=tag(log,interval(1e-4,3e-1))", "model.depth=range(1,4)",
          "regularization.dropout=interval(0,0.5)"]
@@ -65,21 +63,6 @@ def sweep(workdir: Path, name: str, overrides: list[str], threads: int) -> dict:
             "trial_s": sum(t.user_attrs.get("wall_time_s") or 0 for t in trials)}
 
 
-def noise(workdir: Path, seed: int, ref: dict, fixed: list[str], n: int, threads: int) -> tuple[float, float]:
-    """Mean and standard deviation of val/loss of a sweep's best parameters trained again with n other weight
-    seeds on the same split (the sweep's own value is left out: as the best of many it is optimistic)."""
-    values = []
-    for k in range(1, n + 1):
-        run = workdir / "noise" / f"{ref['name']}_w{k}"
-        if not (run / "metrics.json").is_file():
-            params = [f"{key}={value}" for key, value in ref["best_params"].items()]
-            command(workdir, ["train", *fixed, *params, f"seed={seed + 1000 * k}", f"data.split_seed={seed}",
-                              "trainer.enable_progress_bar=false", "callbacks.progress_bar=null",
-                              f"hydra.run.dir={run}"], workdir / f"{run.name}.log", threads)
-        values.append(json.loads((run / "metrics.json").read_text())["objective"])
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
-
-
 def epochs_to_reach(curve: list[tuple[int, float]], target: float) -> int | None:
     return next((total for total, best in curve if best <= target), None)
 
@@ -95,11 +78,9 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.05,
                         help="'reached': pruned best <= unpruned best x (1 + tolerance)")
     parser.add_argument("--noise-seeds", type=int, default=3, help="reruns of the unpruned best with other weight seeds")
-    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the trials (1: fastest here)")
-    parser.add_argument("--workdir", type=Path, help="scratch folder for the sweeps, kept (default: a temp folder)")
+    add_arguments(parser)
     args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dlopt_pruning_"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = workdir_of(args, "dlopt_pruning_")
     start = time.perf_counter()
     fixed = ["model=mlp", f"trainer.max_epochs={args.max_epochs}"]
     knobs = [f"search.startup_trials={args.startup_trials}", f"search.warmup_epochs={args.warmup_epochs}"]
@@ -111,8 +92,10 @@ def main() -> None:
                     [*common, f"seed={seed}", "search.pruner=none", *knobs], args.threads)
         pruned = sweep(workdir, f"s{seed}_n{args.n_trials}_e{args.max_epochs}_{tag}",
                        [*common, f"seed={seed}", f"search.pruner={args.pruner}", *knobs], args.threads)
-        rerun, sd = noise(workdir, seed, ref, fixed, args.noise_seeds, args.threads)
-        rerun_pruned, _ = noise(workdir, seed, pruned, fixed, args.noise_seeds, args.threads)
+        split = [*fixed, f"data.split_seed={seed}"]  # the sweeps' split, other weights
+        rerun, sd = retrain(workdir, ref["name"], ref["best_params"], split, args.noise_seeds, args.threads, seed)
+        rerun_pruned, _ = retrain(workdir, pruned["name"], pruned["best_params"], split, args.noise_seeds, args.threads,
+                                  seed)
         reach = epochs_to_reach(pruned["curve"], ref["best"] * (1 + args.tolerance))
         rows.append({"seed": seed, "ref": ref, "pruned": pruned, "sd": sd, "rerun": rerun, "rerun_pruned": rerun_pruned,
                      "reach": reach})

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,3 +45,30 @@ def search(workdir: Path, name: str, overrides: list[str], threads: int) -> tupl
         if t.state == TrialState.FAIL:
             print(f"  {name}: trial {t.number} failed: {t.user_attrs.get('error', '?')}")
     return trials, wall
+
+
+def retrain(workdir: Path, name: str, params: dict, fixed: list[str], n: int, threads: int,
+            seed: int = 0) -> tuple[float, float]:
+    """Mean and standard deviation of the objective of `params` trained again with n other weight seeds
+    (seed + 1000 k), each a run kept in workdir/noise/NAME_wK and read back if it is there."""
+    values = []
+    for k in range(1, n + 1):
+        run = workdir / "noise" / f"{name}_w{k}"
+        if not (run / "metrics.json").is_file():
+            overrides = [f"{key}={value}" for key, value in params.items()]
+            command(workdir, ["train", *fixed, *overrides, f"seed={seed + 1000 * k}", "trainer.enable_progress_bar=false",
+                              "callbacks.progress_bar=null", f"hydra.run.dir={run}"], workdir / f"{run.name}.log", threads)
+        values.append(json.loads((run / "metrics.json").read_text())["objective"])
+    return statistics.mean(values), statistics.stdev(values) if n > 1 else float("nan")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every search bench has: trial threads and a kept scratch folder."""
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the trials (1: fastest here)")
+    parser.add_argument("--workdir", type=Path, help="scratch folder for the sweeps, kept (default: a temp folder)")
+
+
+def workdir_of(args: argparse.Namespace, prefix: str) -> Path:
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix=prefix))
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
