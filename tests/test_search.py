@@ -86,6 +86,7 @@ def test_a_grid_needs_lists():
                                                         "cannot be opened"),
     (["search.storage=postgresql://nobody@127.0.0.1:1/none"], "cannot be opened"),
     (["search.n_trials=0"], "search.n_trials=0 is not valid: expected a positive number of trials"),
+    (["search.n_trials=null"], "search.n_trials=null: give a number of trials (only search=grid has one by itself)"),
     (["search.warmup_epochs=-1"], "search.warmup_epochs=-1 is not valid: expected an integer >= 0"),
     (["search.startup_trials=1.5"], "search.startup_trials=1.5 is not valid: expected an integer >= 0"),
     (["search.sampler=nsga2", "search.population=1"], "search.population=1 is not valid: expected an integer >= 2"),
