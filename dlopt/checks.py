@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from dlopt.errors import UserError
+from dlopt.errors import UserError, did_you_mean
 
 
 def _number(x: Any) -> bool:
@@ -39,6 +39,11 @@ def _probability(x: Any) -> bool:
     return _number(x) and 0 <= x <= 1
 
 
+def _batches(x: Any, least: int) -> bool:
+    """null (all), a count >= least, or a fraction of the batches in (0, 1] (Lightning's limit_*_batches)."""
+    return x is None or (_integer(x) and x >= least) or (isinstance(x, float) and (0 < x <= 1 or x == least))
+
+
 # knob name -> (test, what a valid value is)
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "lr": (lambda x: _number(x) and x > 0, "a number > 0"),
@@ -46,6 +51,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "l1": (lambda x: _number(x) and x >= 0, "a number >= 0"),
     "dropout": (lambda x: _number(x) and 0 <= x < 1, "a probability in [0, 1)"),
     "momentum": (lambda x: _number(x) and 0 <= x < 1, "a number in [0, 1)"),
+    "betas": (lambda x: isinstance(x, (list, tuple, ListConfig)) and len(x) == 2
+              and all(_number(b) and 0 <= b < 1 for b in x), "two numbers in [0, 1), e.g. [0.9,0.999]"),
+    "T_max": (lambda x: _integer(x) and x >= 1, "an integer >= 1 (epochs of one cosine half-period)"),
     "gamma": (lambda x: _number(x) and 0 < x <= 1, "a factor in (0, 1]"),
     "factor": (lambda x: x is None or _number(x) and 0 < x < 1, "a factor in (0, 1)"),
     "eps": (lambda x: _number(x) and x > 0, "a number > 0"),
@@ -77,6 +85,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "kernel_size": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
     "crop_padding": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
     "max_epochs": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "limit_train_batches": (lambda x: _batches(x, 1), "null (all), a number of batches >= 1 or a fraction in (0, 1]"),
+    "limit_val_batches": (lambda x: _batches(x, 0), "null (all), a number of batches >= 0 or a fraction in (0, 1]"),
+    "limit_test_batches": (lambda x: _batches(x, 0), "null (all), a number of batches >= 0 or a fraction in (0, 1]"),
     "patience": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
     "step_size": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
     "backbone_lr_scale": (lambda x: _number(x) and 0 < x <= 1,
@@ -89,7 +100,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "fraction": (lambda x: _number(x) and 0 < x <= 1, "a fraction in (0, 1]"),
     "num_samples": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
     "num_classes": (lambda x: _integer(x) and x >= 2, "an integer >= 2"),
-    "image_size": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "image_size": (lambda x: x is None or _integer(x) and x >= 1, "null (keep the size) or an integer >= 1"),
     "mode": (lambda x: x in ("min", "max"), "min or max"),
     "normalize": (lambda x: x in ("standardize", "minmax", "none"), "standardize, minmax or none"),
     "heads": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
@@ -185,7 +196,35 @@ def check(cfg: DictConfig) -> None:
             and "attention" not in model and model.width % model.heads:
         raise UserError(f"model.width={model.width} is not divisible by model.heads={model.heads}; "
                         f"choose heads that divide the width")
+    _check_monitors(cfg)
     _check_lr_find(cfg)
+
+
+def logged_metrics(cfg: DictConfig) -> list[str]:
+    """The metrics every epoch logs (dlopt/training/module.py), so that a monitor is checked before training."""
+    regularization = cfg.get("regularization")
+    l1 = isinstance(regularization, DictConfig) and bool(regularization.get("l1"))
+    return ["train/loss", "train/acc", *(["train/l1"] if l1 else []), "val/loss", "val/acc", "val/f1"]
+
+
+def _check_monitors(cfg: DictConfig) -> None:
+    """`monitor` and the callbacks' monitors name a metric that is logged (validation must run for val/)."""
+    if "monitor" not in cfg:
+        return
+    logged = logged_metrics(cfg)
+    callbacks = cfg.get("callbacks") or {}
+    watched = [("monitor", cfg.monitor)] + [(f"callbacks.{name}.monitor", node.get("monitor")) for name, node in
+                                            callbacks.items() if isinstance(node, DictConfig)]
+    trainer = cfg.get("trainer") or {}
+    for key, name in watched:
+        if name is None or (key != "monitor" and OmegaConf.is_interpolation(callbacks[key.split(".")[1]], "monitor")):
+            continue  # null: not monitored; ${monitor}: checked as monitor
+        if name not in logged:
+            raise UserError(f"{key}={name} is not a metric dlopt logs{did_you_mean(name, logged)}; "
+                            f"choose one of {', '.join(logged)}")
+        if str(name).startswith("val/") and trainer.get("limit_val_batches") in (0, 0.0):
+            raise UserError(f"trainer.limit_val_batches=0 skips validation, so {key}={name} is never logged; "
+                            f"validate at least one batch or monitor a train/ metric")
 
 
 def _check_lr_find(cfg: DictConfig) -> None:
@@ -204,3 +243,41 @@ def _check_lr_find(cfg: DictConfig) -> None:
     if low >= high:
         raise UserError(f"lr_find.min_lr={low} is not below lr_find.max_lr={high}: "
                         f"the range test raises the lr from min_lr to a larger max_lr")
+
+
+# keys of a target's node that dlopt reads itself instead of passing them to the target
+OWN_KEYS = {"model.compile"}
+
+
+def check_arguments(node: DictConfig, path: str) -> None:
+    """Each object the config node at `path` builds takes every key given to it: `+model.foo=1` is one
+    line naming model.foo and the model's settings instead of a TypeError from inside the build.
+    Imports the targets, so it runs where they are built."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    for key in node:
+        value = node.get(key)
+        if isinstance(value, DictConfig):
+            check_arguments(value, f"{path}.{key}")
+    target = node.get("_target_")
+    if target is None:
+        return
+    try:
+        parameters = inspect.signature(get_object(str(target))).parameters
+    except Exception as err:
+        raise UserError(f"{path}._target_={target} cannot be built: {str(err).splitlines()[0]}") from None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = [str(k) for k in node if not str(k).startswith("_") and k not in parameters
+               and f"{path}.{k}" not in OWN_KEYS]
+    if unknown:
+        raise not_a_setting(node, path, unknown[0],
+                            [name for name, p in parameters.items() if p.default is not inspect.Parameter.empty])
+
+
+def not_a_setting(node: DictConfig, path: str, key: str, settings: list[str]) -> UserError:
+    """The error for a key given to the target of the node at `path` that the target does not take."""
+    return UserError(f"{path}.{key} is not a setting of {path} ({node.get('_target_')}){did_you_mean(key, settings)}; "
+                     f"its settings are {', '.join(settings)}")

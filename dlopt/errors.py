@@ -29,3 +29,28 @@ def did_you_mean(name: str, options) -> str:
 
     close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+def os_error_message(err: OSError) -> str:
+    """One line on a file or folder the system refused (no space, no permission, a file where a
+    folder should be): which path, why, and what to do."""
+    import errno
+    from pathlib import Path
+
+    if err.filename is None:
+        return str(err)
+    path = str(err.filename)
+    shown = path if len(path) <= 200 else f"{path[:80]}... ({len(path)} characters)"
+    if err.errno in (errno.ENOTDIR, errno.EEXIST) and err.filename is not None:
+        candidate = Path(path)
+        blocker = next((p for p in reversed((candidate, *candidate.parents)) if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            return (f"cannot write {shown}: {blocker} is a file where dlopt needs a folder; move it away or "
+                    f"write elsewhere (hydra.run.dir=DIR)")
+    hint = {errno.ENOSPC: "free some space or write elsewhere (hydra.run.dir=DIR)",
+            errno.EDQUOT: "free some space or write elsewhere (hydra.run.dir=DIR)",
+            errno.EACCES: "check its permissions, or write elsewhere (hydra.run.dir=DIR)",
+            errno.EPERM: "check its permissions, or write elsewhere (hydra.run.dir=DIR)",
+            errno.EROFS: "write elsewhere (hydra.run.dir=DIR)",
+            errno.ENAMETOOLONG: "a name must fit in a file name (255 characters)"}.get(err.errno)
+    return f"{shown}: {err.strerror or err}" + (f"; {hint}" if hint else "")

@@ -139,10 +139,10 @@ def test_image_folder_root_problems(cli, tmp_path, kind, needles):
 @pytest.mark.parametrize(
     "args, needles",
     [
-        (["run=not_a_run"], ("run=not_a_run is not a finished dlopt train run", "best.ckpt is missing")),
+        (["run=not_a_run"], ("run=not_a_run is not a dlopt run folder", "no .hydra")),
         (["run=no_such_folder"], ("run=no_such_folder does not exist",)),
-        ([], ("needs exactly one of run=RUN_DIR or ckpt_path=FILE",)),
-        (["ckpt_path=notes.ckpt"], ("ckpt_path=notes.ckpt", "is not a checkpoint written by dlopt train")),
+        ([], ("give exactly one of run=RUN_DIR", "or ckpt_path=FILE",)),
+        (["ckpt_path=notes.ckpt"], ("ckpt_path=notes.ckpt", "expected a checkpoint written by dlopt train")),
     ],
     ids=["not a run", "missing run", "neither run nor ckpt_path", "not a checkpoint"],
 )
@@ -151,7 +151,7 @@ def test_eval_bad_target(cli, tmp_path, args, needles):
     (tmp_path / "notes.ckpt").write_text("these are notes, not a checkpoint\n")
     result = cli.run("eval", *args, cwd=tmp_path, timeout=120)
     assert_fails_clearly(result, tmp_path, *needles)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_run", "notes.ckpt", "outputs"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_run", "notes.ckpt"]  # no outputs/ left either
 
 
 # --- a diverging run ---------------------------------------------------------------------------------
@@ -201,8 +201,11 @@ def test_a_diverging_run_in_a_sweep_is_recorded_and_the_sweep_goes_on(cli, tmp_p
     assert len(rows) == 3 and rows[1].startswith("1,") and ",failed," in rows[2] and "became nan" in rows[2]
 
 
-def test_a_monitor_that_is_never_logged_names_the_logged_metrics(cli, tmp_path):
-    result = cli.run("train", *cli.TINY, "monitor=val/accuracy", cwd=tmp_path)
-    line = assert_fails_clearly(result, tmp_path, "monitor=val/accuracy is never logged (did you mean val/acc?)",
-                                leave_run_folder=True)
-    assert "val/loss" in line and "callbacks.early_stopping" not in line
+@pytest.mark.parametrize("override, key", [("monitor=val/accuracy", "monitor"),
+                                           ("callbacks.early_stopping.monitor=val/accuracy",
+                                            "callbacks.early_stopping.monitor")])
+def test_a_monitor_that_is_never_logged_is_named_before_training(cli, tmp_path, override, key):
+    # checked against what the module logs before anything is built: no epoch, no folder
+    result = cli.run("train", *cli.TINY, override, cwd=tmp_path)
+    line = assert_fails_clearly(result, tmp_path, f"{key}=val/accuracy is not a metric dlopt logs (did you mean val/acc?)")
+    assert "val/loss" in line and "Epoch" not in result.output

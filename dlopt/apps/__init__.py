@@ -14,14 +14,17 @@ from typing import Any, Callable
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
+from hydra.errors import CompactHydraException, InstantiationException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from dlopt.errors import SweepError, UserError, cause_of, did_you_mean
+from dlopt import folders
+from dlopt.errors import SweepError, UserError, cause_of, did_you_mean, os_error_message
 
 log = logging.getLogger("dlopt")
+if not OmegaConf.has_resolver("dlopt.fresh"):  # conf/hydra/dlopt.yaml: a run folder of the command's own
+    OmegaConf.register_new_resolver("dlopt.fresh", folders.claim, use_cache=True)
 
 
 def config_dir() -> str:
@@ -37,13 +40,38 @@ def rank_zero() -> bool:
     return all(os.environ.get(key, "0") == "0" for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
+def user_message(err: BaseException, composing: bool = False) -> str | None:
+    """The one line for an exception a user can cause: a UserError anywhere in err's chain of causes,
+    with `composing` also what Hydra found wrong while composing and a YAML file that does not parse,
+    then a file or folder the system refused. None for anything else, a bug, which keeps its traceback."""
+    user_error = cause_of(err, UserError)
+    if user_error is not None:
+        return str(user_error)
+    if composing:
+        message = composition_error(err) or yaml_error(err)
+        if message is not None:
+            return message
+    os_error = cause_of(err, OSError)
+    return os_error_message(os_error) if os_error is not None else None
+
+
+def trusted_targets(cfg: DictConfig) -> frozenset[str]:
+    """The targets a config read back from a file may build: those this command's config folders
+    (dlopt's conf/, a --config-dir) and its composed config name (dlopt.saved_run)."""
+    from dlopt.saved_run import allowed_targets
+
+    sources = HydraConfig.get().runtime.config_sources
+    return allowed_targets([Path(s.path) for s in sources if s.schema == "file"], cfg)
+
+
 def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
     """Wrap `run(cfg, run_dir)` as a Hydra task function that reports user errors in one line.
 
     A single run exits with status 2 after that line and, when it failed before writing
     anything but Hydra's own files, leaves no folder behind (only rank 0 of several processes
     removes it). In a sweep the failed run keeps its folder with the reason in error.txt, returns
-    None, and the sweep goes on to the next run; a SweepError stops the sweep as it stops a run.
+    None, and the sweep goes on to the next run; a SweepError, or a file or folder the system
+    refuses (a full disk), stops the sweep as it stops a run.
     """
 
     @functools.wraps(run)
@@ -57,35 +85,61 @@ def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
         try:
             return run(cfg, run_dir)
         except Exception as err:
-            user_error = cause_of(err, UserError)
-            if user_error is None:
+            message = user_message(err)
+            if message is None:
                 raise
-            log.error("%s", user_error)
-            if hydra.mode == RunMode.MULTIRUN and not isinstance(user_error, SweepError):
-                (run_dir / "error.txt").write_text(f"{user_error}\n")
+            log.error("%s", message)
+            user_error = cause_of(err, UserError)  # None for a refused file or folder: it stops the sweep
+            if hydra.mode == RunMode.MULTIRUN and user_error is not None and not isinstance(user_error, SweepError):
+                (run_dir / "error.txt").write_text(f"{message}\n")
                 return None
-            if rank_zero() and {p.name for p in run_dir.iterdir()} <= {".hydra", f"{hydra.job.name}.log"}:
-                shutil.rmtree(run_dir, ignore_errors=True)
-                folder = run_dir.parent
-                if hydra.mode == RunMode.MULTIRUN and {p.name for p in folder.iterdir()} <= {"multirun.yaml"}:
-                    shutil.rmtree(folder)  # the sweep folder, nothing run in it
-                    folder = folder.parent
-                if not any(folder.iterdir()):
-                    folder.rmdir()  # the DATE folder it was alone in
+            if rank_zero():
+                if folders.only_hydra_files(run_dir):
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                folders.discard()
             raise SystemExit(2) from None
 
     return task_function
 
 
-def composition_error(err: CompactHydraException) -> str:
+def yaml_error(err: BaseException) -> str | None:
+    """'FILE, line L, column C: what is wrong' for a YAML file that does not parse (a --config-dir
+    experiment), else None."""
+    import yaml
+
+    problem = cause_of(err, yaml.MarkedYAMLError)
+    if problem is None:
+        return None
+    mark = problem.problem_mark or problem.context_mark
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "a config file"
+    context = f" ({problem.context})" if problem.context else ""
+    return f"{where}: {problem.problem}{context}; that file is not valid YAML"
+
+
+def override_error(err: OverrideParseException) -> str:
+    """One line naming the override Hydra could not parse and why; a value with characters Hydra's
+    grammar takes only quoted (non-ASCII letters, spaces, ...) is shown quoted."""
+    key, _, value = err.override.partition("=")
+    if err.message.startswith("LexerNoViableAltException"):
+        return (f"{err.override}: this value must be quoted for Hydra: '{key}=\"{value}\"' "
+                "(the outer quotes are for the shell)")
+    lines = [line.strip() for line in err.message.splitlines()
+             if line.strip() and not line.startswith(("See https", "Error parsing override"))]
+    return (f"{err.override} is not a valid override ({'; '.join(lines) or 'it does not parse'}); see "
+            "https://hydra.cc/docs/advanced/override_grammar/basic")
+
+
+def composition_error(err: BaseException) -> str | None:
     """What Hydra found wrong while composing: one line for an unknown option or key, naming it,
-    the closest valid name and the valid ones; Hydra's own message for anything else."""
+    the closest valid name and the valid ones; Hydra's own message for anything else Hydra raised."""
+    if not isinstance(err, CompactHydraException) or isinstance(err, InstantiationException):
+        return None  # an object the config describes failed to build: a bug unless a UserError says otherwise
     if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
         group, _, option = err.missing_cfg_file.rpartition("/")
         return (f"{group}={option} is not an option of {group}{did_you_mean(option, err.options)}; "
                 f"choose one of {', '.join(err.options)}")
-    if isinstance(err, OverrideParseException):  # "Error parsing override 'x=choice()'", the reason, a link
-        return ": ".join(str(err).splitlines()[:2])
+    if isinstance(err, OverrideParseException):
+        return override_error(err)
     cause = err.__cause__
     unknown_key = isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key
     if unknown_key and getattr(cause, "parent_node", None) is not None:
@@ -133,15 +187,13 @@ def app(config_name: str, task_function: Callable[[DictConfig], Any]) -> Callabl
         os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing and exiting
         try:
             hydra_main()
-        except CompactHydraException as err:
-            if full_error:
+        except Exception as err:
+            message = None if full_error else user_message(err, composing=True)
+            if message is None:
                 raise
-            print(f"{prog}: {composition_error(err)}", file=sys.stderr)
-            raise SystemExit(2) from None
-        except UserError as err:  # raised outside a run: by the sweeper of search=...
-            if full_error:
-                raise
-            print(f"{prog}: {err}", file=sys.stderr)
+            print(f"{prog}: {message}", file=sys.stderr)
+            if rank_zero():
+                folders.discard()  # e.g. a sweep folder holding only multirun.yaml
             raise SystemExit(2) from None
         finally:
             if not full_error:

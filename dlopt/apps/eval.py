@@ -4,14 +4,20 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from dlopt.apps import app, task
+from dlopt.apps import app, task, trusted_targets
+from dlopt.errors import UserError
 
 
 @task
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
+    from dlopt.saved_run import find
+
+    if cfg.split not in ("test", "val"):
+        raise UserError(f"split={cfg.split} is not valid: expected test or val")
+    saved = find(cfg.run, cfg.ckpt_path)  # before torch is imported: a wrong path is told at once
     from dlopt.training.run import evaluate as run_evaluation
 
-    return run_evaluation(cfg, run_dir)
+    return run_evaluation(saved, cfg.split, run_dir, trusted_targets(cfg))
 
 
 main = app("eval", evaluate)

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dlopt.errors import UserError
+from dlopt.saved_run import check_config, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,14 @@ def _compose(config_name: str, overrides: list[str], run_dir: Path) -> dict:
                         f"dlopt: {composition_error(err)}") from None
 
 
-def resumed_config(cfg: DictConfig, run_dir: Path, new_overrides: list[str], config_name: str = "train") -> DictConfig:
-    """The config to continue the run in run_dir with (see the module docstring)."""
-    saved = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), resolve=False)
+def resumed_config(cfg: DictConfig, run_dir: Path, new_overrides: list[str], allowed: frozenset[str],
+                   config_name: str = "train") -> DictConfig:
+    """The config to continue the run in run_dir with (see the module docstring). The run folder is
+    a file from disk: its config builds only `allowed` targets (dlopt.saved_run)."""
+    named = f"resume={run_dir}"
+    saved = OmegaConf.to_container(read_yaml(run_dir / ".hydra" / "config.yaml", named), resolve=False)
     overrides_file = run_dir / ".hydra" / "overrides.yaml"
-    overrides = list(OmegaConf.load(overrides_file)) if overrides_file.is_file() else []
+    overrides = [str(o) for o in read_yaml(overrides_file, named)] if overrides_file.is_file() else []
     fresh = _compose(config_name, overrides, run_dir)
     was, now = _flat(saved), _flat(fresh)
     gone = sorted(set(was) - set(now))
@@ -104,10 +108,12 @@ def resumed_config(cfg: DictConfig, run_dir: Path, new_overrides: list[str], con
                 node.pop(leaf, None)
             elif now.get(key, object()) != changed[key]:
                 OmegaConf.update(resumed, key, changed[key], force_add=True)
+    resumed.resume = None  # the config is the run's own; how it was continued is in the log
+    check_config(resumed, f"{named}: its .hydra/config.yaml and overrides.yaml", allowed)
+    if new_overrides:
         log.info("resume with changes: %s", " ".join(new_overrides))
         _save_atomically(OmegaConf.to_yaml(resumed), run_dir / ".hydra" / "config.yaml")
         _save_atomically(OmegaConf.to_yaml(OmegaConf.create([*overrides, *new_overrides])), overrides_file)
-    resumed.resume = None  # the config is the run's own; how it was continued is in the log
     return resumed
 
 

@@ -8,7 +8,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from dlopt.apps import app, task
+from dlopt.apps import app, task, trusted_targets
 from dlopt.apps import resume as resuming
 from dlopt.errors import SweepError, UserError
 
@@ -26,7 +26,7 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     last = None
     if cfg.get("resume"):
         new = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
-        cfg = resuming.resumed_config(cfg, run_dir, new)
+        cfg = resuming.resumed_config(cfg, run_dir, new, trusted_targets(cfg))
         last = run_dir / "checkpoints" / "last.ckpt"
     check(cfg)
     from dlopt.training.processes import NoRelaunch  # heavy imports (torch, Lightning) only now

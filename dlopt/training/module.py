@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from typing import Any, Callable, Optional
 
 import lightning.pytorch as L
@@ -83,6 +84,8 @@ class Classifier(L.LightningModule):
         self.losses = nn.ModuleDict({f"{split}_": MeanMetric(nan_strategy="disable") for split in SPLITS})
         self.l1_penalty = MeanMetric(nan_strategy="disable")
         self.history: list[dict[str, float]] = []  # one row of epoch metrics per epoch, for curves.png
+        self.started_at = time.perf_counter()  # when this process started the run (set by dlopt.training.run)
+        self.earlier_wall_time = 0.0  # seconds the run took in the processes before a resume
         self._val_row: dict[str, float] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -191,12 +194,18 @@ class Classifier(L.LightningModule):
     def configure_callbacks(self):
         return self.transfer.callbacks() if self.transfer else []
 
+    def wall_time_s(self) -> float:
+        """Seconds the run has taken, over every process that trained it (a resumed run has several)."""
+        return self.earlier_wall_time + time.perf_counter() - self.started_at
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # torch's generator draws every dropout mask and augmentation (kornia, torchvision v2)
-        checkpoint["dlopt"] = {"config": self.config, "history": self.history, "rng": torch.get_rng_state()}
+        checkpoint["dlopt"] = {"config": self.config, "history": self.history, "rng": torch.get_rng_state(),
+                               "wall_time_s": self.wall_time_s()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("dlopt", {})
         self.history = list(saved.get("history", []))
+        self.earlier_wall_time = float(saved.get("wall_time_s", 0.0))
         if "rng" in saved and self._trainer is not None and self.trainer.state.fn == "fit":  # resuming
             torch.set_rng_state(saved["rng"])

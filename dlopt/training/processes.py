@@ -44,3 +44,20 @@ def check_processes(trainer: L.Trainer) -> None:
     marks = [c for c in trainer.callbacks if isinstance(c, NoRelaunch)]
     if marks and isinstance(strategy.launcher, _SubprocessScriptLauncher) and trainer.num_devices > 1:
         raise marks[0].error
+
+
+def check_accelerator(name) -> None:
+    """Raise UserError naming trainer.accelerator when this machine has no such device (Lightning says
+    only "No supported gpu backend found!"), or when Lightning has no accelerator of that name."""
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    if name is None or name in ("auto", "cpu"):
+        return
+    names = sorted(AcceleratorRegistry.available_accelerators())
+    available = [n for n in names if AcceleratorRegistry[n]["accelerator"].is_available()]
+    wanted = ("cuda", "mps") if name == "gpu" else (name,)
+    if not any(n in names for n in wanted):
+        raise UserError(f"trainer.accelerator={name} is not an accelerator; choose one of auto, gpu, {', '.join(names)}")
+    if not any(n in available for n in wanted):
+        raise UserError(f"trainer.accelerator={name}: this machine has no {name} device; use trainer.accelerator=auto "
+                        f"(or one of {', '.join(available)})")

@@ -6,7 +6,9 @@ or to Hydra's global state, so tests and other tools can call `train` directly.
 
 from __future__ import annotations
 
+import errno
 import logging
+import re
 import time
 import warnings
 from contextlib import contextmanager
@@ -15,6 +17,7 @@ from typing import Any, Optional, Sequence
 
 import lightning.pytorch as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -23,11 +26,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlopt.data.augment import build_augment
 from dlopt.data.datamodule import DataModule
+from dlopt.checks import check_arguments, not_a_setting
 from dlopt.errors import UserError, cause_of, did_you_mean
+from dlopt.models.weights import describe_mismatches, mismatches
+from dlopt.saved_run import SavedRun, checkpoint_config, read_checkpoint
 from dlopt.training import report
 from dlopt.training.checkpoint_io import AtomicCheckpointIO
 from dlopt.training.module import Classifier, Diverged
-from dlopt.training.processes import check_processes
+from dlopt.training.processes import check_accelerator, check_processes
 from dlopt.training.transfer import apply as apply_transfer
 
 log = logging.getLogger(__name__)
@@ -43,7 +49,10 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda reco
 def build(cfg: DictConfig, data: Optional[DataModule] = None) -> tuple[DataModule, Classifier]:
     """The DataModule and the LightningModule the config describes (fresh weights); `data`
     replaces the configured data (a DataModule of one's own, a benchmark's reference)."""
-    data = data if data is not None else instantiate(cfg.data, seed=cfg.seed, _convert_="all")
+    for key in ("data", "model", "optimizer", "scheduler"):
+        if cfg.get(key):
+            check_arguments(cfg[key], key)
+    data = data if data is not None else _data(cfg)
     data.augment = build_augment(data.in_shape, data.num_classes, data.scale,
                                  **OmegaConf.to_container(cfg.augmentation, resolve=True))
     torch.manual_seed(cfg.seed)  # weights depend on the seed only, not on how the data was made
@@ -71,6 +80,20 @@ def build(cfg: DictConfig, data: Optional[DataModule] = None) -> tuple[DataModul
     )
     apply_transfer(cfg, module)  # transfer.from: the network of an earlier run, and how it trains
     return data, module
+
+
+def _data(cfg: DictConfig) -> DataModule:
+    """The configured DataModule. A data source passes most keys on to its DataModule (**loader), so a key
+    that neither takes is known only when it is built: one line naming it, as check_arguments does."""
+    try:
+        return instantiate(cfg.data, seed=cfg.seed, _convert_="all")
+    except InstantiationException as err:
+        unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(cause_of(err, TypeError)))
+        if unexpected is None or unexpected.group(1) not in cfg.data:
+            raise
+        key = unexpected.group(1)
+        raise not_a_setting(cfg.data, "data", key, [str(k) for k in cfg.data if not str(k).startswith("_") and k != key]) \
+            from None
 
 
 class _Net(L.LightningModule):
@@ -120,6 +143,13 @@ def preview_augmentation(data, run_dir: Path, logger, n: int = 8, draws: int = 3
 def _trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), purge_step: Optional[int] = None) -> L.Trainer:
     """The configured Trainer, its callbacks writing into run_dir. `purge_step` (when resuming) hides
     the TensorBoard events an interrupted run wrote after its last checkpoint."""
+    for key in ("trainer", "callbacks", "logger"):
+        if cfg.get(key):
+            check_arguments(cfg[key], key)
+    check_accelerator(cfg.trainer.get("accelerator"))
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.exists() and not checkpoints.is_dir():  # fail now, not when the first epoch is saved
+        raise FileExistsError(errno.EEXIST, "a file is in the way", str(checkpoints))
     callbacks = list(callbacks)
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None:  # callbacks.early_stopping=null switches one off
@@ -157,13 +187,15 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
     `hparams` (what this run set, e.g. its overrides) go to TensorBoard's HPARAMS view with the results."""
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    resume_step = read_checkpoint(resume, f"resume={run_dir}")["global_step"] if resume else None
+    with lightning_config_errors():  # devices and accelerator are checked before anything is built
+        trainer = _trainer(cfg, run_dir, callbacks, purge_step=resume_step)
     data, module = build(cfg, data)
+    module.started_at = start
     size = summarize(module.net, data.in_shape)
     if cfg.model.get("compile"):
         module.net.compile()  # in place: the state_dict keys (and so the checkpoints) stay those of the plain net
-    resume_step = torch.load(resume, map_location="cpu", weights_only=True)["global_step"] if resume else None
     with lightning_config_errors():
-        trainer = _trainer(cfg, run_dir, callbacks, purge_step=resume_step)
         if resume is not None:
             log.info("resuming %s from %s (step %d)", run_dir, resume, resume_step)
         elif trainer.is_global_zero:  # with several processes (DDP), rank 0 writes the run's files
@@ -200,7 +232,8 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         "flops_per_sample": size.total_flops,
         "seed": cfg.seed,
         **({"transfer": module.transfer.summary()} if module.transfer else {}),
-        "wall_time_s": round(time.perf_counter() - start, 3),
+        "wall_time_s": round(module.wall_time_s(), 3),  # with the earlier processes of a resumed run
+        "process_wall_time_s": round(time.perf_counter() - start, 3),
     }
     if trainer.is_global_zero:
         if hparams is not None and isinstance(trainer.logger, TensorBoardLogger):
@@ -260,49 +293,25 @@ def _best_row(history: list[dict], monitor: str, mode: str) -> dict | None:
     return (min if mode == "min" else max)(rows, key=lambda row: row[monitor])
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A dlopt checkpoint: its state and the run config saved inside it."""
-    if not path.is_file():
-        raise UserError(f"ckpt_path={path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        raise UserError(f"ckpt_path={path} is not a checkpoint written by dlopt train (torch.load cannot read it)") from None
-    if "dlopt" not in checkpoint or "state_dict" not in checkpoint:
-        raise UserError(f"ckpt_path={path} was not written by dlopt train (it has no saved run config)")
-    return checkpoint
-
-
-def find_checkpoint(run: str | None, ckpt_path: str | None) -> Path:
-    if (run is None) == (ckpt_path is None):
-        raise UserError("dlopt eval needs exactly one of run=RUN_DIR or ckpt_path=FILE")
-    if ckpt_path is not None:
-        return Path(ckpt_path).expanduser()
-    folder = Path(run).expanduser()
-    if not folder.is_dir():
-        raise UserError(f"run={run} does not exist")
-    best = folder / "checkpoints" / "best.ckpt"
-    if not best.is_file():
-        raise UserError(f"run={run} is not a finished dlopt train run: {best} is missing")
-    return best
-
-
-def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    """Test a checkpoint with the data and model of the run that wrote it; write metrics.json."""
-    if cfg.split not in ("test", "val"):
-        raise UserError(f"split={cfg.split} is not valid: expected test or val")
-    path = find_checkpoint(cfg.run, cfg.ckpt_path)
-    checkpoint = load_checkpoint(path)
-    run_cfg = OmegaConf.create(checkpoint["dlopt"]["config"])
+def evaluate(saved: SavedRun, split: str, run_dir: Path, allowed: frozenset[str]) -> dict[str, float]:
+    """Test (or validate) the checkpoint of a saved run with the data and model of the run that wrote
+    it, built only from `allowed` targets (dlopt.saved_run); write metrics.json."""
+    path = saved.checkpoint
+    checkpoint = read_checkpoint(path, saved.named)
+    run_cfg = checkpoint_config(checkpoint, f"{saved.named}: the config saved in {path}", allowed)
     run_cfg.pop("transfer", None)  # the checkpoint holds the trained network; where it started is not needed
     data, module = build(run_cfg)
+    problems = mismatches(checkpoint["state_dict"], module.state_dict())
+    if problems:
+        raise UserError(f"{saved.named}: the weights in {path} do not fit the network its saved config describes: "
+                        f"{describe_mismatches(problems)}")
     module.load_state_dict(checkpoint["state_dict"])
     with lightning_config_errors():
         # the run's own Trainer settings (precision, limit_test_batches, ...), without its callbacks and logger,
         # in one process: DDP would pad the split to a multiple of the process count
         trainer = instantiate(run_cfg.trainer, logger=False, enable_checkpointing=False, default_root_dir=str(run_dir),
                               strategy="auto", devices=1, num_nodes=1)
-        run = trainer.validate if cfg.split == "val" else trainer.test
+        run = trainer.validate if split == "val" else trainer.test
         metrics = {k: float(v) for k, v in run(module, datamodule=data, verbose=False)[0].items()}
     report.write_json({**metrics, "checkpoint": str(path.resolve())}, run_dir / "metrics.json")
     for name, value in sorted(metrics.items()):

@@ -1,0 +1,165 @@
+"""A saved run: a run folder or checkpoint written by dlopt, opened as data, never as code.
+
+Commands that start from finished runs (eval, resume, and those that read runs later) open them
+here. What comes from a file is untrusted, since it may have come from elsewhere:
+- a checkpoint is read with torch.load(weights_only=True): tensors and plain values, no pickled code;
+- a config read back from a file builds only the targets that a trusted source names: the YAML
+  files of the command's config folders (dlopt's conf/, a --config-dir) and the config the command
+  composed from them and its command line; besides those, the public classes of torch.optim, its
+  schedulers and Lightning's callbacks and loggers. It may use only the resolvers dlopt's conf/
+  uses. Anything else is refused in one line naming the key and the target.
+Hydra's own target policy is a blocklist (os.system is refused, pathlib.Path.write_text is not),
+which is why the allowlist is here. Finding a run imports no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlopt.errors import UserError
+
+# module -> base class: a public class of the module derived from it may be built from any file
+LIBRARY_CLASSES = {
+    "torch.optim": "torch.optim.Optimizer",
+    "torch.optim.lr_scheduler": "torch.optim.lr_scheduler.LRScheduler",
+    "lightning.pytorch.callbacks": "lightning.pytorch.callbacks.Callback",
+    "lightning.pytorch.loggers": "lightning.pytorch.loggers.Logger",
+}
+# the resolvers a saved config may call (dlopt's conf uses these); ${a.b} references are always fine
+RESOLVERS = ("now", "oc.env", "oc.decode", "oc.select")
+CHECKPOINT_KINDS = "a checkpoint written by dlopt train (RUN_DIR/checkpoints/best.ckpt or last.ckpt)"
+
+_TARGET_LINE = re.compile(r"^\s*_target_:\s*['\"]?([\w.]+)", re.MULTILINE)
+_RESOLVER_CALL = re.compile(r"\$\{\s*([\w.\-]+)\s*:")
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """A checkpoint to load and how the user named it (`run=DIR` or `ckpt_path=FILE`, for messages)."""
+
+    checkpoint: Path
+    named: str
+    folder: Optional[Path] = None
+
+
+def find(run: Optional[str], ckpt_path: Optional[str]) -> SavedRun:
+    """The run a command names by run=RUN_DIR (its checkpoints/best.ckpt) or ckpt_path=FILE; UserError
+    naming the key when it is missing or is not a run. Imports no torch."""
+    if (run is None) == (ckpt_path is None):
+        raise UserError("give exactly one of run=RUN_DIR (a dlopt train run folder) or ckpt_path=FILE (a .ckpt "
+                        "written by dlopt train)")
+    if ckpt_path is not None:
+        path = Path(ckpt_path).expanduser()
+        if path.is_dir():
+            raise UserError(f"ckpt_path={ckpt_path} is a folder; give {CHECKPOINT_KINDS}, or run={ckpt_path} "
+                            "for a run folder")
+        if not path.is_file():
+            raise UserError(f"ckpt_path={ckpt_path} does not exist; give {CHECKPOINT_KINDS}")
+        return SavedRun(path, f"ckpt_path={ckpt_path}")
+    folder = Path(run).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"run={run} does not exist; give the folder of a dlopt train run "
+                        "(outputs/train/DATE/TIME)")
+    best = folder / "checkpoints" / "best.ckpt"
+    if not (folder / ".hydra").is_dir():
+        raise UserError(f"run={run} is not a dlopt run folder (it has no .hydra/); give the folder of a dlopt "
+                        "train run (outputs/train/DATE/TIME)")
+    if not best.is_file():
+        raise UserError(f"run={run} is not a finished dlopt train run: {best} is missing")
+    return SavedRun(best, f"run={run}", folder)
+
+
+def read_checkpoint(path: Path, named: str) -> dict[str, Any]:
+    """A dlopt checkpoint (state_dict and the run's config), read with torch.load(weights_only=True)."""
+    from dlopt.models.weights import read_weights
+
+    key, _, _ = named.partition("=")
+    checkpoint = read_weights(path, key, CHECKPOINT_KINDS)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint \
+            or not isinstance(checkpoint.get("dlopt"), dict) or not isinstance(checkpoint["dlopt"].get("config"), dict):
+        raise UserError(f"{named}: {path} was not written by dlopt train (it has no saved run config); "
+                        f"give {CHECKPOINT_KINDS}")
+    return checkpoint
+
+
+def read_yaml(path: Path, named: str) -> Any:
+    """A YAML file of a run folder (.hydra/config.yaml, overrides.yaml) as an OmegaConf container;
+    UserError naming the file when it does not parse."""
+    try:
+        return OmegaConf.load(path)
+    except Exception as err:
+        reason = " ".join(str(err).split())[:200]
+        raise UserError(f"{named}: {path} is not a readable config file ({reason})") from None
+
+
+def checkpoint_config(checkpoint: dict[str, Any], source: str, allowed: frozenset[str]) -> DictConfig:
+    """The run config saved in a checkpoint, checked like every config from a file (see `check_config`)."""
+    config = OmegaConf.create(checkpoint["dlopt"]["config"])
+    check_config(config, source, allowed)
+    return config
+
+
+# --- the allowlist ---------------------------------------------------------------------------------
+
+
+def allowed_targets(folders: Iterable[Path], composed: Any = None) -> frozenset[str]:
+    """The targets a trusted source names: the YAML files under `folders` (the command's config
+    folders) and the config `composed` from them and the command line."""
+    names = {t for folder in folders if folder.is_dir() for file in folder.rglob("*.yaml")
+             for t in _TARGET_LINE.findall(file.read_text(errors="replace"))}
+    if composed is not None:
+        names.update(target for _, target in _targets(OmegaConf.to_container(composed, resolve=False)))
+    return frozenset(names)
+
+
+def check_config(config: DictConfig, source: str, allowed: frozenset[str]) -> None:
+    """Raise UserError if the config read from `source` calls a resolver other than RESOLVERS or names a
+    target that is neither in `allowed` nor a class of LIBRARY_CLASSES; check the resolvers first,
+    since finding the targets resolves the config."""
+    raw = OmegaConf.to_container(config, resolve=False)
+    for key, text in _strings(raw):
+        for name in _RESOLVER_CALL.findall(text):
+            if name not in RESOLVERS:
+                raise UserError(f"{source}: {key}={text} calls the resolver {name}, which dlopt does not run from "
+                                f"files; a config read back from a file may use {', '.join(RESOLVERS)}")
+    try:
+        resolved = OmegaConf.to_container(config, resolve=True)
+    except Exception as err:
+        raise UserError(f"{source}: the config does not resolve: {str(err).splitlines()[0]}") from None
+    for key, target in _targets(resolved):
+        if target not in allowed and not _library_class(target):
+            raise UserError(f"{source}: {key}={target} is not a target dlopt builds from a file (only those its "
+                            f"config folders name, and the classes of {', '.join(LIBRARY_CLASSES)}); "
+                            f"if you trust this file, give that target on the command line or in a --config-dir")
+
+
+def _library_class(target: str) -> bool:
+    module, _, name = target.rpartition(".")
+    if module not in LIBRARY_CLASSES or name.startswith("_"):
+        return False
+    base_module, _, base_name = LIBRARY_CLASSES[module].rpartition(".")
+    value = getattr(importlib.import_module(module), name, None)
+    return isinstance(value, type) and issubclass(value, getattr(importlib.import_module(base_module), base_name))
+
+
+def _walk(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every value in nested dicts and lists, containers included."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        full = f"{path}.{key}" if path else str(key)
+        yield full, value
+        yield from _walk(value, full)
+
+
+def _targets(node: Any) -> Iterator[tuple[str, str]]:
+    return ((key, str(value)) for key, value in _walk(node) if key.rpartition(".")[2] == "_target_")
+
+
+def _strings(node: Any) -> Iterator[tuple[str, str]]:
+    return ((key, value) for key, value in _walk(node) if isinstance(value, str))
