@@ -222,6 +222,14 @@ def delete(name: str) -> Callable[[Path], None]:
     return lambda run: shutil.rmtree(run / name)
 
 
+def killed(change: Callable[[Path], None]) -> Callable[[Path], None]:
+    """As if the run had been killed before it finished (no metrics.json), then `change`."""
+    def apply(run: Path) -> None:
+        (run / "metrics.json").unlink()
+        change(run)
+    return apply
+
+
 # --- the cases -------------------------------------------------------------------------------------
 
 CASES: list[Case] = []
@@ -359,7 +367,7 @@ CASES += [
     Case("issue12 train resume= a run without checkpoints", ["train", "resume={run}"], "last.ckpt",
          real_run(delete("checkpoints")), tiny=False),
     Case("issue12 train resume= a corrupt last.ckpt", ["train", "resume={run}"], "last.ckpt",
-         real_run(corrupt("last.ckpt")), tiny=False),
+         real_run(killed(corrupt("last.ckpt"))), tiny=False),
     Case("issue12 train transfer.from= a missing file", ["train", "transfer.from=missing.ckpt"], "missing.ckpt"),
     Case("issue12 train transfer.from= a corrupt file", ["train", "transfer.from=corrupt.ckpt"], "corrupt.ckpt",
          torch_file("corrupt.ckpt", tensors, truncate=True)),
@@ -398,12 +406,12 @@ CASES += [
     Case("resume= a run, with model.dept=3", ["train", "resume={run}", "model.dept=3"], "model.dept",
          real_run(), tiny=False),
     Case("resume= a last.ckpt that is a pickle running code", ["train", "resume={run}", "trainer.max_epochs=2"],
-         "last.ckpt", real_run(evil_pickle("last.ckpt")), tiny=False),
+         "last.ckpt", real_run(killed(evil_pickle("last.ckpt"))), tiny=False),
     Case("transfer.from= random bytes", ["train", "transfer.from=random.ckpt"], "random.ckpt",
          files({"random.ckpt": RANDOM_BYTES})),
     Case("transfer.from= a folder that is not a run", ["train", "transfer.from=notarun"], "notarun",
          files({"notarun/notes.txt": "not a run\n"})),
-    Case("transfer.from= a state_dict of other tensors", ["train", "transfer.from=other.pt"], "foo.weight",
+    Case("transfer.from= a state_dict of other tensors", ["train", "transfer.from=other.pt"], "transfer.from=other.pt",
          torch_file("other.pt", tensors)),
     Case("transfer.from= a pickle that runs code", ["train", "transfer.from=evil.ckpt"], "evil.ckpt",
          torch_file("evil.ckpt", lambda: {"state_dict": {}, "x": Evil()})),
@@ -591,14 +599,27 @@ class Outcome:
 
 _RUNNING: set = set()  # the process groups started here, killed on Ctrl-C
 _LOG_PREFIX = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+\]\[[\w.]+\]\[\w+\] - ")
+_LOG_PREFIX_ANYWHERE = re.compile(_LOG_PREFIX.pattern[1:])
 # lines that only echo the command line, so they always hold the needle: Hydra's "Error executing job
 # with overrides: [...]" and its sweep log ("[HYDRA] #0 : ..."), and INFO / DEBUG log lines
 _ECHO = re.compile(r"^Error executing job with overrides|^\[[\d\- :,]+\]\[HYDRA\]|^\[[\d\- :,]+\]\[[\w.]+\]\[(INFO|DEBUG)\]")
 
+_EXCEPTION = re.compile(r"^[\w.]*(Error|Exception|Exit|Interrupt)\b")  # "ValueError: ..." ending a traceback
+
+
+def output_lines(output: str) -> list[str]:
+    """The output's lines without Lightning's progress bars: a log line written after a bar's
+    carriage return (no newline) starts where the bar ends."""
+    lines = []
+    for line in output.splitlines():
+        log = list(_LOG_PREFIX_ANYWHERE.finditer(line))
+        lines.append(line[log[-1].start():] if log else line.rsplit("\r", 1)[-1])
+    return lines
+
 
 def naming(output: str, needles: tuple[str, ...]) -> Optional[str]:
     """The first line that names every needle (not counting lines that echo the command line)."""
-    lines = (line for line in output.splitlines() if not _ECHO.match(line))
+    lines = (line for line in output_lines(output) if not _ECHO.match(line))
     return next((line for line in lines if all(n in line for n in needles)), None)
 
 
@@ -636,15 +657,24 @@ def classify(code: Optional[int], output: str, needles: tuple[str, ...]) -> str:
 
 def message(output: str, needles: tuple[str, ...], code: Optional[int], status: str) -> str:
     """The first line naming the needles, else (and for a traceback: its exception) the last line."""
-    lines = [_LOG_PREFIX.sub("", line).strip() for line in output.splitlines()]
+    lines = [_LOG_PREFIX.sub("", line).strip() for line in output_lines(output)]
     lines = [line for line in lines if line]
     hit = naming(output, needles) if status != "traceback" else None
-    text = _LOG_PREFIX.sub("", hit).strip() if hit else lines[-1] if lines else "(no output)"
+    error = next((line for line in reversed(lines) if _EXCEPTION.match(line)), None)
+    text = _LOG_PREFIX.sub("", hit).strip() if hit else error or (lines[-1] if lines else "(no output)")
     if code is None:
         text = f"(killed after the timeout) {text}"
     elif code not in (0, 1, 2):
         text = f"(exit {code}) {text}"
     return text
+
+
+def kill(proc: subprocess.Popen) -> None:
+    """The process group this script started for one case (dlopt and its DDP ranks or joblib workers)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # it has just ended
+        pass
 
 
 def run_case(case: Case, exe: str, timeout: float, keep: bool) -> Outcome:
@@ -666,7 +696,7 @@ def run_case(case: Case, exe: str, timeout: float, keep: bool) -> Outcome:
             out, err = proc.communicate(timeout=timeout)
             code = proc.returncode
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the group this case started (DDP ranks, joblib workers)
+            kill(proc)
             out, err = proc.communicate()
             code = None
         finally:
@@ -728,16 +758,18 @@ def main() -> int:
     print(f"{len(cases)} cases, {options.jobs} at a time, with {exe}", flush=True)
     outcomes: list[Outcome] = []
     started = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=max(1, options.jobs))
     try:
-        with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-            futures = [pool.submit(run_case, c, exe, options.timeout, options.keep) for c in cases]
-            for future in as_completed(futures):
-                outcomes.append(future.result())
-                print(line(outcomes[-1]), flush=True)
+        futures = [pool.submit(run_case, c, exe, options.timeout, options.keep) for c in cases]
+        for future in as_completed(futures):
+            outcomes.append(future.result())
+            print(line(outcomes[-1]), flush=True)
     except KeyboardInterrupt:
-        for proc in list(_RUNNING):
-            os.killpg(proc.pid, signal.SIGKILL)
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in list(_RUNNING):  # the cases running now
+            kill(proc)
         print("interrupted: the tally covers the cases that finished", flush=True)
+    pool.shutdown()
 
     order = {c.name: i for i, c in enumerate(CASES)}
     outcomes.sort(key=lambda o: order[o.case.name])

@@ -135,8 +135,8 @@ def check_config(config: DictConfig, source: str, allowed: frozenset[str]) -> No
     for key, target in _targets(resolved):
         if target not in allowed and not _library_class(target):
             raise UserError(f"{source}: {key}={target} is not a target dlopt builds from a file (only those its "
-                            f"config folders name, and the classes of {', '.join(LIBRARY_CLASSES)}); "
-                            f"if you trust this file, give that target on the command line or in a --config-dir")
+                            f"config folders name, and the classes of {', '.join(LIBRARY_CLASSES)}); if you "
+                            f"trust this file, add --config-dir DIR, a folder whose YAML files name that target")
 
 
 def _library_class(target: str) -> bool:

@@ -100,8 +100,6 @@ class Cli:
         Hydra flags (--config-dir DIR) go first: argparse takes no flag after the first override.
         """
         before = set(self.run_dirs(cwd))
-        if before:  # two runs started in the same second would share a folder
-            time.sleep(1.1)
         result = self.ok("train", *flags, *self.TINY, *overrides, cwd=cwd, timeout=timeout)
         new = [d for d in self.run_dirs(cwd) if d not in before]
         assert len(new) == 1, f"expected one new run folder, got {new}\n{result.describe()}"

@@ -33,3 +33,23 @@ class BlowUpAt(L.Callback):
             with torch.no_grad():
                 for p in pl_module.parameters():
                     p.mul_(1e30)
+
+
+class FillDiskAt(L.Callback):
+    """At the start of an epoch, fill the file system that holds `path` with a file of zeros until
+    the system says there is no space left, as another program filling the disk would."""
+
+    def __init__(self, epoch: int, path: str):
+        self.epoch, self.path = epoch, path
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch != self.epoch:
+            return
+        chunk = bytes(1 << 16)
+        try:
+            with open(self.path, "wb") as filler:
+                while True:
+                    filler.write(chunk)
+                    filler.flush()
+        except OSError:  # ENOSPC: the disk is full now
+            pass

@@ -24,7 +24,7 @@ RUN_FILES = (".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml",
 METRIC_KEYS = {"train/loss", "train/acc", "val/loss", "val/acc", "val/f1", "test/loss", "test/acc", "test/f1",
                "objective", "monitor", "mode", "epochs", "best_epoch", "seed", "wall_time_s", "stopped_early"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-RUN_NAME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}$")  # outputs/train/DATE/TIME
+RUN_NAME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}(_\d+)?$")  # outputs/train/DATE/TIME[_N]
 
 
 def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:

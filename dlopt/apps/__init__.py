@@ -3,6 +3,7 @@ never import torch; the task functions import the training code when they run.""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -23,6 +24,7 @@ from dlopt import folders
 from dlopt.errors import SweepError, UserError, cause_of, did_you_mean, os_error_message
 
 log = logging.getLogger("dlopt")
+logging.raiseExceptions = False  # a log line that cannot be written (a full disk) prints no traceback over the error
 if not OmegaConf.has_resolver("dlopt.fresh"):  # conf/hydra/dlopt.yaml: a run folder of the command's own
     OmegaConf.register_new_resolver("dlopt.fresh", folders.claim, use_cache=True)
 
@@ -91,7 +93,8 @@ def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
             log.error("%s", message)
             user_error = cause_of(err, UserError)  # None for a refused file or folder: it stops the sweep
             if hydra.mode == RunMode.MULTIRUN and user_error is not None and not isinstance(user_error, SweepError):
-                (run_dir / "error.txt").write_text(f"{message}\n")
+                with contextlib.suppress(OSError):  # the reason is in the log too
+                    (run_dir / "error.txt").write_text(f"{message}\n")
                 return None
             if rank_zero():
                 if folders.only_hydra_files(run_dir):

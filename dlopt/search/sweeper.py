@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -26,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
+from dlopt import folders
 from dlopt.checks import check_values
 from dlopt.errors import UserError
 from dlopt.search import space as spaces
@@ -61,6 +63,11 @@ class Search:
         sampler = studies.sampler(search, seed=cfg.seed, grid=grid)
         pruner = studies.pruner(search, cfg.trainer.max_epochs)
 
+        named = search.study_name is not None
+        if not named:  # a new study, named by the time it starts; two started in the same second get two names
+            search.study_name = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+            if Path(cfg.hydra.sweep.dir).name == search.study_name:
+                search.study_name = Path(folders.claim(cfg.hydra.sweep.dir)).name
         sweep_dir = Path(cfg.hydra.sweep.dir)
         url = studies.storage_url(search, sweep_dir)
         owned = not search.get("storage")  # the default SQLite file: this sweeper is the only one using it
@@ -72,6 +79,10 @@ class Search:
                                     pruner=pruner, direction="maximize" if cfg.mode == "max" else "minimize",
                                     load_if_exists=True)
         _same_space(study, space, search.study_name)
+        # a continued study draws new points: its sampler's seed counts the trials it has (the grid sampler
+        # keeps its own record of the points it visited, and its seed orders the grid: it stays)
+        if study.trials and search.sampler != "grid":
+            study.sampler = studies.sampler(search, seed=cfg.seed + len(study.trials), grid=grid)
         OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
         if owned:
             self._retry_interrupted(study)
@@ -87,7 +98,8 @@ class Search:
         while (done := len(_counted(study))) < n_trials:
             trials = [study.ask(space) for _ in range(min(search.n_jobs, n_trials - done))]
             batch = [[*fixed.values(), *(spaces.override(k, v) for k, v in t.params.items()),
-                      f"search.trial={t.number}"] for t in trials]
+                      *([] if named else [f"search.study_name={search.study_name}"]), f"search.trial={t.number}"]
+                     for t in trials]
             # run folder N holds trial N (with other machines on the same study, the first of the batch)
             results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
             for trial, result in zip(trials, results):

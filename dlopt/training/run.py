@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from dlopt.data.augment import build_augment
 from dlopt.data.datamodule import DataModule
 from dlopt.checks import check_arguments, not_a_setting
-from dlopt.errors import UserError, cause_of, did_you_mean
+from dlopt.errors import UserError, cause_of, did_you_mean, os_error_message
 from dlopt.models.weights import describe_mismatches, mismatches
 from dlopt.saved_run import SavedRun, checkpoint_config, read_checkpoint
 from dlopt.training import report
@@ -268,6 +268,11 @@ def _fit(trainer: L.Trainer, module: Classifier, data: DataModule, resume: Optio
                 and checkpoint is not None and checkpoint.best_model_path:
             log.warning("stopped: %s; testing the best epoch", diverged)
             return trainer.current_epoch, str(diverged)
+        refused = cause_of(err, OSError)
+        last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        if refused is not None and last.is_file():  # e.g. a full disk while saving an epoch's checkpoint
+            raise UserError(f"{os_error_message(refused)}; the run's last complete checkpoint is kept: continue it "
+                            f"with dlopt train resume={trainer.default_root_dir}") from None
         if diverged is None and isinstance(err, RuntimeError) and stopping is not None \
                 and stopping.monitor not in trainer.callback_metrics and "Early stopping" in str(err):
             logged = sorted(trainer.callback_metrics)
