@@ -51,6 +51,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "l1": (lambda x: _number(x) and x >= 0, "a number >= 0"),
     "dropout": (lambda x: _number(x) and 0 <= x < 1, "a probability in [0, 1)"),
     "momentum": (lambda x: _number(x) and 0 <= x < 1, "a number in [0, 1)"),
+    "alpha": (lambda x: _number(x) and 0 <= x <= 1, "a smoothing constant in [0, 1] (rmsprop)"),
+    "refresh_rate": (lambda x: _integer(x) and x >= 0, "an integer >= 0 (0: no progress bar)"),
+    "update_every_n_steps": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
     "betas": (lambda x: isinstance(x, (list, tuple, ListConfig)) and len(x) == 2
               and all(_number(b) and 0 <= b < 1 for b in x), "two numbers in [0, 1), e.g. [0.9,0.999]"),
     "T_max": (lambda x: _integer(x) and x >= 1, "an integer >= 1 (epochs of one cosine half-period)"),
@@ -180,12 +183,35 @@ def check_values(node: DictConfig, path: str = "") -> None:
             raise UserError(f"{path}={value} is not valid; choose one of {', '.join(choices)}")
 
 
+# the groups a run is built from: `~model` cannot remove one (`~scheduler`, `~logger`, `~clip` can)
+REQUIRED_GROUPS = ("data", "model", "optimizer", "augmentation", "regularization", "trainer")
+# keys dlopt sets itself when it builds the object, so that a value given for them would be ignored
+SET_BY_DLOPT = {
+    "logger.save_dir": "the run folder (hydra.run.dir=DIR)",
+    "trainer.default_root_dir": "the run folder (hydra.run.dir=DIR)",
+    "trainer.logger": "the logger group (logger=csv, ~logger for none)",
+    "trainer.callbacks": "the callbacks group (callbacks=[default,ema], callbacks.NAME=null)",
+    "trainer.plugins": "dlopt's checkpoint writer",
+}
+
+
 def check(cfg: DictConfig) -> None:
     """Raise UserError naming the first key whose value breaks its rule."""
+    for group in REQUIRED_GROUPS:
+        if cfg.get(group) is None:
+            raise UserError(f"{group} is missing (~{group} removes it): a run needs one; pick an option "
+                            f"({group}=...), `dlopt train --help` lists them")
     try:
         OmegaConf.to_container(cfg, resolve=True)
     except Exception as err:  # an interpolation that does not resolve
         raise UserError(f"the config does not resolve: {err}".splitlines()[0]) from None
+    for key, what in SET_BY_DLOPT.items():
+        if OmegaConf.select(cfg, key, default=None) is not None:
+            raise UserError(f"{key} is set by dlopt to {what}; remove it from your overrides")
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if isinstance(node, DictConfig) and node.get("dirpath") is not None:
+            raise UserError(f"callbacks.{name}.dirpath is set by dlopt to RUN_DIR/checkpoints; choose the run "
+                            f"folder with hydra.run.dir=DIR")
     check_values(cfg)
     transfer = cfg.get("transfer")
     if isinstance(transfer, DictConfig) and transfer.get("from") is not None:

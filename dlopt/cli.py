@@ -70,11 +70,13 @@ def mode_clash(args: list[str]) -> str | None:
     return f"{' and '.join(modes)} cannot be combined; give one of them{hint}"
 
 
-def long_key(args: list[str], most: int = 255) -> str | None:
-    """The complaint about an override key longer than a file name may be (Hydra looks for a config
-    group of that name on disk, and the system refuses the name), else None."""
+def bad_key(args: list[str], most: int = 255) -> str | None:
+    """The complaint about an override without a key (`=3`) or with a key longer than a file name may be
+    (Hydra looks for a config group of that name on disk, and the system refuses the name), else None."""
     for arg in args:
         key = arg.partition("=")[0]
+        if "=" in arg and not arg.startswith("-") and not key.lstrip("+~"):
+            return f"{arg} has no key: give group=option or group.key=value"
         if "=" in arg and len(key) > most:
             return (f"{key[:40]}... ({len(key)} characters) is not a key of the config: keys and group names "
                     f"are at most {most} characters; give group=option or group.key=value")
@@ -106,7 +108,7 @@ def main(argv=None) -> int:
         print(f"dlopt: unknown command '{command}'; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         print(usage(), file=sys.stderr)
         return 2
-    clash = mode_clash(rest) or long_key(rest)
+    clash = mode_clash(rest) or bad_key(rest)
     if clash:
         print(f"dlopt {command}: {clash}", file=sys.stderr)
         return 2

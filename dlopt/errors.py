@@ -15,9 +15,9 @@ class SweepError(UserError):
     """A UserError every run of a sweep would meet alike: the sweep stops at the first one."""
 
 
-def cause_of(err: BaseException | None, kind: type[BaseException]) -> BaseException | None:
-    """The first exception of type `kind` in err's chain of causes, or None (Hydra's instantiate
-    and Lightning wrap what the code they call raised)."""
+def cause_of(err: BaseException | None, kind) -> BaseException | None:
+    """The first exception of type `kind` (a type or a tuple of types) in err's chain of causes, or None
+    (Hydra's instantiate and Lightning wrap what the code they call raised)."""
     while err is not None and not isinstance(err, kind):
         err = err.__cause__ or err.__context__
     return err

@@ -27,7 +27,7 @@ def claim(path: str) -> str:
     for n in itertools.count():
         folder = base if n == 0 else base.with_name(f"{base.name}_{n}")
         try:
-            _make_parents(folder.parent)
+            make(folder.parent)
             folder.mkdir()
         except FileExistsError as err:
             if not folder.is_dir():
@@ -42,7 +42,8 @@ def claim(path: str) -> str:
     raise AssertionError("unreachable")
 
 
-def _make_parents(folder: Path) -> None:
+def make(folder: Path) -> None:
+    """mkdir -p that remembers which folders it created, for `discard`."""
     missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
     folder.mkdir(parents=True, exist_ok=True)
     _created.extend(p for p in missing if p not in _created)

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from dlopt.checks import REQUIRED_GROUPS
 from dlopt.errors import UserError
 
 # module -> base class: a public class of the module derived from it may be built from any file
@@ -33,6 +34,7 @@ LIBRARY_CLASSES = {
 }
 # the resolvers a saved config may call (dlopt's conf uses these); ${a.b} references are always fine
 RESOLVERS = ("now", "oc.env", "oc.decode", "oc.select")
+RUN_KEYS = ("seed", "monitor", *REQUIRED_GROUPS)  # what a run is built from
 CHECKPOINT_KINDS = "a checkpoint written by dlopt train (RUN_DIR/checkpoints/best.ckpt or last.ckpt)"
 
 _TARGET_LINE = re.compile(r"^\s*_target_:\s*['\"]?([\w.]+)", re.MULTILINE)
@@ -67,9 +69,9 @@ def find(run: Optional[str], ckpt_path: Optional[str]) -> SavedRun:
         raise UserError(f"run={run} does not exist; give the folder of a dlopt train run "
                         "(outputs/train/DATE/TIME)")
     best = folder / "checkpoints" / "best.ckpt"
-    if not (folder / ".hydra").is_dir():
-        raise UserError(f"run={run} is not a dlopt run folder (it has no .hydra/); give the folder of a dlopt "
-                        "train run (outputs/train/DATE/TIME)")
+    if not best.is_file() and not (folder / ".hydra").is_dir():
+        raise UserError(f"run={run} is not a dlopt run folder (it has neither .hydra/ nor checkpoints/); give the "
+                        "folder of a dlopt train run (outputs/train/DATE/TIME)")
     if not best.is_file():
         raise UserError(f"run={run} is not a finished dlopt train run: {best} is missing")
     return SavedRun(best, f"run={run}", folder)
@@ -101,6 +103,10 @@ def read_yaml(path: Path, named: str) -> Any:
 def checkpoint_config(checkpoint: dict[str, Any], source: str, allowed: frozenset[str]) -> DictConfig:
     """The run config saved in a checkpoint, checked like every config from a file (see `check_config`)."""
     config = OmegaConf.create(checkpoint["dlopt"]["config"])
+    missing = [key for key in RUN_KEYS if key not in config]
+    if missing:
+        raise UserError(f"{source}: it lacks {', '.join(missing)}, which every run of dlopt train saves; "
+                        f"give {CHECKPOINT_KINDS}")
     check_config(config, source, allowed)
     return config
 

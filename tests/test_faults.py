@@ -205,6 +205,13 @@ def test_a_checkpoint_whose_config_calls_another_resolver_calls_nothing(cli, fin
     assert not planted.exists()
 
 
+def test_a_checkpoint_whose_config_is_not_a_runs_is_named(cli, finished_run, tmp_path):
+    ckpt = rewritten_checkpoint(finished_run / "checkpoints" / "best.ckpt", tmp_path / "other.ckpt", dict.clear)
+    result = cli.run("eval", f"ckpt_path={ckpt}", cwd=tmp_path)
+    assert_fails_clearly(result, tmp_path, "other.ckpt", "it lacks seed, monitor, data, model")
+    nothing_left(tmp_path)
+
+
 def test_a_run_folder_whose_config_names_another_target_is_not_resumed(cli, finished_run, tmp_path):
     run_dir = copy_run(finished_run, tmp_path)
     (run_dir / "metrics.json").unlink()
@@ -274,11 +281,21 @@ def test_the_allowlist(target, allowed):
     ("trainer.accelerator=gpx", ("trainer.accelerator=gpx is not an accelerator", "cpu, cuda")),
     ("data.path=/tmp/ünï.csv", ("data.path=/tmp/ünï.csv: this value must be quoted", "'data.path=\"/tmp/ünï.csv\"'")),
     ("optimizer.lr=interval(0.1", ("optimizer.lr=interval(0.1 is not a valid override",)),
+    ("optimizer=rmsprop optimizer.alpha=-1", ("optimizer.alpha=-1 is not valid", "[0, 1]")),
+    ("optimizer=sgd +optimizer.nesterov=true", ("optimizer: torch.optim refuses its settings", "Nesterov")),
+    ("+trainer.strategy=foo", ("trainer: Lightning refuses its settings", "strategy='foo'")),
+    ("~model", ("model is missing (~model removes it)",)),
+    ("=3", ("=3 has no key",)),
+    ("callbacks=[default,emma]", ("callbacks=emma is not an option of callbacks (did you mean ema?)", "default, ema")),
+    ("callbacks.progress_bar.refresh_rate=-1", ("callbacks.progress_bar.refresh_rate=-1 is not valid",)),
+    ("callbacks=[default,ema] callbacks.ema.update_every_n_steps=0", ("callbacks.ema.update_every_n_steps=0",)),
+    ("+logger.save_dir=elsewhere", ("logger.save_dir is set by dlopt", "hydra.run.dir=DIR")),
+    ("+callbacks.checkpoint.dirpath=elsewhere", ("callbacks.checkpoint.dirpath is set by dlopt",)),
 ])
 def test_a_mistake_is_one_line_naming_the_key_and_leaves_nothing(cli, tmp_path, override, needles):
     if "accelerator=gpu" in override and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    result = cli.run("train", *cli.TINY, override, cwd=tmp_path)
+    result = cli.run("train", *cli.TINY, *override.split(), cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, *needles)
     assert result.returncode == 2 and "Epoch" not in result.output
     nothing_left(tmp_path)
@@ -408,6 +425,13 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(cli, tmp_pat
 def test_a_bad_sweep_list_leaves_no_folder(cli, tmp_path):
     result = cli.run("train", "-m", "optimizer=sgd,adamx", *cli.TINY, cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, "optimizer=adamx is not an option of optimizer", "(did you mean adam?)")
+    nothing_left(tmp_path)
+
+
+def test_a_search_stopped_by_its_first_trial_leaves_no_study(cli, tmp_path):
+    result = cli.run("train", "search=random", "search.params=null", "optimizer.lr=interval(0.001,0.1)",
+                     "trainer=ddp", *cli.TINY, *SMALL, cwd=tmp_path)
+    assert_fails_clearly(result, tmp_path, "trainer.devices=2 would start more processes", "hydra/launcher=joblib")
     nothing_left(tmp_path)
 
 

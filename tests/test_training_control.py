@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_training import QUIET, composed, read_metrics
+from test_training import QUIET, composed, evaluate, load_checkpoint, read_metrics
 
 from dlopt.checks import check
 from dlopt.errors import UserError
 from dlopt.training.checkpoint_io import AtomicCheckpointIO
 from dlopt.training.clipping import adaptive_clip_grad
-from dlopt.training.run import evaluate, load_checkpoint, train
+from dlopt.training.run import train
 from faults import BlowUpAt
 
 SMALL = ["trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", *QUIET]

@@ -137,10 +137,12 @@ def composition_error(err: BaseException) -> str | None:
     the closest valid name and the valid ones; Hydra's own message for anything else Hydra raised."""
     if not isinstance(err, CompactHydraException) or isinstance(err, InstantiationException):
         return None  # an object the config describes failed to build: a bug unless a UserError says otherwise
-    if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file and "/" in err.missing_cfg_file:
         group, _, option = err.missing_cfg_file.rpartition("/")
-        return (f"{group}={option} is not an option of {group}{did_you_mean(option, err.options)}; "
-                f"choose one of {', '.join(err.options)}")
+        options = err.options or group_options(group)
+        if options:
+            return (f"{group}={option} is not an option of {group}{did_you_mean(option, options)}; "
+                    f"choose one of {', '.join(options)}")
     if isinstance(err, OverrideParseException):
         return override_error(err)
     cause = err.__cause__
@@ -152,7 +154,14 @@ def composition_error(err: BaseException) -> str | None:
         append = re.search(r"use (\+\S+)", str(err))
         return (f"{cause.full_key} is not a key of {parent or 'the config'}{did_you_mean(key, keys)}; its keys are "
                 f"{', '.join(keys)}" + (f"; {append.group(1)} would add it as a new key" if append else ""))
-    return str(err) + (f"\n{cause}" if cause is not None else "")
+    text = str(err).split("\n\nConfig search path")[0]  # Hydra's list of folders follows
+    return text + (f"\n{cause}" if cause is not None else "")
+
+
+def group_options(group: str) -> list[str]:
+    """The options of one of dlopt's config groups (Hydra names none when several were given as a list,
+    callbacks=[default,emma])."""
+    return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
 
 
 def register_plugins() -> None:
@@ -188,8 +197,11 @@ def app(config_name: str, task_function: Callable[[DictConfig], Any]) -> Callabl
         prog = sys.argv[0]
         full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
         os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing and exiting
+        printing = any(a in ("--cfg", "-c", "--info", "-i") for a in sys.argv[1:])
         try:
             hydra_main()
+            if printing:  # --cfg hydra --resolve resolves the run folder, which claims it: nothing ran in it
+                folders.discard()
         except Exception as err:
             message = None if full_error else user_message(err, composing=True)
             if message is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -69,12 +70,13 @@ class Search:
             if Path(cfg.hydra.sweep.dir).name == search.study_name:
                 search.study_name = Path(folders.claim(cfg.hydra.sweep.dir)).name
         sweep_dir = Path(cfg.hydra.sweep.dir)
+        new = not named or not sweep_dir.exists()
         url = studies.storage_url(search, sweep_dir)
         owned = not search.get("storage")  # the default SQLite file: this sweeper is the only one using it
         if owned:
-            sweep_dir.mkdir(parents=True, exist_ok=True)
+            folders.make(sweep_dir)
         storage = studies.storage(url)  # a bad search.storage fails here, before anything is written
-        sweep_dir.mkdir(parents=True, exist_ok=True)
+        folders.make(sweep_dir)
         study = optuna.create_study(study_name=str(search.study_name), storage=storage, sampler=sampler,
                                     pruner=pruner, direction="maximize" if cfg.mode == "max" else "minimize",
                                     load_if_exists=True)
@@ -93,6 +95,18 @@ class Search:
             log.info("search %s: %d trials, %s sampler, %s pruner, %s -> %s", search.study_name, n_trials,
                      search.sampler, search.pruner, url, sweep_dir)
 
+        try:
+            return self._run(study, space, fixed, n_trials, named)
+        except BaseException:  # a SweepError in the first trial, Ctrl-C: a new study that ran nothing leaves nothing
+            if new and owned and not _counted(study):
+                shutil.rmtree(sweep_dir, ignore_errors=True)
+                folders.discard()
+            raise
+
+    def _run(self, study: optuna.Study, space: dict, fixed: dict[str, str], n_trials: int,
+             named: bool) -> list[Sequence[JobReturn]]:
+        """Ask, launch and tell batches of search.n_jobs trials until the study has n_trials."""
+        search, sweep_dir = self.config.search, Path(self.config.hydra.sweep.dir)
         returns: list[Sequence[JobReturn]] = []
         # n_trials counts the study's trials, also those that other machines on the same storage ran
         while (done := len(_counted(study))) < n_trials:
@@ -104,9 +118,9 @@ class Search:
             results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
             for trial, result in zip(trials, results):
                 self._tell(study, trial, result)
-                log.info("%s", _progress(study, trial.number, len(_counted(study)), n_trials, cfg.monitor))
+                log.info("%s", _progress(study, trial.number, len(_counted(study)), n_trials, self.config.monitor))
             returns.append(results)
-        write_plots(study, sweep_dir, cfg.monitor)
+        write_plots(study, sweep_dir, self.config.monitor)
         return returns
 
     def _checked(self, space: dict, fixed: dict[str, str], declared: set[str]) -> dict:

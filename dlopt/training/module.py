@@ -183,12 +183,18 @@ class Classifier(L.LightningModule):
             groups = [{**g, "params": [p for p in g["params"] if p.dim() > 1]} for g in groups] + \
                      [{**g, "params": [p for p in g["params"] if p.dim() <= 1], "weight_decay": 0.0}  # biases, norms
                       for g in groups]
-        optimizer = self.make_optimizer([g for g in groups if g["params"]], weight_decay=self.weight_decay)
+        try:
+            optimizer = self.make_optimizer([g for g in groups if g["params"]], weight_decay=self.weight_decay)
+        except ValueError as err:  # torch.optim's own range checks ("Invalid alpha value: -1")
+            raise UserError(f"optimizer: torch.optim refuses its settings: {err}") from None
         for group in optimizer.param_groups:
             group["lr"] *= group.get("lr_scale", 1.0)
         if self.make_scheduler is None:
             return optimizer
-        scheduler = self.make_scheduler(optimizer)
+        try:
+            scheduler = self.make_scheduler(optimizer)
+        except ValueError as err:
+            raise UserError(f"scheduler: torch.optim.lr_scheduler refuses its settings: {err}") from None
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
 
     def configure_callbacks(self):

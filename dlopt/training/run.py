@@ -159,8 +159,14 @@ def _trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (
         callbacks.append(instantiate(node, **extra))
     extra = {"purge_step": purge_step} if purge_step is not None and "TensorBoard" in cfg.logger.get("_target_", "") else {}
     logger = instantiate(cfg.logger, save_dir=str(run_dir), **extra) if cfg.get("logger") else False
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir),
-                          plugins=[AtomicCheckpointIO()])
+    try:
+        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir),
+                              plugins=[AtomicCheckpointIO()])
+    except InstantiationException as err:  # e.g. a strategy name Lightning does not know
+        refused = cause_of(err, (ValueError, MisconfigurationException))
+        if refused is None:
+            raise
+        raise UserError(f"trainer: Lightning refuses its settings: {' '.join(str(refused).split())}") from None
     check_processes(trainer)
     return trainer
 
@@ -192,6 +198,7 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         trainer = _trainer(cfg, run_dir, callbacks, purge_step=resume_step)
     data, module = build(cfg, data)
     module.started_at = start
+    module.configure_optimizers()  # settings torch.optim refuses are told now, before anything is written
     size = summarize(module.net, data.in_shape)
     if cfg.model.get("compile"):
         module.net.compile()  # in place: the state_dict keys (and so the checkpoints) stay those of the plain net
