@@ -197,6 +197,9 @@ SET_BY_DLOPT = {
 
 def check(cfg: DictConfig) -> None:
     """Raise UserError naming the first key whose value breaks its rule."""
+    if cfg.get("experiment") is not None:  # Hydra put the file's keys under `experiment`, where they do nothing
+        raise UserError("experiment: the file has no `# @package _global_` line at its top, so its keys landed "
+                        "under experiment.* and would change nothing; add that line (see conf/experiment/example.yaml)")
     for group in REQUIRED_GROUPS:
         if cfg.get(group) is None:
             raise UserError(f"{group} is missing (~{group} removes it): a run needs one; pick an option "

@@ -29,7 +29,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for run in sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: p.name):
         overrides = [o for o in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
-                     if not o.startswith(("search.trial=", "search.study_name="))]  # the sweeper's notes to the trial
+                     if not o.startswith("search.trial=")]  # the sweeper's note to the trial, not a choice
         error = run / "error.txt"
         row: dict[str, Any] = {"run": run.name, "overrides": " ".join(overrides), "status": "failed",
                                "error": error.read_text().strip() if error.is_file() else "no metrics.json"}

@@ -139,7 +139,7 @@ def test_image_folder_root_problems(cli, tmp_path, kind, needles):
 @pytest.mark.parametrize(
     "args, needles",
     [
-        (["run=not_a_run"], ("run=not_a_run is not a dlopt run folder", "no .hydra")),
+        (["run=not_a_run"], ("run=not_a_run is not a dlopt run folder", "neither .hydra/ nor checkpoints/")),
         (["run=no_such_folder"], ("run=no_such_folder does not exist",)),
         ([], ("give exactly one of run=RUN_DIR", "or ckpt_path=FILE",)),
         (["ckpt_path=notes.ckpt"], ("ckpt_path=notes.ckpt", "expected a checkpoint written by dlopt train")),

@@ -143,7 +143,8 @@ def test_a_sweep_and_a_search_whose_time_stamp_is_taken_get_a_suffix(cli, tmp_pa
     assert sweep.name.endswith("_1") and not any(files_under(folder) for folder in taken)
     assert cli.config(sweep / "1")["search"]["study_name"] == sweep.name  # the trials report to this study
     assert optuna.load_study(study_name=sweep.name, storage=f"sqlite:///{study_db}").trials[1].state.is_finished()
-    assert "search.study_name" not in (sweep / "summary.md").read_text()  # the sweeper's note, not a choice
+    shared = (sweep / "summary.md").read_text().splitlines()[0]
+    assert shared.startswith("All runs: `search=random") and f"search.study_name={sweep.name}" in shared
 
 
 # --- 2. a continued search draws new points ------------------------------------------------------------
@@ -315,6 +316,16 @@ def test_a_yaml_syntax_error_in_a_config_folder_names_the_file_and_line(cli, tmp
     experiment.write_text("# @package _global_\nmodel:\n  depth: [3\noptimizer:\n  lr: 0.1\n")
     result = cli.run("train", "--config-dir", str(tmp_path / "myconf"), "experiment=mine", cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, f"{experiment}, line 4, column 10", "not valid YAML")
+    nothing_left(tmp_path)
+
+
+def test_an_experiment_without_its_package_line_is_named(cli, tmp_path):
+    # Hydra would put its keys under experiment.*, where they change nothing, and train the defaults
+    experiment = tmp_path / "myconf" / "experiment" / "mine.yaml"
+    experiment.parent.mkdir(parents=True)
+    experiment.write_text("model:\n  depth: 2\n")
+    result = cli.run("train", "--config-dir", str(tmp_path / "myconf"), "experiment=mine", cwd=tmp_path)
+    assert_fails_clearly(result, tmp_path, "experiment: the file has no `# @package _global_` line")
     nothing_left(tmp_path)
 
 

@@ -63,7 +63,8 @@ def test_an_early_stopping_monitor_that_is_never_logged_names_the_logged_metrics
     with pytest.raises(UserError) as err:
         run(tmp_path, "trainer.max_epochs=2", "callbacks.early_stopping.monitor=val/accc")
     message = str(err.value)
-    assert message.startswith("callbacks.early_stopping.monitor=val/accc is never logged (did you mean val/acc?)")
+    assert message.startswith("callbacks.early_stopping.monitor=val/accc is not a metric dlopt logs (did you mean "
+                              "val/acc?)")
     assert "val/loss" in message and "train/loss" in message and "\n" not in message
     assert not (tmp_path / "metrics.json").exists()
 

@@ -155,7 +155,10 @@ def composition_error(err: BaseException) -> str | None:
         return (f"{cause.full_key} is not a key of {parent or 'the config'}{did_you_mean(key, keys)}; its keys are "
                 f"{', '.join(keys)}" + (f"; {append.group(1)} would add it as a new key" if append else ""))
     text = str(err).split("\n\nConfig search path")[0]  # Hydra's list of folders follows
-    return text + (f"\n{cause}" if cause is not None else "")
+    if cause is not None and str(cause).splitlines()[0] not in text:
+        text += f": {cause}"
+    return " ".join(line.strip() for line in text.splitlines()
+                    if line.strip() and not line.strip().startswith(("full_key:", "object_type=")))
 
 
 def group_options(group: str) -> list[str]:
