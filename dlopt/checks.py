@@ -245,9 +245,9 @@ def _check_monitors(cfg: DictConfig) -> None:
     watched = [("monitor", cfg.monitor)] + [(f"callbacks.{name}.monitor", node.get("monitor")) for name, node in
                                             callbacks.items() if isinstance(node, DictConfig)]
     trainer = cfg.get("trainer") or {}
-    for key, name in watched:
-        if name is None or (key != "monitor" and OmegaConf.is_interpolation(callbacks[key.split(".")[1]], "monitor")):
-            continue  # null: not monitored; ${monitor}: checked as monitor
+    for key, name in watched:  # `monitor` first: a callback that follows it (${monitor}) is named as `monitor`
+        if name is None:  # not monitored (last_checkpoint)
+            continue
         if name not in logged:
             raise UserError(f"{key}={name} is not a metric dlopt logs{did_you_mean(name, logged)}; "
                             f"choose one of {', '.join(logged)}")

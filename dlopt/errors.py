@@ -15,9 +15,9 @@ class SweepError(UserError):
     """A UserError every run of a sweep would meet alike: the sweep stops at the first one."""
 
 
-def cause_of(err: BaseException | None, kind) -> BaseException | None:
-    """The first exception of type `kind` (a type or a tuple of types) in err's chain of causes, or None
-    (Hydra's instantiate and Lightning wrap what the code they call raised)."""
+def cause_of(err: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of type `kind` in err's chain of causes, or None (Hydra's instantiate
+    and Lightning wrap what the code they call raised)."""
     while err is not None and not isinstance(err, kind):
         err = err.__cause__ or err.__context__
     return err
@@ -41,7 +41,7 @@ def os_error_message(err: OSError) -> str:
         return str(err)
     path = str(err.filename)
     shown = path if len(path) <= 200 else f"{path[:80]}... ({len(path)} characters)"
-    if err.errno in (errno.ENOTDIR, errno.EEXIST) and err.filename is not None:
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):
         candidate = Path(path)
         blocker = next((p for p in reversed((candidate, *candidate.parents)) if p.exists() and not p.is_dir()), None)
         if blocker is not None:

@@ -39,7 +39,6 @@ def claim(path: str) -> str:
             raise UserError(os_error_message(err)) from None
         _created.append(folder)
         return str(folder)
-    raise AssertionError("unreachable")
 
 
 def make(folder: Path) -> None:
@@ -61,10 +60,5 @@ def discard() -> None:
     failed before writing a result, a sweep folder with only multirun.yaml), and then the parents it
     created that are left empty. Folders other commands created are never touched."""
     for folder in reversed(_created):
-        try:
-            if only_hydra_files(folder) and any(folder.iterdir()):
-                shutil.rmtree(folder, ignore_errors=True)
-            elif folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        except OSError:  # another command wrote into it meanwhile: it is theirs now
-            continue
+        if only_hydra_files(folder):  # empty ones too
+            shutil.rmtree(folder, ignore_errors=True)

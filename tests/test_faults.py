@@ -284,7 +284,7 @@ def test_the_allowlist(target, allowed):
     ("optimizer.lr=interval(0.1", ("optimizer.lr=interval(0.1 is not a valid override",)),
     ("optimizer=rmsprop optimizer.alpha=-1", ("optimizer.alpha=-1 is not valid", "[0, 1]")),
     ("optimizer=sgd +optimizer.nesterov=true", ("optimizer: torch.optim refuses its settings", "Nesterov")),
-    ("+trainer.strategy=foo", ("trainer: Lightning refuses its settings", "strategy='foo'")),
+    ("+trainer.strategy=foo", ("trainer.strategy=foo: Lightning refuses it", "invalid strategy name")),
     ("~model", ("model is missing (~model removes it)",)),
     ("=3", ("=3 has no key",)),
     ("callbacks=[default,emma]", ("callbacks=emma is not an option of callbacks (did you mean ema?)", "default, ema")),

@@ -162,11 +162,13 @@ def _trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (
     try:
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir),
                               plugins=[AtomicCheckpointIO()])
-    except InstantiationException as err:  # e.g. a strategy name Lightning does not know
-        refused = cause_of(err, (ValueError, MisconfigurationException))
+    except InstantiationException as err:  # a strategy name Lightning does not know (its other refusals:
+        refused = cause_of(err, ValueError)  # MisconfigurationException, see lightning_config_errors)
         if refused is None:
             raise
-        raise UserError(f"trainer: Lightning refuses its settings: {' '.join(str(refused).split())}") from None
+        text = " ".join(str(refused).split())
+        key = next((f"trainer.{k}={cfg.trainer[k]}" for k in cfg.trainer if f"{k}=" in text), "trainer")
+        raise UserError(f"{key}: Lightning refuses it: {text}") from None
     check_processes(trainer)
     return trainer
 
