@@ -4,6 +4,7 @@
 
 import os
 import signal
+from pathlib import Path
 
 import lightning.pytorch as L
 import torch
@@ -53,3 +54,13 @@ class FillDiskAt(L.Callback):
                     filler.flush()
         except OSError:  # ENOSPC: the disk is full now
             pass
+
+
+class Payload:
+    """Unpickling this runs code: it writes a file (what a checkpoint from elsewhere may hold)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path(self.path).write_text, ("pwned",))

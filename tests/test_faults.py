@@ -13,7 +13,6 @@ traceback (issue 12). Each test drives the real `dlopt` command:
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-import yaml
+from faults import Payload
 from test_bad_inputs import assert_fails_clearly
 
 from dlopt import folders
@@ -156,7 +155,7 @@ def test_a_continued_search_never_repeats_a_finished_trial(cli, tmp_path, sample
     if sampler == "grid":
         space = ("search=grid", "search.params=null", "optimizer.lr=0.001,0.003,0.01", "model.depth=1,2")
     else:
-        space = (f"search=random", f"search.sampler={sampler}", "search.params=null",
+        space = ("search=random", f"search.sampler={sampler}", "search.params=null",
                  "optimizer.lr=tag(log,interval(1e-4,1e-1))", "regularization.weight_decay=interval(0,0.01)")
     common = (*space, "search.study_name=s", "search.startup_trials=2", "search.population=2", *cli.TINY, *SMALL)
     cli.ok("train", *common, "search.n_trials=3", cwd=tmp_path)
@@ -334,16 +333,6 @@ def test_a_key_too_long_for_a_file_name_is_one_line(cli, tmp_path):
     assert_fails_clearly(result, tmp_path, "(5000 characters) is not a key of the config")
     assert len(result.stderr) < 400
     nothing_left(tmp_path)
-
-
-class Payload:
-    """Unpickling this runs code: it writes a file."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __reduce__(self):
-        return (Path(self.path).write_text, ("pwned",))
 
 
 def test_resume_of_a_run_whose_last_checkpoint_holds_code(cli, finished_run, tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from faults import Payload
 from test_bad_inputs import assert_fails_clearly
 
 TESTS = str(Path(__file__).parent)
@@ -174,16 +175,6 @@ def test_compiled_model_trains_and_its_checkpoint_loads_into_a_plain_model(cli, 
         "_, module = build(cfg); module.load_state_dict(ckpt['state_dict'], strict=True); print('loaded')",
         cwd=tmp_path, timeout=120)
     assert result.returncode == 0 and "loaded" in result.stdout, result.describe()
-
-
-class Payload:
-    """Unpickling this runs code: it writes a file."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __reduce__(self):
-        return (Path(self.path).write_text, ("pwned",))
 
 
 def test_a_foreign_checkpoint_never_runs_code(cli, tmp_path):
