@@ -47,7 +47,6 @@ class SavedRun:
 
     checkpoint: Path
     named: str
-    folder: Optional[Path] = None
 
 
 def find(run: Optional[str], ckpt_path: Optional[str]) -> SavedRun:
@@ -74,7 +73,7 @@ def find(run: Optional[str], ckpt_path: Optional[str]) -> SavedRun:
                         "folder of a dlopt train run (outputs/train/DATE/TIME)")
     if not best.is_file():
         raise UserError(f"run={run} is not a finished dlopt train run: {best} is missing")
-    return SavedRun(best, f"run={run}", folder)
+    return SavedRun(best, f"run={run}")
 
 
 def read_checkpoint(path: Path, named: str) -> dict[str, Any]:
