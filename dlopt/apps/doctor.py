@@ -1,0 +1,53 @@
+"""`dlopt doctor run=RUN_DIR [try=true]`: the symptoms of a trained run, their evidence and remedies as
+commands; try=true trains the top remedies beside the original and compares (dlopt/diagnostics/doctor.py)."""
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlopt import folders
+from dlopt.apps import app, log, task
+from dlopt.errors import UserError
+
+
+@task
+def doctor(cfg: DictConfig, run_dir: Path) -> dict:
+    from dlopt.checks import check_diagnostics
+    from dlopt.diagnostics import doctor as medic
+
+    check_diagnostics(cfg)
+    if not isinstance(cfg.get("try"), bool):
+        raise UserError(f"try={cfg.get('try')} is not valid; give true or false")
+    if not isinstance(cfg.remedies, int) or isinstance(cfg.remedies, bool) or cfg.remedies < 1:
+        raise UserError(f"remedies={cfg.remedies} is not valid; give an integer >= 1 (how many remedies try=true trains)")
+    thresholds = OmegaConf.to_container(cfg.diagnostics.thresholds)
+    folder, runs = medic.runs_of(cfg.run)
+    if cfg["try"] and len(runs) > 1:
+        raise UserError(f"run={cfg.run} holds {len(runs)} runs; try=true tries the remedies of one run: pick one, "
+                        f"e.g. run={runs[0]}")
+    diagnoses = [medic.examine(run, thresholds, f"run={run}") for run in runs]
+    trained = [d for d in diagnoses if "model" in d.config and "optimizer" in d.config]
+    if not trained:
+        medic.check_trained(diagnoses[0], f"run={cfg.run}")
+    if len(trained) > 1:
+        for diagnosis in trained:
+            medic.save(diagnosis)
+            print(medic.one_line(diagnosis))
+        print(f"{len(trained)} runs in {folder}; for the evidence and remedies of one: dlopt doctor run=RUN")
+        folders.discard()
+        return {str(d.run): [f.symptom for f in d.findings] for d in trained}
+    diagnosis = trained[0]
+    print(medic.describe(diagnosis))
+    tried = None
+    if cfg["try"]:
+        tried = medic.try_remedies(diagnosis, cfg.remedies, run_dir, thresholds, list(cfg.try_overrides or []))
+        print(f"tried (same seed and epochs; the original trained again beside them, runs in {run_dir}):")
+        print(medic.tried_table(tried))
+    medic.save(diagnosis, tried)
+    log.info("wrote %s", diagnosis.run / medic.REPORT)
+    if not cfg["try"]:
+        folders.discard()  # reading a run leaves nothing in outputs/doctor/
+    return diagnosis.to_json()
+
+
+main = app("doctor", doctor)

@@ -1,0 +1,75 @@
+"""diagnostics.png: what the recorder measured, drawn so that vanishing gradients, dead or saturated
+units and the size of the updates show at a glance. Layers keep the network's order and names."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from dlopt.diagnostics.symptoms import per_epoch
+from dlopt.training.report import pyplot
+
+
+def plot_diagnostics(records: list[dict[str, Any]], path: Path) -> None:
+    plt = pyplot()
+    steps = [r for r in records if r.get("kind") == "step"]
+    summaries = per_epoch(records)
+    layers = next((r["weights"] for r in records if r.get("kind") == "layers"), None) or \
+        (list(steps[0]["grad_norm"]) if steps else [])
+    colors = plt.get_cmap("viridis")
+    color = {name: colors(i / max(1, len(layers) - 1)) for i, name in enumerate(layers)}
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
+
+    ax = axes[0][0]  # the gradient norm of every layer along the network, first and last epoch
+    graded = [s for s in summaries if s.get("grad_norm")]
+    for summary, style in ((graded[0], "o--"), (graded[-1], "o-")) if graded else ():
+        values = [summary["grad_norm"].get(name, math.nan) for name in layers]
+        ax.plot(range(len(layers)), [v if v and v > 0 else math.nan for v in values], style,
+                label=f"epoch {summary['epoch']}")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)
+    ax.set(title="gradient norm per layer, input -> output (flat is healthy; a steep rise: vanishing)",
+           ylabel="|grad| (median of recorded steps)")
+    ax.legend(fontsize=8)
+
+    ax = axes[0][1]  # the same over training
+    for name in layers:
+        xs = [r["step"] for r in steps if (r["grad_norm"].get(name) or 0) > 0]
+        ax.plot(xs, [r["grad_norm"][name] for r in steps if (r["grad_norm"].get(name) or 0) > 0],
+                color=color[name], linewidth=1, label=name)
+    ax.set_yscale("log")
+    ax.set(title="gradient norm per layer over training (dark: first layers, yellow: last)", xlabel="step",
+           ylabel="|grad|")
+    if 0 < len(layers) <= 12:
+        ax.legend(fontsize=6, ncol=2)
+
+    ax = axes[1][0]  # update/weight ratio per layer over training, with the 1e-3 rule of thumb
+    for name in layers:
+        points = [(r["step"], r.get("update_ratio", {}).get(name)) for r in steps]
+        points = [(x, y) for x, y in points if y and y > 0]
+        ax.plot([x for x, _ in points], [y for _, y in points], color=color[name], linewidth=1)
+    ax.axhline(1e-3, color="red", linestyle="--", linewidth=1, label="1e-3 (rule of thumb)")
+    ax.set_yscale("log")
+    ax.set(title="update / weight ratio per layer", xlabel="step", ylabel="|dw| / |w|")
+    ax.legend(fontsize=8)
+
+    ax = axes[1][1]  # dead and saturated fraction per activation layer, first and last epoch
+    acts = [s["activations"] for s in summaries if "activations" in s]
+    names = list(next((r["activations"] for r in records if r.get("kind") == "layers"), {}) or
+                 (acts[-1]["mean"] if acts else {}))
+    for act, style in ((acts[0], "s--"), (acts[-1], "s-")) if acts else ():
+        for kind, tone in (("dead", "tab:red"), ("saturated", "tab:orange")):
+            values = [act.get(kind, {}).get(name, math.nan) for name in names]
+            if any(not math.isnan(v) for v in values):
+                ax.plot(range(len(names)), values, style, color=tone, label=f"{kind}, epoch {act['epoch']}")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set(title="units that never fired (dead) or sit at their limits (saturated)", ylabel="fraction of units")
+    if acts:
+        ax.legend(fontsize=8)
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

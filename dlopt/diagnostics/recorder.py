@@ -1,0 +1,214 @@
+"""The Lightning callback behind `diagnostics=default|full`: per-layer gradient norm, weight norm and
+update/weight ratio every `every_n_steps` optimizer steps, and the activations of a fixed validation
+batch every epoch (the fraction of units that never fired, the fraction saturated, mean and sd).
+
+Written by hand because no maintained library records these cheaply: Cockpit is unmaintained and
+fails to import on current setuptools; Lightning's `grad_norm` utility gives gradient norms only.
+Records go to `diagnostics.jsonl` in the run folder, one JSON line each, flushed as they are
+written (a run that fails at epoch 7 keeps epochs 0-6); the numbers also go to TensorBoard under
+`diagnostics/` with histograms of gradients and activations; `diagnostics.png` is drawn when the
+fit ends. The first time a symptom shows (dlopt.diagnostics.symptoms), one warning names it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+
+from dlopt.diagnostics import symptoms
+from dlopt.diagnostics.plot import plot_diagnostics
+from dlopt.training.report import strict
+
+log = logging.getLogger(__name__)
+
+FILE = "diagnostics.jsonl"
+# activation module -> the name its symptoms use: dead units (ReLU family) or saturation (sigmoid, tanh)
+ACTIVATIONS = {nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu", nn.PReLU: "prelu", nn.ELU: "elu", nn.GELU: "gelu",
+               nn.SiLU: "silu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
+SATURATION = 0.97  # |tanh| above this, or a sigmoid within 0.015 of 0 or 1, is saturated (Karpathy)
+
+
+class Recorder(L.Callback):
+    def __init__(self, every_n_steps: int = 20, histograms: str = "epoch", weight_histograms: bool = False,
+                 samples: int = 256, thresholds: Optional[dict[str, float]] = None):
+        self.every_n_steps, self.histograms, self.weight_histograms = every_n_steps, histograms, weight_histograms
+        self.samples, self.thresholds = samples, dict(thresholds or {})
+        self.warnings: list[str] = []  # the symptoms warned about, for metrics.json
+        self._warned: set[str] = set()
+        self._before: Optional[dict[str, torch.Tensor]] = None  # weights before the recorded optimizer step
+        self._row: dict[str, Any] = {}
+        self._records: list[dict[str, Any]] = []  # this process's records, for the warnings
+        self._histogram_epoch = -1
+        self._path: Optional[Path] = None
+
+    # --- what is watched -----------------------------------------------------------------------------
+
+    @staticmethod
+    def weights(module: L.LightningModule) -> dict[str, nn.Parameter]:
+        """The network's weight matrices and kernels (dim > 1) by layer name, in network order."""
+        return {name.removesuffix(".weight"): p for name, p in module.net.named_parameters()
+                if p.dim() > 1 and p.requires_grad}
+
+    @staticmethod
+    def activations(module: L.LightningModule) -> dict[str, tuple[nn.Module, str]]:
+        return {name: (m, ACTIVATIONS[type(m)]) for name, m in module.net.named_modules() if type(m) in ACTIVATIONS}
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._path is None:
+            return
+        with self._path.open("a") as file:
+            file.write(json.dumps(strict(record), allow_nan=False) + "\n")
+
+    def _log(self, trainer: L.Trainer, values: dict[str, float]) -> None:
+        if trainer.logger is not None:
+            trainer.logger.log_metrics({k: v for k, v in values.items() if math.isfinite(v)}, step=trainer.global_step)
+
+    def _histogram(self, trainer: L.Trainer, tag: str, values: torch.Tensor) -> None:
+        if isinstance(trainer.logger, TensorBoardLogger) and values.numel() and torch.isfinite(values).all():
+            trainer.logger.experiment.add_histogram(tag, values.detach().float().cpu(), trainer.global_step)
+
+    # --- hooks ---------------------------------------------------------------------------------------
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        self._path = Path(trainer.default_root_dir) / FILE
+        kept = []
+        if trainer.global_step and self._path.is_file():  # resumed: drop what was recorded after the checkpoint
+            kept = [line for line in self._path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= trainer.global_step
+                    and json.loads(line).get("kind") != "layers"]
+            self._records = [json.loads(line) for line in kept]
+        datamodule = trainer.datamodule
+        header = {"kind": "layers", "weights": list(self.weights(module)),
+                  "activations": {name: kind for name, (_, kind) in self.activations(module).items()},
+                  "classes": getattr(datamodule, "num_classes", None), "every_n_steps": self.every_n_steps}
+        self._path.write_text("".join(line + "\n" for line in [json.dumps(header), *kept]))
+        self._probe = self._fixed_batch(datamodule, module.device)
+
+    def _fixed_batch(self, datamodule, device: torch.device) -> Optional[torch.Tensor]:
+        """The first `samples` inputs of the validation split: the same samples every epoch."""
+        if datamodule is None:
+            return None
+        chunks, count = [], 0
+        for x, _ in datamodule.val_dataloader():
+            chunks.append(x)
+            count += len(x)
+            if count >= self.samples:
+                break
+        return torch.cat(chunks)[: self.samples].to(device) if chunks else None
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule, optimizer) -> None:
+        if self._path is None or trainer.global_step % self.every_n_steps:
+            return
+        weights = self.weights(module)
+        grads = {name: p.grad for name, p in weights.items() if p.grad is not None}
+        grad_norm = {name: float(g.norm()) for name, g in grads.items()}
+        self._row = {"kind": "step", "epoch": trainer.current_epoch, "step": trainer.global_step,
+                     "grad_norm": grad_norm, "weight_norm": {name: float(p.norm()) for name, p in weights.items()},
+                     "total_grad_norm": math.sqrt(sum(v * v for v in grad_norm.values()))}
+        self._before = {name: p.detach().clone() for name, p in weights.items()}
+        if self._histograms_due(trainer):
+            for name, g in grads.items():
+                self._histogram(trainer, f"diagnostics/grad/{name}", g)
+            if self.weight_histograms:
+                for name, p in weights.items():
+                    self._histogram(trainer, f"diagnostics/weight/{name}", p)
+
+    def _histograms_due(self, trainer: L.Trainer) -> bool:
+        if self.histograms == "step":
+            return True
+        if self.histograms == "epoch" and self._histogram_epoch != trainer.current_epoch:
+            self._histogram_epoch = trainer.current_epoch
+            return True
+        return False
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if self._before is None or trainer.global_step == self._row["step"]:  # the optimizer has not stepped yet
+            return
+        weights = self.weights(module)
+        self._row["update_ratio"] = {name: float((weights[name].detach() - before).norm() / (before.norm() + 1e-12))
+                                     for name, before in self._before.items() if name in weights}
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        self._row["loss"] = float(loss) if loss is not None else None
+        self._before = None
+        row, self._row = self._row, {}
+        self._write(row)
+        self._records.append(row)
+        first, last = next(iter(row["grad_norm"].values()), None), next(reversed(row["grad_norm"].values()), None)
+        self._log(trainer, {"diagnostics/total_grad_norm": row["total_grad_norm"],
+                            "diagnostics/update_ratio_median": _median(list(row["update_ratio"].values())),
+                            **({"diagnostics/grad_ratio_first_last": first / last} if first and last else {})})
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self._path is None or self._probe is None or trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        outputs: dict[str, torch.Tensor] = {}
+        kinds = {}
+        hooks = []
+        for name, (layer, kind) in self.activations(module).items():
+            kinds[name] = kind
+            hooks.append(layer.register_forward_hook(lambda m, i, out, name=name: outputs.__setitem__(name, out)))
+        training = module.training
+        module.eval()
+        try:
+            module(self._probe)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            module.train(training)
+        row: dict[str, Any] = {"kind": "activations", "epoch": trainer.current_epoch, "step": trainer.global_step,
+                               "dead": {}, "saturated": {}, "mean": {}, "std": {}}
+        histograms = self.histograms != "none"
+        for name, out in outputs.items():
+            out = out.float()
+            if kinds[name] in symptoms.SATURATING:
+                centred = out if kinds[name] == "tanh" else 2 * out - 1
+                row["saturated"][name] = float((centred.abs() > SATURATION).float().mean())
+            else:  # a unit (one output of one position) that was positive for no sample of the batch
+                row["dead"][name] = float((out <= 0).all(dim=0).float().mean())
+            row["mean"][name], row["std"][name] = float(out.mean()), float(out.std())
+            if histograms:
+                self._histogram(trainer, f"diagnostics/activation/{name}", out)
+        self._write(row)
+        self._records.append(row)
+        self._log(trainer, {**{f"diagnostics/dead/{k}": v for k, v in row["dead"].items()},
+                            **{f"diagnostics/saturated/{k}": v for k, v in row["saturated"].items()}})
+        self._warn(trainer.current_epoch)
+
+    def _warn(self, epoch: int) -> None:
+        """One warning the first time each symptom shows in the records so far."""
+        summaries = symptoms.per_epoch(self._records)
+        for finding in symptoms.layer_findings(summaries, self.thresholds, persistent=False):
+            if finding.symptom not in self._warned:
+                self._warned.add(finding.symptom)
+                text = f"{finding.title}: {finding.evidence}"
+                self.warnings.append(text)
+                log.warning("%s", text)
+
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._plot()
+
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        self._plot()
+
+    def _plot(self) -> None:
+        if self._path is not None and self._path.is_file():
+            try:
+                plot_diagnostics(symptoms.read_records(self._path), self._path.with_name("diagnostics.png"))
+            except OSError as err:  # a full disk: the records are on disk, the picture is not essential
+                log.warning("diagnostics.png not written: %s", err)
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(v for v in values if math.isfinite(v))
+    return values[len(values) // 2] if values else math.nan

@@ -1,0 +1,178 @@
+"""Remedies for each symptom, as dlopt overrides, ranked best first for the run at hand.
+
+A remedy is offered only when the run's config has its knob (an MLP has no kernel size, a ResNet
+always has norms) and it would change something; values (a learning rate, a clipping threshold)
+are computed from the evidence. The command of a remedy is the run's own overrides with the
+remedy's replacing those of the same key.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from dlopt.diagnostics.symptoms import Finding
+
+RELU_FAMILY = ("relu", "leaky_relu", "prelu", "gelu", "silu", "elu")
+IMAGE_SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder")
+
+
+@dataclass
+class Remedy:
+    overrides: list[str]
+    why: str
+
+
+def _round(x: float) -> str:
+    return f"{float(f'{x:.2g}'):g}"
+
+
+def _scaled_lr(config: dict, finding: Finding, low: float, high: float, default: float) -> str | None:
+    """optimizer.lr times the factor that brings the update/weight ratio to 1e-3, kept within [low, high]."""
+    lr = (config.get("optimizer") or {}).get("lr")
+    if not isinstance(lr, (int, float)):
+        return None
+    ratio = finding.facts.get("update_ratio")
+    factor = 1e-3 / ratio if isinstance(ratio, float) and ratio > 0 and math.isfinite(ratio) else default
+    return f"optimizer.lr={_round(lr * min(max(factor, low), high))}"
+
+
+def _model(config: dict) -> dict:
+    return config.get("model") or {}
+
+
+def _has(config: dict, group: str, key: str) -> bool:
+    return key in (config.get(group) or {})
+
+
+def _activation(config: dict) -> list[Remedy]:
+    if _model(config).get("activation") in ("relu", "sigmoid", "tanh") and _has(config, "model", "activation"):
+        return [Remedy(["model.activation=leaky_relu"], "a leaky ReLU passes gradient for every input, "
+                       "never saturates and cannot die")]
+    return []
+
+
+def _norm(config: dict) -> list[Remedy]:
+    if _model(config).get("norm") == "none":
+        return [Remedy(["model.norm=batch"], "batch norm keeps every layer's inputs centred and scaled")]
+    return []
+
+
+def _residual(config: dict) -> list[Remedy]:
+    if _model(config).get("residual") is False:
+        return [Remedy(["model.residual=true"], "skip connections carry the gradient past each block")]
+    return []
+
+
+def _init(config: dict) -> list[Remedy]:
+    model = _model(config)
+    if model.get("init") == "default":
+        kind = "kaiming" if model.get("activation") in RELU_FAMILY else "xavier"
+        return [Remedy([f"model.init={kind}"], f"{kind} init scales each layer's weights so signals keep their size")]
+    return []
+
+
+def _lower_lr(config: dict, finding: Finding) -> list[Remedy]:
+    lr = _scaled_lr(config, finding, 0.01, 0.3, 0.1)
+    return [Remedy([lr], "smaller steps (or find one with dlopt tune-lr)")] if lr else []
+
+
+def _higher_lr(config: dict, finding: Finding) -> list[Remedy]:
+    lr = _scaled_lr(config, finding, 3, 100, 10)
+    return [Remedy([lr], "larger steps (or find one with dlopt tune-lr)")] if lr else []
+
+
+def _clip(config: dict, finding: Finding) -> list[Remedy]:
+    p90 = finding.facts.get("p90_grad_norm")
+    value = _round(p90) if isinstance(p90, float) and p90 > 0 else "1.0"
+    if (config.get("trainer") or {}).get("gradient_clip_val"):
+        return []
+    return [Remedy([f"trainer.gradient_clip_val={value}"], "clipping at about the 90th percentile of the "
+                   "gradient norms (Deep Learning Tuning Playbook) caps the rare huge steps")]
+
+
+def _warmup(config: dict) -> list[Remedy]:
+    epochs = (config.get("trainer") or {}).get("max_epochs") or 10
+    if _has(config, "scheduler", "warmup_epochs") and not config["scheduler"]["warmup_epochs"]:
+        return [Remedy([f"scheduler.warmup_epochs={max(1, min(5, epochs // 10))}"],
+                       "a linear warmup lets the first steps settle before the full learning rate")]
+    return []
+
+
+def _regularize(config: dict) -> list[Remedy]:
+    remedies = []
+    if not _model(config).get("dropout"):
+        remedies.append(Remedy(["regularization=dropout"], "dropout 0.3 keeps units from co-adapting to the "
+                               "training samples"))
+    if not (config.get("regularization") or {}).get("weight_decay"):
+        remedies.append(Remedy(["regularization=l2"], "L2 weight decay keeps the weights small"))
+    source = str((config.get("data") or {}).get("_target_", "")).rpartition(".")[2]
+    if source in IMAGE_SOURCES and not (config.get("augmentation") or {}).get("crop_padding"):
+        remedies.append(Remedy(["augmentation=light"], "augmentation shows new variants of the training images"))
+    return remedies
+
+
+def _bigger(config: dict) -> list[Remedy]:
+    model, remedies = _model(config), []
+    if isinstance(model.get("width"), int):
+        remedies.append(Remedy([f"model.width={2 * model['width']}"], "a wider network has room to fit the data"))
+    if isinstance(model.get("depth"), int):
+        remedies.append(Remedy([f"model.depth={model['depth'] + max(1, model['depth'] // 2)}"],
+                               "a deeper network can represent more"))
+    if (config.get("regularization") or {}).get("weight_decay") or model.get("dropout"):
+        remedies.append(Remedy(["regularization=none"], "less regularization lets the network fit"))
+    return remedies
+
+
+def _longer(config: dict) -> list[Remedy]:
+    epochs = (config.get("trainer") or {}).get("max_epochs")
+    return [Remedy([f"trainer.max_epochs={2 * epochs}"], "more epochs to finish learning")] if epochs else []
+
+
+def _patience(config: dict, finding: Finding) -> list[Remedy]:
+    patience = finding.facts.get("patience") or 3
+    return [Remedy([f"callbacks.early_stopping.patience={max(10, 2 * patience)}"],
+                   "more patience rides out a plateau")]
+
+
+REMEDIES: dict[str, Callable[[dict, Finding], list[Remedy]]] = {
+    "vanishing_gradients": lambda c, f: (_activation(c) + _norm(c) + _residual(c)
+                                         if _model(c).get("activation") in ("sigmoid", "tanh")
+                                         else _residual(c) + _norm(c) + _activation(c)) + _init(c),
+    "exploding_gradients": lambda c, f: _clip(c, f) + _lower_lr(c, f) + _norm(c),
+    "dead_units": lambda c, f: _activation(c) + _lower_lr(c, f) + _init(c),
+    "saturated_units": lambda c, f: _activation(c) + _norm(c) + _init(c),
+    "lr_too_high": lambda c, f: _lower_lr(c, f) + _warmup(c) + _clip(c, f),
+    "lr_too_low": lambda c, f: _higher_lr(c, f) + _longer(c),
+    "stuck": lambda c, f: _norm(c) + _activation(c) + _init(c) + _higher_lr(c, f),
+    "underfitting": lambda c, f: _bigger(c) + _longer(c),
+    "overfitting": lambda c, f: _regularize(c),
+    "not_converged": lambda c, f: _longer(c),
+    "eager_stopping": _patience,
+}
+
+
+def remedies(finding: Finding, config: dict[str, Any]) -> list[Remedy]:
+    seen, ranked = set(), []
+    for remedy in REMEDIES[finding.symptom](config, finding):
+        key = tuple(remedy.overrides)
+        if key not in seen:
+            seen.add(key)
+            ranked.append(remedy)
+    return ranked
+
+
+def key_of(override: str) -> str:
+    return override.lstrip("+~").partition("=")[0]
+
+
+def with_remedy(overrides: list[str], remedy: list[str]) -> list[str]:
+    """The run's overrides with the remedy's replacing those of the same key (a group's option too)."""
+    replaced = {key_of(o) for o in remedy}
+    return [o for o in overrides if key_of(o) not in replaced] + remedy
+
+
+def command(overrides: list[str]) -> str:
+    return " ".join(["dlopt", "train", *(shlex.quote(o) for o in overrides)])

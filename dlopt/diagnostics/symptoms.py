@@ -1,0 +1,262 @@
+"""Symptoms of a badly training network, read from what a run recorded: its per-layer records
+(diagnostics.jsonl, see recorder.py) and its per-epoch history (history.json). Torch-free, so that
+`dlopt doctor` answers without importing torch; the recorder uses the same rules for its warnings.
+
+Each rule compares one measure with one threshold, a knob of `diagnostics.thresholds` (its default
+and where it comes from are in conf/diagnostics/default.yaml). A finding carries the measure, so
+that a remedy's run can be compared with the original on the same number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+SATURATING = ("sigmoid", "tanh")
+
+
+@dataclass
+class Finding:
+    symptom: str  # a key of REMEDIES in remedies.py, e.g. "vanishing_gradients"
+    title: str  # what a person reads, "vanishing gradients"
+    evidence: str  # the numbers, layers and epochs
+    cause: str  # the likely cause in one sentence
+    measure: float  # the symptom's number, compared before and after a remedy
+    measure_name: str
+    facts: dict[str, Any] = field(default_factory=dict)  # what remedies compute their values from
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of diagnostics.jsonl; a line cut short by a crash ends the list."""
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            break
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _median(values) -> float:
+    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return statistics.median(values) if values else math.nan
+
+
+def per_epoch(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One summary per epoch: per layer the median gradient norm and update ratio of its recorded steps,
+    the largest total gradient norm, and the activations measured at its end."""
+    epochs: dict[int, dict[str, Any]] = {}
+    steps: dict[int, list[dict]] = {}
+    for record in records:
+        if record.get("kind") == "step":
+            steps.setdefault(record["epoch"], []).append(record)
+        elif record.get("kind") == "activations":
+            epochs.setdefault(record["epoch"], {})["activations"] = record
+    for epoch, rows in steps.items():
+        layers = list(rows[0].get("grad_norm", {}))
+        epochs.setdefault(epoch, {}).update(
+            grad_norm={k: _median(r["grad_norm"].get(k) for r in rows) for k in layers},
+            update_ratio={k: _median(r.get("update_ratio", {}).get(k) for r in rows) for k in layers},
+            total_grad_norm=max((r.get("total_grad_norm", math.nan) for r in rows), default=math.nan),
+            grad_norms=[r.get("total_grad_norm") for r in rows])
+    return [{"epoch": e, **epochs[e]} for e in sorted(epochs)]
+
+
+def _epochs(numbers: list[int]) -> str:
+    if not numbers:
+        return "no epoch"
+    if len(numbers) > 2 and numbers == list(range(numbers[0], numbers[-1] + 1)):
+        return f"epochs {numbers[0]}-{numbers[-1]}"
+    return ("epoch " if len(numbers) == 1 else "epochs ") + ", ".join(map(str, numbers[:8])) + \
+        (", ..." if len(numbers) > 8 else "")
+
+
+def _present(hits: list[int], total: int, persistent: bool) -> bool:
+    """A symptom counts in at least half of the epochs (doctor) or in any epoch (warnings while training)."""
+    return bool(hits) and (not persistent or 2 * len(hits) >= total)
+
+
+def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persistent: bool = True) -> list[Finding]:
+    """Symptoms in the per-layer records: vanishing and exploding gradients, dead and saturated units,
+    updates far larger or smaller than the rule-of-thumb ratio."""
+    found = []
+    graded = [s for s in summaries if s.get("grad_norm")]
+    ratios = {}
+    for s in graded:
+        norms = list(s["grad_norm"].items())
+        if len(norms) >= 2 and norms[-1][1] > 0 and math.isfinite(norms[0][1]):
+            ratios[s["epoch"]] = (norms[0][1] / norms[-1][1], norms[0][0], norms[-1][0])
+    low = [e for e, (r, _, _) in ratios.items() if r < t["vanishing"]]
+    if _present(low, len(ratios), persistent):
+        value = _median(r for r, _, _ in ratios.values()) if persistent else ratios[low[0]][0]
+        _, first, last = ratios[low[0]]
+        found.append(Finding(
+            "vanishing_gradients", "vanishing gradients",
+            f"|grad| of {first} / {last} = {value:.1e} in {_epochs(low)} (threshold {t['vanishing']:g})",
+            "the gradient shrinks on its way back through the layers, so the first layers barely learn",
+            value, "first/last gradient ratio"))
+    if graded:
+        start = _median(graded[0].get("grad_norms") or [])
+        grown = [s["epoch"] for s in graded if not math.isfinite(s["total_grad_norm"])
+                 or (start > 0 and s["total_grad_norm"] > t["exploding"] * start)]
+        if grown:  # any epoch: one explosion is enough to wreck a run
+            worst = max((s["total_grad_norm"] for s in graded if s["epoch"] in grown), key=lambda v: (math.isnan(v), v))
+            norms = sorted(v for s in graded for v in s.get("grad_norms") or [] if v is not None and math.isfinite(v))
+            found.append(Finding(
+                "exploding_gradients", "exploding gradients",
+                f"the gradient norm reached {worst:.3g}, {worst / start:.0f}x its first epoch's median {start:.3g}, in "
+                f"{_epochs(grown)} (threshold {t['exploding']:g}x)", "a few large steps throw the weights far off",
+                worst / start if start > 0 else math.inf, "largest / first gradient norm",
+                {"p90_grad_norm": norms[int(0.9 * (len(norms) - 1))] if norms else None}))
+    acts = [s["activations"] for s in summaries if "activations" in s]
+    for kind, threshold, symptom, title, cause in (
+            ("dead", t["dead"], "dead_units", "dead units",
+             "ReLU units whose input stays negative get no gradient and never recover"),
+            ("saturated", t["saturated"], "saturated_units", "saturated units",
+             "sigmoid/tanh units pinned near their limits pass almost no gradient")):
+        hits = [(a["epoch"], name, v) for a in acts for name, v in a.get(kind, {}).items() if v > threshold]
+        epochs = sorted({e for e, _, _ in hits})
+        if _present(epochs, len(acts), persistent):
+            last = max((a for a in acts if a["epoch"] == epochs[-1]), key=lambda a: a["epoch"])
+            layers = sorted(((v, n) for n, v in last.get(kind, {}).items() if v > threshold), reverse=True)
+            shown = ", ".join(f"{n} {v:.0%}" for v, n in layers[:4])
+            found.append(Finding(symptom, title, f"{kind} fraction {shown} in {_epochs(epochs)} "
+                                 f"(threshold {threshold:.0%})", cause, layers[0][0], f"largest {kind} fraction"))
+    updates = {s["epoch"]: _median(s["update_ratio"].values()) for s in graded if s.get("update_ratio")}
+    updates = {e: v for e, v in updates.items() if math.isfinite(v)}
+    if updates:
+        top = max(updates.values())
+        high = [e for e, v in updates.items() if v > t["update_high"]]
+        if _present(high, len(updates), persistent):
+            found.append(Finding(
+                "lr_too_high", "learning rate too high",
+                f"update/weight ratio {max(updates[e] for e in high):.1e} in {_epochs(high)} (rule of thumb about "
+                f"1e-3, threshold {t['update_high']:g})", "each step changes the weights by a large part of their size",
+                top, "update/weight ratio", {"update_ratio": top}))
+        elif top < t["update_low"]:
+            found.append(Finding(
+                "lr_too_low", "learning rate too low",
+                f"update/weight ratio at most {top:.1e} in every epoch (rule of thumb about 1e-3, threshold "
+                f"{t['update_low']:g})", "each step changes the weights by a tiny part of their size",
+                top, "update/weight ratio", {"update_ratio": top}))
+    return found
+
+
+def curve_findings(history: list[dict[str, Any]], metrics: dict[str, Any], config: dict[str, Any],
+                   classes: Optional[int], t: dict[str, float]) -> list[Finding]:
+    """Symptoms in the per-epoch loss and accuracy curves (and how the run stopped)."""
+    found = []
+    train = [r.get("train/loss") for r in history]
+    val = [r.get("val/loss") for r in history]
+    train_acc = [r.get("train/acc") for r in history]
+    finite = [v for v in train if isinstance(v, (int, float)) and math.isfinite(v)]
+    reason = str(metrics.get("stop_reason") or metrics.get("error") or "")
+    lr = (config.get("optimizer") or {}).get("lr")
+    if "became nan" in reason or "became inf" in reason:
+        found.append(Finding("lr_too_high", "divergence", f"stopped: {reason}",
+                             "the loss blew up to a non-finite value", math.inf, "train/loss", {"diverged": True}))
+    elif len(finite) >= 3:
+        rises = [i for i in range(1, len(finite)) if finite[i] > finite[i - 1] * (1 + t["spike"])]
+        if finite[-1] > min(finite) * (1 + t["rising"]) or len(rises) * 3 >= len(finite) - 1:
+            found.append(Finding(
+                "lr_too_high", "loss rising or oscillating",
+                f"train/loss {finite[0]:.3g} -> best {min(finite):.3g} -> last {finite[-1]:.3g}, up by more than "
+                f"{t['spike']:.0%} in {len(rises)} of {len(finite) - 1} epochs",
+                "steps overshoot the minimum", finite[-1] / min(finite), "last/best train loss"))
+    if classes and finite and min(finite) > t["stuck"] * math.log(classes):
+        found.append(Finding(
+            "stuck", "loss never left its starting value",
+            f"train/loss stayed at {min(finite):.3f} or above; ln({classes}) = {math.log(classes):.3f} is a "
+            f"uniform guess (threshold {t['stuck']:g} x ln(classes))",
+            "the network predicts no better than chance: no useful gradient reaches the weights",
+            min(finite) / math.log(classes), "best train loss / ln(classes)"))
+    elif len(finite) >= 3 and (finite[0] - min(finite)) < t["slow"] * finite[0] \
+            and not (train_acc and isinstance(train_acc[-1], (int, float)) and train_acc[-1] >= t["underfit"]):
+        found.append(Finding(
+            "lr_too_low", "loss barely moving",
+            f"train/loss {finite[0]:.3g} -> {min(finite):.3g} in {len(finite)} epochs (less than "
+            f"{t['slow']:.0%} down)", "steps are too small to make progress",
+            min(finite) / finite[0], "best/first train loss"))
+    vals = [(r["epoch"], r["val/loss"]) for r in history if isinstance(r.get("val/loss"), (int, float))
+            and math.isfinite(r["val/loss"])]
+    accs = [a for a in train_acc if isinstance(a, (int, float))]
+    val_accs = [r.get("val/acc") for r in history if isinstance(r.get("val/acc"), (int, float))]
+    if len(vals) >= 4:
+        best_epoch, best = min(vals, key=lambda p: p[1])
+        last_epoch, last = vals[-1]
+        gap = accs[-1] - val_accs[-1] if accs and val_accs else 0.0
+        if last > best * (1 + t["overfit"]) and gap > t["gap"] and finite and finite[-1] < train[best_epoch - history[0]["epoch"]]:
+            found.append(Finding(
+                "overfitting", "overfitting",
+                f"val/loss {best:.3g} at epoch {best_epoch} rose to {last:.3g} by epoch {last_epoch} while train/loss "
+                f"fell; train/acc - val/acc = {gap:.3f} (thresholds: val/loss {t['overfit']:.0%} above its best, a gap "
+                f"of {t['gap']:g})",
+                "the network memorizes the training split instead of learning what generalizes",
+                last / best, "last/best val loss"))
+    if len(accs) >= 3 and accs[-1] < t["underfit"]:
+        third = max(1, len(accs) // 3)
+        found.append(Finding(
+            "underfitting", "underfitting",
+            f"train/acc only {accs[-1]:.3f} after {len(accs)} epochs (threshold {t['underfit']:g}); "
+            f"+{accs[-1] - accs[-1 - third]:.3f} over the last {third}",
+            "the network is too small or too constrained for the data, or trains too briefly",
+            accs[-1], "train/acc"))
+    monitor, mode = metrics.get("monitor", config.get("monitor", "val/loss")), metrics.get("mode", config.get("mode"))
+    series = [r.get(monitor) for r in history if isinstance(r.get(monitor), (int, float))]
+    max_epochs = (config.get("trainer") or {}).get("max_epochs")
+    stopped_early = metrics.get("stopped_early")
+    if len(series) >= 4 and not stopped_early and max_epochs and len(history) >= max_epochs:
+        quarter = max(1, len(series) // 4)
+        earlier, recent = series[-1 - quarter], series[-1]
+        better = (earlier - recent) if mode != "max" else (recent - earlier)
+        scale = abs(earlier) or 1.0
+        best_index = (series.index(min(series)) if mode != "max" else series.index(max(series)))
+        if better > t["converge"] * scale and best_index >= len(series) - 2:
+            found.append(Finding(
+                "not_converged", "not converged",
+                f"{monitor} still improved by {better / scale:.1%} over the last {quarter} epochs and was best at the "
+                f"last ones (threshold {t['converge']:.0%}); trainer.max_epochs={max_epochs} ended it",
+                "training stopped while the network was still improving", better / scale,
+                f"{monitor} change over the last quarter"))
+    stopping = ((config.get("callbacks") or {}).get("early_stopping") or {})
+    if stopped_early and "early stopping" in reason and max_epochs and len(history) < t["eager"] * max_epochs \
+            and not any(f.symptom == "overfitting" for f in found):
+        found.append(Finding(
+            "eager_stopping", "early stopping too eager",
+            f"early stopping ended the run after {len(history)} of {max_epochs} epochs (patience "
+            f"{stopping.get('patience')}) while {monitor} was not getting worse",
+            "a short plateau or noise looked like the end of progress", len(history) / max_epochs,
+            "epochs run / max_epochs", {"patience": stopping.get("patience")}))
+    return found
+
+
+CAUSES = ("lr_too_high", "exploding_gradients", "vanishing_gradients", "dead_units", "saturated_units", "stuck",
+          "lr_too_low")
+ORDER = ("lr_too_high", "exploding_gradients", "vanishing_gradients", "dead_units", "saturated_units", "stuck",
+         "lr_too_low", "underfitting", "overfitting", "not_converged", "eager_stopping")
+
+
+def diagnose(records: list[dict[str, Any]], history: list[dict[str, Any]], metrics: dict[str, Any],
+             config: dict[str, Any], t: dict[str, float]) -> list[Finding]:
+    """Every symptom of a run, most fundamental first (a learning rate that wrecks training before the
+    curves' symptoms, which it may cause); one finding per symptom."""
+    header = next((r for r in records if r.get("kind") == "layers"), {})
+    classes = metrics.get("classes") or header.get("classes")
+    findings = layer_findings(per_epoch(records), t) + curve_findings(history, metrics, config, classes, t)
+    if any(f.symptom in CAUSES for f in findings):  # low train accuracy is then their effect, not the model's size
+        findings = [f for f in findings if f.symptom != "underfitting"]
+    unique: dict[str, Finding] = {}
+    for finding in sorted(findings, key=lambda f: ORDER.index(f.symptom)):
+        if finding.symptom in unique:  # e.g. a large update ratio and a diverged loss: one symptom, both numbers
+            first = unique[finding.symptom]
+            first.evidence += f"; {finding.title}: {finding.evidence}"
+            first.facts.update(finding.facts)
+        else:
+            unique[finding.symptom] = finding
+    return list(unique.values())
