@@ -118,7 +118,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                  "a positive number of trials (null with search=grid: every combination)"),
     "n_jobs": (lambda x: _integer(x) and x >= 1, "an integer >= 1 (trials launched at once)"),
     "startup_trials": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
-    "warmup_epochs": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
+    "warmup_epochs": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),  # search's, scheduler's (epochs)
+    "pct_start": (lambda x: _number(x) and 0 < x < 1, "a fraction in (0, 1) of the steps (onecycle's rise)"),
+    "max_lr": (lambda x: _number(x) and x > 0, "a number > 0"),  # onecycle's, lr_find's
     "population": (lambda x: _integer(x) and x >= 2, "an integer >= 2 (trials per NSGA-II generation)"),
 }
 
@@ -226,6 +228,7 @@ def check(cfg: DictConfig) -> None:
         raise UserError(f"model.width={model.width} is not divisible by model.heads={model.heads}; "
                         f"choose heads that divide the width")
     _check_monitors(cfg)
+    _check_warmup(cfg)
     _check_lr_find(cfg)
 
 
@@ -256,6 +259,17 @@ def _check_monitors(cfg: DictConfig) -> None:
                             f"validate at least one batch or monitor a train/ metric")
 
 
+def _check_warmup(cfg: DictConfig) -> None:
+    """scheduler.warmup_epochs leaves epochs for the schedule: below trainer.max_epochs (when it is set)."""
+    scheduler, trainer = cfg.get("scheduler"), cfg.get("trainer")
+    if not isinstance(scheduler, DictConfig) or not isinstance(trainer, DictConfig):
+        return
+    warmup, epochs = scheduler.get("warmup_epochs"), trainer.get("max_epochs")
+    if warmup and _integer(epochs) and epochs >= 1 and warmup >= epochs:
+        raise UserError(f"scheduler.warmup_epochs={warmup} is not below trainer.max_epochs={epochs}: the warmup "
+                        f"would take the whole run; choose fewer warmup epochs or more trainer.max_epochs")
+
+
 def _check_lr_find(cfg: DictConfig) -> None:
     """dlopt tune-lr's lr_find.min_lr and max_lr (checked here, not by name: scheduler.min_lr may be 0),
     and no fast_dev_run, with which Lightning skips the range test."""
@@ -275,7 +289,7 @@ def _check_lr_find(cfg: DictConfig) -> None:
 
 
 # keys of a target's node that dlopt reads itself instead of passing them to the target
-OWN_KEYS = {"model.compile"}
+OWN_KEYS = {"model.compile", "scheduler.warmup_epochs"}
 
 
 def check_arguments(node: DictConfig, path: str) -> None:

@@ -57,11 +57,13 @@ class Classifier(L.LightningModule):
         monitor: str = "val/loss",
         clip_factor: Optional[float] = None,
         clip_eps: float = 1e-3,
+        warmup_epochs: int = 0,
         config: Optional[dict] = None,
     ):
         super().__init__()
         self.net = net
         self.make_optimizer, self.make_scheduler = optimizer, scheduler
+        self.warmup_epochs = warmup_epochs  # epochs of linear warmup before the scheduler (scheduler.warmup_epochs)
         # normalization statistics of the training split: saved in every checkpoint
         self.register_buffer("input_shift", input_shift)
         self.register_buffer("input_scale", input_scale)
@@ -191,11 +193,57 @@ class Classifier(L.LightningModule):
             group["lr"] *= group.get("lr_scale", 1.0)
         if self.make_scheduler is None:
             return optimizer
+        per_step, extra = self._scheduler_arguments(optimizer)
         try:
-            scheduler = self.make_scheduler(optimizer)
+            scheduler = self.make_scheduler(optimizer, **extra)
         except ValueError as err:
             raise UserError(f"scheduler: torch.optim.lr_scheduler refuses its settings: {err}") from None
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor}}
+        if self.warmup_epochs:
+            scheduler = self._warmup(optimizer, scheduler, per_step)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor,
+                                                         "interval": "step" if per_step else "epoch"}}
+
+    def _scheduler_arguments(self, optimizer: torch.optim.Optimizer) -> tuple[bool, dict[str, Any]]:
+        """Whether the scheduler steps every optimizer step (it takes `total_steps`, as OneCycleLR does),
+        and what the run adds to its arguments: the run's optimizer steps as total_steps when none
+        is given, and a max_lr per param group that keeps each group's lr_scale (transfer learning)."""
+        import inspect
+
+        given = getattr(self.make_scheduler, "keywords", {})
+        try:
+            takes = inspect.signature(self.make_scheduler).parameters
+        except (TypeError, ValueError):  # a callable without a signature: stepped per epoch
+            return False, {}
+        if "total_steps" not in takes:
+            return False, {}
+        extra: dict[str, Any] = {}
+        if given.get("total_steps") is None and given.get("epochs") is None:
+            # a placeholder in run.py's early check of the settings, before a trainer is attached
+            total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+            if not math.isfinite(total):
+                raise UserError("scheduler: it is stepped every optimizer step and needs the run's number of steps; "
+                                "set trainer.max_epochs (or trainer.max_steps)")
+            extra["total_steps"] = max(1, int(total))
+        max_lr = given.get("max_lr")
+        if isinstance(max_lr, (int, float)) and any(g.get("lr_scale", 1.0) != 1.0 for g in optimizer.param_groups):
+            extra["max_lr"] = [max_lr * g.get("lr_scale", 1.0) for g in optimizer.param_groups]
+        return True, extra
+
+    def _warmup(self, optimizer: torch.optim.Optimizer, scheduler, per_step: bool):
+        """`scheduler` after warmup_epochs epochs of linear warmup: epoch e < warmup_epochs trains at
+        the lr x (e + 1) / (warmup_epochs + 1) (torch's LinearLR, then SequentialLR)."""
+        from torch.optim.lr_scheduler import LinearLR, ReduceLROnPlateau, SequentialLR
+
+        name = type(scheduler).__name__
+        if per_step:
+            raise UserError(f"scheduler.warmup_epochs={self.warmup_epochs}: {name} is stepped every optimizer step "
+                            f"and warms up itself (scheduler.pct_start); remove scheduler.warmup_epochs")
+        if isinstance(scheduler, ReduceLROnPlateau):
+            raise UserError(f"scheduler.warmup_epochs={self.warmup_epochs}: {name} cannot follow a warmup "
+                            f"(torch's SequentialLR does not take it); remove scheduler.warmup_epochs")
+        warmup = LinearLR(optimizer, start_factor=1.0 / (self.warmup_epochs + 1), end_factor=1.0,
+                          total_iters=self.warmup_epochs)
+        return SequentialLR(optimizer, [warmup, scheduler], milestones=[self.warmup_epochs])
 
     def configure_callbacks(self):
         return self.transfer.callbacks() if self.transfer else []

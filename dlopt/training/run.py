@@ -60,6 +60,7 @@ def build(cfg: DictConfig, data: Optional[DataModule] = None) -> tuple[DataModul
     make_net.keywords.pop("compile", None)  # a run option (see train), not an argument of the net
     net = make_net(in_shape=data.in_shape, num_classes=data.num_classes)
     scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
+    warmup_epochs = scheduler.keywords.pop("warmup_epochs", 0) if scheduler is not None else 0  # see Classifier
     reg, clip = cfg.regularization, cfg.get("clip") or {}
     module = Classifier(
         net,
@@ -76,6 +77,7 @@ def build(cfg: DictConfig, data: Optional[DataModule] = None) -> tuple[DataModul
         monitor=cfg.monitor,
         clip_factor=clip.get("factor"),
         clip_eps=clip.get("eps", 1e-3),
+        warmup_epochs=warmup_epochs,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     apply_transfer(cfg, module)  # transfer.from: the network of an earlier run, and how it trains
