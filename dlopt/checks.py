@@ -197,6 +197,30 @@ SET_BY_DLOPT = {
 }
 
 
+HISTOGRAMS = ("epoch", "step", "none")
+
+
+def check_diagnostics(cfg: DictConfig) -> None:
+    """The diagnostics group (dlopt.diagnostics.recorder): a cadence >= 1, a histogram choice, thresholds > 0."""
+    node = cfg.get("diagnostics")
+    if not node:
+        return
+    for key, valid, text in (
+            ("every_n_steps", lambda x: _integer(x) and x >= 1, "an integer >= 1 (record every N optimizer steps)"),
+            ("samples", lambda x: _integer(x) and x >= 1, "an integer >= 1 (validation samples)"),
+            ("histograms", lambda x: x in HISTOGRAMS, f"one of {', '.join(HISTOGRAMS)}"),
+            ("weight_histograms", lambda x: isinstance(x, bool), "true or false")):
+        if key in node and not valid(node[key]):
+            raise UserError(f"diagnostics.{key}={node[key]} is not valid; expected {text}")
+    thresholds = node.get("thresholds")
+    if not isinstance(thresholds, DictConfig):
+        raise UserError(f"diagnostics.thresholds={thresholds} is not valid; expected its keys (see "
+                        "conf/diagnostics/default.yaml)")
+    for key, value in thresholds.items():
+        if not _number(value) or value <= 0:
+            raise UserError(f"diagnostics.thresholds.{key}={value} is not valid; expected a number > 0")
+
+
 def check(cfg: DictConfig) -> None:
     """Raise UserError naming the first key whose value breaks its rule."""
     if cfg.get("experiment") is not None:  # Hydra put the file's keys under `experiment`, where they do nothing
@@ -218,6 +242,7 @@ def check(cfg: DictConfig) -> None:
             raise UserError(f"callbacks.{name}.dirpath is set by dlopt to RUN_DIR/checkpoints; choose the run "
                             f"folder with hydra.run.dir=DIR")
     check_values(cfg)
+    check_diagnostics(cfg)
     transfer = cfg.get("transfer")
     if isinstance(transfer, DictConfig) and transfer.get("from") is not None:
         transfer_source(str(transfer["from"]))

@@ -110,6 +110,62 @@ def checkpoint_config(checkpoint: dict[str, Any], source: str, allowed: frozense
     return config
 
 
+# --- a run folder's records, read without torch -------------------------------------------------------
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A folder a dlopt command ran in: Hydra's .hydra/config.yaml is there."""
+    return (folder / ".hydra" / "config.yaml").is_file()
+
+
+def run_folders(folder: Path) -> list[Path]:
+    """The run folders below `folder` (the runs of a sweep, its trials), in name order (numbers by value)."""
+    found = [p.parent.parent for p in folder.rglob(".hydra/config.yaml")]
+    return sorted(found, key=lambda p: [int(part) if part.isdigit() else part for part in p.relative_to(folder).parts])
+
+
+def read_json(path: Path, named: str) -> Any:
+    """A JSON file of a run folder (metrics.json, history.json); None when it is missing, UserError naming the
+    file when it is half-written or not JSON."""
+    import json
+
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise UserError(f"{named}: {path} is not valid JSON ({err}); the run may have been cut short "
+                        "while writing it") from None
+
+
+def run_config(folder: Path, named: str) -> dict[str, Any]:
+    """The config a run folder's command ran with (.hydra/config.yaml), resolved, as plain data: it is read,
+    never built; only the resolvers of RESOLVERS run."""
+    config = read_yaml(folder / ".hydra" / "config.yaml", named)
+    if not isinstance(config, DictConfig):
+        raise UserError(f"{named}: {folder / '.hydra' / 'config.yaml'} is not a run config (a mapping of keys)")
+    check_resolvers(config, f"{named}: {folder / '.hydra' / 'config.yaml'}")
+    try:
+        return OmegaConf.to_container(config, resolve=True)
+    except Exception:  # an interpolation of Hydra's own keys, which only the running command knows
+        return OmegaConf.to_container(config, resolve=False)
+
+
+def run_overrides(folder: Path, named: str) -> list[str]:
+    """The command-line overrides a run was started with (.hydra/overrides.yaml)."""
+    path = folder / ".hydra" / "overrides.yaml"
+    overrides = read_yaml(path, named) if path.is_file() else []
+    return [str(o) for o in overrides or []]
+
+
+def history(folder: Path, named: str) -> list[dict[str, Any]]:
+    """The run's metrics per epoch (history.json, written every epoch); [] when the run recorded none."""
+    rows = read_json(folder / "history.json", named)
+    if rows is not None and not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
+        raise UserError(f"{named}: {folder / 'history.json'} is not a list of epoch rows")
+    return rows or []
+
+
 # --- the allowlist ---------------------------------------------------------------------------------
 
 
@@ -127,12 +183,7 @@ def check_config(config: DictConfig, source: str, allowed: frozenset[str]) -> No
     """Raise UserError if the config read from `source` calls a resolver other than RESOLVERS or names a
     target that is neither in `allowed` nor a class of LIBRARY_CLASSES; check the resolvers first,
     since finding the targets resolves the config."""
-    raw = OmegaConf.to_container(config, resolve=False)
-    for key, text in _strings(raw):
-        for name in _RESOLVER_CALL.findall(text):
-            if name not in RESOLVERS:
-                raise UserError(f"{source}: {key}={text} calls the resolver {name}, which dlopt does not run from "
-                                f"files; a config read back from a file may use {', '.join(RESOLVERS)}")
+    check_resolvers(config, source)
     try:
         resolved = OmegaConf.to_container(config, resolve=True)
     except Exception as err:
@@ -142,6 +193,15 @@ def check_config(config: DictConfig, source: str, allowed: frozenset[str]) -> No
             raise UserError(f"{source}: {key}={target} is not a target dlopt builds from a file (only those its "
                             f"config folders name, and the classes of {', '.join(LIBRARY_CLASSES)}); if you "
                             f"trust this file, add --config-dir DIR, a folder whose YAML files name that target")
+
+
+def check_resolvers(config: DictConfig, source: str) -> None:
+    """Raise UserError if the config read from `source` calls a resolver other than RESOLVERS."""
+    for key, text in _strings(OmegaConf.to_container(config, resolve=False)):
+        for name in _RESOLVER_CALL.findall(text):
+            if name not in RESOLVERS:
+                raise UserError(f"{source}: {key}={text} calls the resolver {name}, which dlopt does not run from "
+                                f"files; a config read back from a file may use {', '.join(RESOLVERS)}")
 
 
 def _library_class(target: str) -> bool:

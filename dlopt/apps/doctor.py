@@ -19,7 +19,8 @@ def doctor(cfg: DictConfig, run_dir: Path) -> dict:
     if not isinstance(cfg.get("try"), bool):
         raise UserError(f"try={cfg.get('try')} is not valid; give true or false")
     if not isinstance(cfg.remedies, int) or isinstance(cfg.remedies, bool) or cfg.remedies < 1:
-        raise UserError(f"remedies={cfg.remedies} is not valid; give an integer >= 1 (how many remedies try=true trains)")
+        raise UserError(f"remedies={cfg.remedies} is not valid; give an integer >= 1 (how many remedies try=true "
+                        "trains)")
     thresholds = OmegaConf.to_container(cfg.diagnostics.thresholds)
     folder, runs = medic.runs_of(cfg.run)
     if cfg["try"] and len(runs) > 1:

@@ -38,6 +38,8 @@ class Diagnosis:
     metrics: dict[str, Any]
     findings: list[symptoms.Finding]
     recorded: bool  # the run recorded per-layer diagnostics (not diagnostics=none)
+    records: list[dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
 
     def remedies(self) -> list[tuple[symptoms.Finding, cures.Remedy]]:
         return [(f, r) for f in self.findings for r in cures.remedies(f, self.config)]
@@ -59,7 +61,7 @@ class Diagnosis:
 
 
 def examine(run: Path, thresholds: dict[str, float], named: str) -> Diagnosis:
-    """The diagnosis of one run folder from its files."""
+    """The diagnosis of one run folder from its files: findings first, most fundamental first."""
     config = saved_run.run_config(run, named)
     overrides = [o for o in saved_run.run_overrides(run, named) if not o.startswith(NOT_CHOICES)]
     metrics = saved_run.read_json(run / "metrics.json", named)
@@ -74,8 +76,8 @@ def examine(run: Path, thresholds: dict[str, float], named: str) -> Diagnosis:
     records_file = run / "diagnostics.jsonl"
     records = symptoms.read_records(records_file) if records_file.is_file() else []
     history = saved_run.history(run, named)
-    return Diagnosis(run, overrides, config, metrics,
-                     symptoms.diagnose(records, history, metrics, config, thresholds), bool(records))
+    return Diagnosis(run, overrides, config, metrics, symptoms.diagnose(records, history, metrics, config, thresholds),
+                     bool(records), records, history)
 
 
 def _failure(run: Path) -> str:
@@ -202,7 +204,8 @@ def try_remedies(diagnosis: Diagnosis, count: int, folder: Path, thresholds: dic
     for i, (finding, remedy) in enumerate(tries, 1):
         after = results.get(f"r{i}")
         rows.append({"symptom": finding.title, "remedy": " ".join(remedy.overrides), "measure": finding.measure_name,
-                     "measure_before": _measure(before, finding.symptom), "measure_after": _measure(after, finding.symptom),
+                     "measure_before": _measure(before, finding.symptom, thresholds),
+                     "measure_after": _measure(after, finding.symptom, thresholds),
                      "monitor": diagnosis.metrics.get("monitor") or diagnosis.config.get("monitor"),
                      "objective_before": _metric(before, "objective"), "objective_after": _metric(after, "objective"),
                      "test_acc_before": _metric(before, "test/acc"), "test_acc_after": _metric(after, "test/acc"),
@@ -211,11 +214,12 @@ def try_remedies(diagnosis: Diagnosis, count: int, folder: Path, thresholds: dic
     return rows
 
 
-def _measure(diagnosis: Optional[Diagnosis], symptom: str) -> Optional[float]:
-    """The symptom's measure in a run; None when the run shows no such symptom (or did not run)."""
+def _measure(diagnosis: Optional[Diagnosis], symptom: str, thresholds: dict[str, float]) -> Optional[float]:
+    """The symptom's measure in a run, a symptom there or not; None when the run did not run or record it."""
     if diagnosis is None:
         return None
-    return next((f.measure for f in diagnosis.findings if f.symptom == symptom), None)
+    return symptoms.measure(symptom, diagnosis.records, diagnosis.history, diagnosis.metrics, diagnosis.config,
+                            thresholds)
 
 
 def _metric(diagnosis: Optional[Diagnosis], key: str) -> Optional[float]:

@@ -113,7 +113,7 @@ class Recorder(L.Callback):
         grads = {name: p.grad for name, p in weights.items() if p.grad is not None}
         grad_norm = {name: float(g.norm()) for name, g in grads.items()}
         self._row = {"kind": "step", "epoch": trainer.current_epoch, "step": trainer.global_step,
-                     "grad_norm": grad_norm, "weight_norm": {name: float(p.norm()) for name, p in weights.items()},
+                     "grad_norm": grad_norm, "weight_norm": {name: float(p.detach().norm()) for name, p in weights.items()},
                      "total_grad_norm": math.sqrt(sum(v * v for v in grad_norm.values()))}
         self._before = {name: p.detach().clone() for name, p in weights.items()}
         if self._histograms_due(trainer):

@@ -102,7 +102,7 @@ def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persist
             "the gradient shrinks on its way back through the layers, so the first layers barely learn",
             value, "first/last gradient ratio"))
     if graded:
-        start = _median(graded[0].get("grad_norms") or [])
+        start = _median(v for s in graded for v in s.get("grad_norms") or [])  # the run's typical gradient norm
         grown = [s["epoch"] for s in graded if not math.isfinite(s["total_grad_norm"])
                  or (start > 0 and s["total_grad_norm"] > t["exploding"] * start)]
         if grown:  # any epoch: one explosion is enough to wreck a run
@@ -110,9 +110,9 @@ def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persist
             norms = sorted(v for s in graded for v in s.get("grad_norms") or [] if v is not None and math.isfinite(v))
             found.append(Finding(
                 "exploding_gradients", "exploding gradients",
-                f"the gradient norm reached {worst:.3g}, {worst / start:.0f}x its first epoch's median {start:.3g}, in "
+                f"the gradient norm reached {worst:.3g}, {worst / start:.0f}x its median {start:.3g} over the run, in "
                 f"{_epochs(grown)} (threshold {t['exploding']:g}x)", "a few large steps throw the weights far off",
-                worst / start if start > 0 else math.inf, "largest / first gradient norm",
+                worst / start if start > 0 else math.inf, "largest / median gradient norm",
                 {"p90_grad_norm": norms[int(0.9 * (len(norms) - 1))] if norms else None}))
     acts = [s["activations"] for s in summaries if "activations" in s]
     for kind, threshold, symptom, title, cause in (
@@ -153,11 +153,9 @@ def curve_findings(history: list[dict[str, Any]], metrics: dict[str, Any], confi
     """Symptoms in the per-epoch loss and accuracy curves (and how the run stopped)."""
     found = []
     train = [r.get("train/loss") for r in history]
-    val = [r.get("val/loss") for r in history]
     train_acc = [r.get("train/acc") for r in history]
     finite = [v for v in train if isinstance(v, (int, float)) and math.isfinite(v)]
     reason = str(metrics.get("stop_reason") or metrics.get("error") or "")
-    lr = (config.get("optimizer") or {}).get("lr")
     if "became nan" in reason or "became inf" in reason:
         found.append(Finding("lr_too_high", "divergence", f"stopped: {reason}",
                              "the loss blew up to a non-finite value", math.inf, "train/loss", {"diverged": True}))
@@ -191,7 +189,8 @@ def curve_findings(history: list[dict[str, Any]], metrics: dict[str, Any], confi
         best_epoch, best = min(vals, key=lambda p: p[1])
         last_epoch, last = vals[-1]
         gap = accs[-1] - val_accs[-1] if accs and val_accs else 0.0
-        if last > best * (1 + t["overfit"]) and gap > t["gap"] and finite and finite[-1] < train[best_epoch - history[0]["epoch"]]:
+        train_at_best = train[best_epoch - history[0]["epoch"]]
+        if last > best * (1 + t["overfit"]) and gap > t["gap"] and finite and finite[-1] < train_at_best:
             found.append(Finding(
                 "overfitting", "overfitting",
                 f"val/loss {best:.3g} at epoch {best_epoch} rose to {last:.3g} by epoch {last_epoch} while train/loss "
@@ -246,9 +245,8 @@ def diagnose(records: list[dict[str, Any]], history: list[dict[str, Any]], metri
              config: dict[str, Any], t: dict[str, float]) -> list[Finding]:
     """Every symptom of a run, most fundamental first (a learning rate that wrecks training before the
     curves' symptoms, which it may cause); one finding per symptom."""
-    header = next((r for r in records if r.get("kind") == "layers"), {})
-    classes = metrics.get("classes") or header.get("classes")
-    findings = layer_findings(per_epoch(records), t) + curve_findings(history, metrics, config, classes, t)
+    findings = layer_findings(per_epoch(records), t) + curve_findings(history, metrics, config,
+                                                                      _classes(records, metrics), t)
     if any(f.symptom in CAUSES for f in findings):  # low train accuracy is then their effect, not the model's size
         findings = [f for f in findings if f.symptom != "underfitting"]
     unique: dict[str, Finding] = {}
@@ -260,3 +258,28 @@ def diagnose(records: list[dict[str, Any]], history: list[dict[str, Any]], metri
         else:
             unique[finding.symptom] = finding
     return list(unique.values())
+
+
+# per symptom, thresholds past which it always shows: its measure in a run where it is not a symptom
+_ALWAYS = {"vanishing_gradients": {"vanishing": math.inf}, "exploding_gradients": {"exploding": 0.0},
+           "dead_units": {"dead": -1.0}, "saturated_units": {"saturated": -1.0}, "lr_too_high": {"update_high": -1.0},
+           "lr_too_low": {"update_low": math.inf, "slow": math.inf, "underfit": math.inf}, "stuck": {"stuck": 0.0},
+           "underfitting": {"underfit": math.inf}, "overfitting": {"overfit": -1.0, "gap": -math.inf},
+           "not_converged": {"converge": -math.inf}, "eager_stopping": {"eager": math.inf}}
+
+
+def measure(symptom: str, records: list[dict[str, Any]], history: list[dict[str, Any]], metrics: dict[str, Any],
+            config: dict[str, Any], t: dict[str, float]) -> Optional[float]:
+    """The symptom's measure in a run whether or not it crosses its threshold (None when the run lacks the
+    records), so that a remedy's run is compared with the original on the same number."""
+    lenient = {**t, **_ALWAYS[symptom]}
+    if symptom == "lr_too_low":
+        lenient["update_high"] = math.inf
+    found = [f for f in layer_findings(per_epoch(records), lenient) +
+             curve_findings(history, metrics, config, _classes(records, metrics), lenient) if f.symptom == symptom]
+    return found[0].measure if found else None
+
+
+def _classes(records: list[dict[str, Any]], metrics: dict[str, Any]) -> Optional[int]:
+    header = next((r for r in records if r.get("kind") == "layers"), {})
+    return metrics.get("classes") or header.get("classes")

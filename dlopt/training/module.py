@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import lightning.pytorch as L
@@ -31,6 +32,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from dlopt.errors import UserError
 from dlopt.training.clipping import adaptive_clip_grad, grad_norm
+from dlopt.training.report import write_json
 
 SPLITS = ("train", "val", "test")
 
@@ -86,6 +88,7 @@ class Classifier(L.LightningModule):
         self.losses = nn.ModuleDict({f"{split}_": MeanMetric(nan_strategy="disable") for split in SPLITS})
         self.l1_penalty = MeanMetric(nan_strategy="disable")
         self.history: list[dict[str, float]] = []  # one row of epoch metrics per epoch, for curves.png
+        self.history_file: Optional[Path] = None  # history.json: rewritten every epoch (set by dlopt.training.run)
         self.started_at = time.perf_counter()  # when this process started the run (set by dlopt.training.run)
         self.earlier_wall_time = 0.0  # seconds the run took in the processes before a resume
         self._val_row: dict[str, float] = {}
@@ -159,6 +162,8 @@ class Classifier(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         row = {"epoch": self.current_epoch, "lr": self._epoch_lr}
         self.history.append({**row, **self._log_epoch("train"), **self._val_row})
+        if self.history_file is not None:
+            write_json(self.history, self.history_file, indent=None)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")

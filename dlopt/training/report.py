@@ -9,16 +9,26 @@ from pathlib import Path
 from typing import Sequence
 
 
-def write_json(values: dict, path: Path) -> None:
+def strict(value):
+    """`value` with every non-finite number (in nested dicts and lists too) replaced by None: strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    return value
+
+
+def write_json(values: dict | list, path: Path, indent: int | None = 2) -> None:
     """Strict JSON (a non-finite number becomes null), written through a temporary file so that
     a crash never leaves a half-written file under `path`."""
-    values = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in values.items()}
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(values, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    tmp.write_text(json.dumps(strict(values), indent=indent, sort_keys=True, allow_nan=False) + "\n")
     os.replace(tmp, path)
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,7 +39,7 @@ def _pyplot():
 
 def plot_curves(history: list[dict], path: Path) -> None:
     """Loss and accuracy per epoch, train and val, side by side."""
-    plt = _pyplot()
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = [row["epoch"] + 1 for row in history]
@@ -49,7 +59,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
 def plot_samples(rows: Sequence[tuple[str, "torch.Tensor", list[str]]], title: str):
     """A figure with one row per (name, batch, captions): images as pictures, 1-D signals and
     vectors as lines. Returns the matplotlib figure (for a PNG and for TensorBoard)."""
-    plt = _pyplot()
+    plt = pyplot()
     first = rows[0][1]
     n, kind = len(first), ("image" if first.dim() == 4 else "signal" if first.dim() == 3 else "vector")
     low, high = float(first.min()), float(first.max())
@@ -75,4 +85,4 @@ def plot_samples(rows: Sequence[tuple[str, "torch.Tensor", list[str]]], title: s
 
 def save_figure(fig, path: Path) -> None:
     fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
+    pyplot().close(fig)

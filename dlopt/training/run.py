@@ -198,10 +198,13 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
     start = time.perf_counter()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     resume_step = read_checkpoint(resume, f"resume={run_dir}")["global_step"] if resume else None
+    recorder = _recorder(cfg)
     with lightning_config_errors():  # devices and accelerator are checked before anything is built
-        trainer = _trainer(cfg, run_dir, callbacks, purge_step=resume_step)
+        trainer = _trainer(cfg, run_dir, [*callbacks, *([recorder] if recorder else [])], purge_step=resume_step)
     data, module = build(cfg, data)
     module.started_at = start
+    if trainer.is_global_zero:
+        module.history_file = run_dir / "history.json"
     module.configure_optimizers()  # settings torch.optim refuses are told now, before anything is written
     size = summarize(module.net, data.in_shape)
     if cfg.model.get("compile"):
@@ -239,6 +242,8 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         "pruned": any(getattr(callback, "pruned", False) for callback in trainer.callbacks),
         "stopped_epoch": stopped[0] if stopped else None,
         "stop_reason": stopped[1] if stopped else f"trainer.max_epochs={cfg.trainer.max_epochs} reached",
+        "classes": data.num_classes,
+        "warnings": recorder.warnings if recorder else [],
         "params": size.total_parameters,
         "flops_per_sample": size.total_flops,
         "seed": cfg.seed,
@@ -255,6 +260,14 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
     log.info("%s: %s=%.4f (best of %d epochs), test/acc=%.4f -> %s", run_dir.name, cfg.monitor,
              metrics["objective"], metrics["epochs"], metrics.get("test/acc", float("nan")), run_dir)
     return metrics["objective"]
+
+
+def _recorder(cfg: DictConfig) -> Optional[L.Callback]:
+    """The diagnostics group's recorder (dlopt.diagnostics.recorder), None with diagnostics=none."""
+    if not cfg.get("diagnostics"):
+        return None
+    check_arguments(cfg.diagnostics, "diagnostics")
+    return instantiate(cfg.diagnostics, _convert_="all")
 
 
 def _follows_monitor(cfg: DictConfig) -> bool:
