@@ -93,7 +93,7 @@ def test_train_help_lists_every_group_and_option(cli, tmp_path):
     shipped = {d.name: sorted(f.stem for f in d.glob("*.yaml")) for d in conf.iterdir() if d.is_dir()}
     shipped.pop("hydra")
     assert set(shipped) == {"data", "model", "optimizer", "scheduler", "augmentation", "regularization", "search",
-                            "trainer", "callbacks", "logger", "experiment", "clip"}
+                            "trainer", "callbacks", "logger", "experiment", "clip", "diagnostics"}
     assert listed == shipped
     assert listed["model"] == ["cnn", "mlp", "resnet", "vit"]
     assert {"digits", "mnist1d", "synthetic", "image_folder", "cifar10"} <= set(listed["data"])
