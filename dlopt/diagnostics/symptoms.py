@@ -101,18 +101,19 @@ def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persist
             f"|grad| of {first} / {last} = {value:.1e} in {_epochs(low)} (threshold {t['vanishing']:g})",
             "the gradient shrinks on its way back through the layers, so the first layers barely learn",
             value, "first/last gradient ratio"))
-    if graded:
-        start = _median(v for s in graded for v in s.get("grad_norms") or [])  # the run's typical gradient norm
-        grown = [s["epoch"] for s in graded if not math.isfinite(s["total_grad_norm"])
-                 or (start > 0 and s["total_grad_norm"] > t["exploding"] * start)]
+    steps = [(s["epoch"], v) for s in graded for v in s.get("grad_norms") or [] if isinstance(v, (int, float))]
+    if len(steps) >= 2:  # each recorded gradient norm against the median of those before it: a jump, not a trend
+        jumps = [(steps[i][0], steps[i][1], _median(v for _, v in steps[:i])) for i in range(1, len(steps))]
+        jumps = [(e, v, math.inf if not math.isfinite(v) else v / before if before > 0 else 1.0) for e, v, before in jumps]
+        grown = sorted({e for e, _, ratio in jumps if ratio > t["exploding"]})
         if grown:  # any epoch: one explosion is enough to wreck a run
-            worst = max((s["total_grad_norm"] for s in graded if s["epoch"] in grown), key=lambda v: (math.isnan(v), v))
-            norms = sorted(v for s in graded for v in s.get("grad_norms") or [] if v is not None and math.isfinite(v))
+            epoch, worst, ratio = max(jumps, key=lambda j: j[2])
+            norms = sorted(v for _, v in steps if math.isfinite(v))
             found.append(Finding(
                 "exploding_gradients", "exploding gradients",
-                f"the gradient norm reached {worst:.3g}, {worst / start:.0f}x its median {start:.3g} over the run, in "
-                f"{_epochs(grown)} (threshold {t['exploding']:g}x)", "a few large steps throw the weights far off",
-                worst / start if start > 0 else math.inf, "largest / median gradient norm",
+                f"the gradient norm reached {worst:.3g} in epoch {epoch}, {ratio:.0f}x the median of the steps before "
+                f"(threshold {t['exploding']:g}x); jumps in {_epochs(grown)}", "a few large steps throw the weights far off",
+                ratio, "largest jump of the gradient norm",
                 {"p90_grad_norm": norms[int(0.9 * (len(norms) - 1))] if norms else None}))
     acts = [s["activations"] for s in summaries if "activations" in s]
     for kind, threshold, symptom, title, cause in (
