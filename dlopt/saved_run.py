@@ -138,6 +138,27 @@ def read_json(path: Path, named: str) -> Any:
                         "while writing it") from None
 
 
+# metrics.json keys that hold numbers (or null for a value that was not finite), besides every "split/metric"
+NUMERIC_METRICS = ("objective", "best_epoch", "epochs", "classes", "params", "flops_per_sample", "seed",
+                   "wall_time_s", "process_wall_time_s", "stopped_epoch")
+
+
+def metrics(folder: Path, named: str) -> Optional[dict[str, Any]]:
+    """A run's metrics.json (None when the run wrote none, e.g. it failed); UserError naming the file when it is
+    cut short or its values are not what dlopt writes."""
+    path = folder / "metrics.json"
+    values = read_json(path, named)
+    if values is None:
+        return None
+    if not isinstance(values, dict):
+        raise UserError(f"{named}: {path} is not a mapping of metrics")
+    wrong = [k for k, v in values.items() if (k in NUMERIC_METRICS or "/" in k)
+             and not (v is None or isinstance(v, (int, float)) and not isinstance(v, bool))]
+    if wrong:
+        raise UserError(f"{named}: {path} is not a metrics file of dlopt: {wrong[0]} is not a number")
+    return values
+
+
 def run_config(folder: Path, named: str) -> dict[str, Any]:
     """The config a run folder's command ran with (.hydra/config.yaml), resolved, as plain data: it is read,
     never built; only the resolvers of RESOLVERS run."""
@@ -161,8 +182,10 @@ def run_overrides(folder: Path, named: str) -> list[str]:
 def history(folder: Path, named: str) -> list[dict[str, Any]]:
     """The run's metrics per epoch (history.json, written every epoch); [] when the run recorded none."""
     rows = read_json(folder / "history.json", named)
-    if rows is not None and not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
-        raise UserError(f"{named}: {folder / 'history.json'} is not a list of epoch rows")
+    if rows is not None and not (isinstance(rows, list) and all(isinstance(r, dict) and isinstance(r.get("epoch"), int)
+                                                                and all(isinstance(v, (int, float, type(None)))
+                                                                        for k, v in r.items()) for r in rows)):
+        raise UserError(f"{named}: {folder / 'history.json'} is not a list of epoch rows (epoch and numbers)")
     return rows or []
 
 

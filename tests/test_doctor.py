@@ -297,9 +297,6 @@ def test_try_trains_the_original_and_its_top_remedy_and_compares(cli, runs, tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="bug: try_remedies appends trainer.max_epochs=<the original's> to the sweep's "
-                   "command line, which overrides a remedy that sets trainer.max_epochs (not_converged, lr_too_low, "
-                   "underfitting): the 'remedy' run trains exactly like the original")
 def test_try_a_longer_training_really_trains_longer(cli, runs, tmp_path):
     run_dir = runs(*NOT_CONVERGED)
     doctor(cli, tmp_path, f"run={run_dir}", "try=true", "remedies=1")
@@ -396,9 +393,6 @@ WRONG_TYPES = {  # file -> valid JSON whose values have the wrong type
 }
 
 
-@pytest.mark.xfail(strict=True, reason="bug: valid JSON with values of the wrong type (metrics.json classes a "
-                   "string, a diagnostics.jsonl record whose grad_norm is a number) ends in a TypeError traceback "
-                   "(symptoms.curve_findings / symptoms.per_epoch), exit 1")
 @pytest.mark.parametrize("name", list(WRONG_TYPES))
 def test_a_run_file_with_values_of_the_wrong_type_is_one_line_naming_it(cli, tmp_path, target, name):
     (target / name).write_text(WRONG_TYPES[name])

@@ -64,10 +64,7 @@ def examine(run: Path, thresholds: dict[str, float], named: str) -> Diagnosis:
     """The diagnosis of one run folder from its files: findings first, most fundamental first."""
     config = saved_run.run_config(run, named)
     overrides = [o for o in saved_run.run_overrides(run, named) if not o.startswith(NOT_CHOICES)]
-    metrics = saved_run.read_json(run / "metrics.json", named)
-    if metrics is not None and not isinstance(metrics, dict):
-        raise UserError(f"{named}: {run / 'metrics.json'} is not a mapping of metrics")
-    metrics = metrics or {}
+    metrics = saved_run.metrics(run, named) or {}
     error = run / "error.txt"
     if not metrics and error.is_file():  # a failed run of a sweep says why
         metrics = {"error": error.read_text(errors="replace").strip()}
@@ -146,8 +143,12 @@ def remedy_configs(diagnosis: Diagnosis, tries: list[tuple[symptoms.Finding, cur
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     touched = {cures.key_of(o) for _, r in tries for o in r.overrides}
-    shared = [o for o in diagnosis.overrides if cures.key_of(o) not in touched]
-    own = [o for o in diagnosis.overrides if cures.key_of(o) in touched]
+    # the same seed and epoch budget as the run, unless a remedy changes them
+    epochs, seed = symptoms.epochs_budget(diagnosis.config), diagnosis.config.get("seed")
+    pinned = ([f"trainer.max_epochs={epochs}"] if epochs else []) + ([f"seed={seed}"] if isinstance(seed, int) else [])
+    overrides = cures.with_remedy(diagnosis.overrides, pinned)
+    shared = [o for o in overrides if cures.key_of(o) not in touched]
+    own = [o for o in overrides if cures.key_of(o) in touched]
     parser = OverridesParser.create()
     group = folder / "remedy"
     group.mkdir(parents=True, exist_ok=True)
@@ -187,7 +188,6 @@ def try_remedies(diagnosis: Diagnosis, count: int, folder: Path, thresholds: dic
     shared = remedy_configs(diagnosis, tries, folder)
     options = ",".join(["original", *(f"r{i}" for i in range(1, len(tries) + 1))])
     args = ["-m", "--config-dir", str(folder), f"+remedy={options}", *shared,
-            f"trainer.max_epochs={diagnosis.config['trainer']['max_epochs']}", f"seed={diagnosis.config['seed']}",
             f"hydra.sweep.dir={folder}", *extra]
     log.info("trying %d remedies: dlopt train %s", len(tries), " ".join(shlex.quote(a) for a in args))
     done = subprocess.run([sys.executable, "-m", "dlopt", "train", *args], check=False)

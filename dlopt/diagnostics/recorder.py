@@ -67,9 +67,9 @@ class Recorder(L.Callback):
         with self._path.open("a") as file:
             file.write(json.dumps(strict(record), allow_nan=False) + "\n")
 
-    def _log(self, trainer: L.Trainer, values: dict[str, float]) -> None:
+    def _log(self, trainer: L.Trainer, values: dict[str, float], step: int) -> None:
         if trainer.logger is not None:
-            trainer.logger.log_metrics({k: v for k, v in values.items() if math.isfinite(v)}, step=trainer.global_step)
+            trainer.logger.log_metrics({k: v for k, v in values.items() if math.isfinite(v)}, step=step)
 
     def _histogram(self, trainer: L.Trainer, tag: str, values: torch.Tensor) -> None:
         if isinstance(trainer.logger, TensorBoardLogger) and values.numel() and torch.isfinite(values).all():
@@ -146,7 +146,8 @@ class Recorder(L.Callback):
         first, last = next(iter(row["grad_norm"].values()), None), next(reversed(row["grad_norm"].values()), None)
         self._log(trainer, {"diagnostics/total_grad_norm": row["total_grad_norm"],
                             "diagnostics/update_ratio_median": _median(list(row["update_ratio"].values())),
-                            **({"diagnostics/grad_ratio_first_last": first / last} if first and last else {})})
+                            **({"diagnostics/grad_ratio_first_last": first / last} if first and last else {})},
+                  row["step"])
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -182,7 +183,7 @@ class Recorder(L.Callback):
         self._write(row)
         self._records.append(row)
         self._log(trainer, {**{f"diagnostics/dead/{k}": v for k, v in row["dead"].items()},
-                            **{f"diagnostics/saturated/{k}": v for k, v in row["saturated"].items()}})
+                            **{f"diagnostics/saturated/{k}": v for k, v in row["saturated"].items()}}, trainer.global_step)
         self._warn(trainer.current_epoch)
 
     def _warn(self, epoch: int) -> None:

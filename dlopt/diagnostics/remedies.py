@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from dlopt.diagnostics.symptoms import Finding
+from dlopt.diagnostics.symptoms import Finding, epochs_budget
 
 RELU_FAMILY = ("relu", "leaky_relu", "prelu", "gelu", "silu", "elu")
 IMAGE_SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder")
@@ -94,7 +94,7 @@ def _clip(config: dict, finding: Finding) -> list[Remedy]:
 
 
 def _warmup(config: dict) -> list[Remedy]:
-    epochs = (config.get("trainer") or {}).get("max_epochs") or 10
+    epochs = epochs_budget(config) or 10
     if _has(config, "scheduler", "warmup_epochs") and not config["scheduler"]["warmup_epochs"]:
         return [Remedy([f"scheduler.warmup_epochs={max(1, min(5, epochs // 10))}"],
                        "a linear warmup lets the first steps settle before the full learning rate")]
@@ -116,9 +116,9 @@ def _regularize(config: dict) -> list[Remedy]:
 
 def _bigger(config: dict) -> list[Remedy]:
     model, remedies = _model(config), []
-    if isinstance(model.get("width"), int):
+    if isinstance(model.get("width"), int) and not isinstance(model.get("width"), bool):
         remedies.append(Remedy([f"model.width={2 * model['width']}"], "a wider network has room to fit the data"))
-    if isinstance(model.get("depth"), int):
+    if isinstance(model.get("depth"), int) and not isinstance(model.get("depth"), bool):
         remedies.append(Remedy([f"model.depth={model['depth'] + max(1, model['depth'] // 2)}"],
                                "a deeper network can represent more"))
     if (config.get("regularization") or {}).get("weight_decay") or model.get("dropout"):
@@ -127,12 +127,13 @@ def _bigger(config: dict) -> list[Remedy]:
 
 
 def _longer(config: dict) -> list[Remedy]:
-    epochs = (config.get("trainer") or {}).get("max_epochs")
+    epochs = epochs_budget(config)
     return [Remedy([f"trainer.max_epochs={2 * epochs}"], "more epochs to finish learning")] if epochs else []
 
 
 def _patience(config: dict, finding: Finding) -> list[Remedy]:
-    patience = finding.facts.get("patience") or 3
+    patience = finding.facts.get("patience")
+    patience = patience if isinstance(patience, int) else 3
     return [Remedy([f"callbacks.early_stopping.patience={max(10, 2 * patience)}"],
                    "more patience rides out a plateau")]
 

@@ -30,16 +30,47 @@ class Finding:
     facts: dict[str, Any] = field(default_factory=dict)  # what remedies compute their values from
 
 
+def _numbers(value: Any) -> bool:
+    """A mapping of names to numbers (null for a value that was not finite)."""
+    return isinstance(value, dict) and all(v is None or _number(v) for v in value.values())
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _well_formed(record: Any) -> bool:
+    if not isinstance(record, dict):
+        return False
+    kind = record.get("kind")
+    if kind == "layers":
+        return isinstance(record.get("weights", []), list)
+    timed = isinstance(record.get("epoch"), int) and isinstance(record.get("step"), int)
+    if kind == "step":
+        return timed and all(_numbers(record.get(k, {})) for k in ("grad_norm", "weight_norm", "update_ratio")) \
+            and (record.get("total_grad_norm") is None or _number(record["total_grad_norm"]))
+    if kind == "activations":
+        return timed and all(_numbers(record.get(k, {})) for k in ("dead", "saturated", "mean", "std"))
+    return False
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of diagnostics.jsonl; a line cut short by a crash ends the list."""
+    """The records of diagnostics.jsonl; a last line cut short by a crash ends the list. UserError naming the
+    file and line for a line that is no record of dlopt's."""
+    from dlopt.errors import UserError
+
+    lines = path.read_text(errors="replace").splitlines()
     records = []
-    for line in path.read_text(errors="replace").splitlines():
+    for number, line in enumerate(lines, 1):
         try:
             record = json.loads(line)
         except ValueError:
-            break
-        if isinstance(record, dict):
-            records.append(record)
+            if number == len(lines):
+                break
+            record = None
+        if not _well_formed(record):
+            raise UserError(f"{path}, line {number}: not a diagnostics record of dlopt train (the file is damaged)")
+        records.append(record)
     return records
 
 
@@ -207,9 +238,9 @@ def curve_findings(history: list[dict[str, Any]], metrics: dict[str, Any], confi
             f"+{accs[-1] - accs[-1 - third]:.3f} over the last {third}",
             "the network is too small or too constrained for the data, or trains too briefly",
             accs[-1], "train/acc"))
-    monitor, mode = metrics.get("monitor", config.get("monitor", "val/loss")), metrics.get("mode", config.get("mode"))
+    monitor, mode = str(metrics.get("monitor", config.get("monitor", "val/loss"))), metrics.get("mode", config.get("mode"))
     series = [r.get(monitor) for r in history if isinstance(r.get(monitor), (int, float))]
-    max_epochs = (config.get("trainer") or {}).get("max_epochs")
+    max_epochs = epochs_budget(config)
     stopped_early = metrics.get("stopped_early")
     if len(series) >= 4 and not stopped_early and max_epochs and len(history) >= max_epochs:
         quarter = max(1, len(series) // 4)
@@ -281,6 +312,13 @@ def measure(symptom: str, records: list[dict[str, Any]], history: list[dict[str,
     return found[0].measure if found else None
 
 
+def epochs_budget(config: dict[str, Any]) -> Optional[int]:
+    """trainer.max_epochs of a run's config, None when it is not a positive integer (-1: unlimited)."""
+    epochs = (config.get("trainer") or {}).get("max_epochs") if isinstance(config.get("trainer"), dict) else None
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else None
+
+
 def _classes(records: list[dict[str, Any]], metrics: dict[str, Any]) -> Optional[int]:
     header = next((r for r in records if r.get("kind") == "layers"), {})
-    return metrics.get("classes") or header.get("classes")
+    classes = metrics.get("classes") or header.get("classes")
+    return classes if isinstance(classes, int) and classes >= 2 else None
