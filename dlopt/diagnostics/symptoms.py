@@ -93,7 +93,8 @@ def per_epoch(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         layers = list(rows[0].get("grad_norm", {}))
         epochs.setdefault(epoch, {}).update(
             grad_norm={k: _median(r["grad_norm"].get(k) for r in rows) for k in layers},
-            update_ratio={k: _median(r.get("update_ratio", {}).get(k) for r in rows) for k in layers},
+            # not step 0's: Adam's first step moves every weight by lr whatever the gradient
+            update_ratio={k: _median(r.get("update_ratio", {}).get(k) for r in rows if r["step"]) for k in layers},
             total_grad_norm=max((r.get("total_grad_norm", math.nan) for r in rows), default=math.nan),
             grad_norms=[r.get("total_grad_norm") for r in rows])
     return [{"epoch": e, **epochs[e]} for e in sorted(epochs)]
