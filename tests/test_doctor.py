@@ -28,7 +28,7 @@ HEALTHY = ("trainer.max_epochs=3", "trainer.limit_train_batches=8", "trainer.lim
 DEEP_SIGMOID = ("model=mlp", "model.depth=8", "model.activation=sigmoid", "trainer.max_epochs=3",
                 "trainer.limit_train_batches=10", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2")
 LR_TOO_HIGH = ("model=mlp", "optimizer.lr=1", "trainer.max_epochs=3", *SMALL)  # adam at lr=1
-LR_TOO_LOW = ("optimizer.lr=1e-7", "trainer.max_epochs=3", *SMALL)
+LR_TOO_LOW = ("optimizer.lr=1e-7", "trainer.max_epochs=3", "diagnostics.every_n_steps=2", *SMALL)  # steps after 0 recorded
 # 5% of the training split (one batch of 63 images), no regularization, nothing stops it early
 OVERFIT = ("model=mlp", "data.fraction=0.05", "optimizer.lr=0.01", "scheduler=none", "regularization=none",
            "callbacks.early_stopping=null", "trainer.max_epochs=20", "trainer.limit_test_batches=2")
@@ -54,10 +54,12 @@ def overrides_of(run_dir: Path) -> list[str]:
 
 
 def expected_command(run_dir: Path, remedy: list[str]) -> str:
-    """The run's own overrides, those of the remedy's keys replaced by the remedy's."""
+    """The run's own overrides (a key given twice: the last, which Hydra applies), those of the remedy's keys
+    replaced by the remedy's."""
     replaced = {key_of(o) for o in remedy}
-    return " ".join(["dlopt", "train", *(shlex.quote(o) for o in overrides_of(run_dir) if key_of(o) not in replaced),
-                     *map(shlex.quote, remedy)])
+    own = {key_of(o): o for o in overrides_of(run_dir)}  # insertion order of first sight, value of the last
+    kept = [o for o in overrides_of(run_dir) if own[key_of(o)] == o and key_of(o) not in replaced]
+    return " ".join(["dlopt", "train", *(shlex.quote(o) for o in kept), *map(shlex.quote, remedy)])
 
 
 def doctor(cli, cwd: Path, *args: str, timeout: float = 600):
@@ -173,8 +175,10 @@ def test_a_learning_rate_far_too_high_is_diagnosed(cli, runs, tmp_path):
     result = doctor(cli, tmp_path, f"run={run_dir}")
     found = report(run_dir)
     entry = symptom(found, "lr_too_high")
-    assert entry["measure"] > 0.03, entry  # update/weight ratio far above the 0.03 threshold
-    assert "LEARNING RATE TOO HIGH: update/weight ratio" in result.stdout, result.describe()
+    # with 5 steps an epoch only step 0 is recorded, whose update ratio does not count (Adam's first step moves
+    # every weight by lr): the loss tells, far above a uniform guess
+    assert entry["measure_name"] == "best train loss / ln(classes)" and entry["measure"] > 1.5, entry
+    assert "LOSS ABOVE A UNIFORM GUESS" in result.stdout, result.describe()
     check_remedies(run_dir, entry, result.stdout)
     assert lr_of(entry["remedies"][0]) < 1, entry["remedies"]  # a smaller lr first
     assert "dead_units" in [s["symptom"] for s in found["symptoms"]]  # what the huge steps did to the ReLUs
@@ -239,7 +243,7 @@ def test_a_run_stopped_on_a_nan_loss_is_diagnosed_from_what_it_recorded(cli, run
     assert found["recorded_layers"] is True
     entry = symptom(found, "lr_too_high")
     assert found["symptoms"][0]["symptom"] == "lr_too_high"  # the most fundamental first
-    assert "divergence: stopped: the training loss became nan" in entry["evidence"], entry
+    assert "stopped: the training loss became nan" in entry["evidence"], entry  # with the update ratio, if recorded
     check_remedies(run_dir, entry, result.stdout)
     assert lr_of(entry["remedies"][0]) < 50, entry["remedies"]
 

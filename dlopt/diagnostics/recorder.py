@@ -33,6 +33,10 @@ FILE = "diagnostics.jsonl"
 # activation module -> the name its symptoms use: dead units (ReLU family) or saturation (sigmoid, tanh)
 ACTIVATIONS = {nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu", nn.PReLU: "prelu", nn.ELU: "elu", nn.GELU: "gelu",
                nn.SiLU: "silu", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
+HISTOGRAM_VALUES = 8192  # values per histogram: a 256x32x8x8 activation in full took 7 ms to bin
+# their first step moves every weight by lr whatever the gradient: its update ratio says nothing about lr
+ADAPTIVE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adamax,
+            torch.optim.RMSprop, torch.optim.Adagrad, torch.optim.Adadelta)
 SATURATION = 0.97  # |tanh| above this, or a sigmoid within 0.015 of 0 or 1, is saturated (Karpathy)
 
 
@@ -72,8 +76,10 @@ class Recorder(L.Callback):
             trainer.logger.log_metrics({k: v for k, v in values.items() if math.isfinite(v)}, step=step)
 
     def _histogram(self, trainer: L.Trainer, tag: str, values: torch.Tensor) -> None:
+        values = values.detach().flatten()
+        values = values[:: max(1, values.numel() // HISTOGRAM_VALUES)]  # evenly spaced: the shape, at a fixed cost
         if isinstance(trainer.logger, TensorBoardLogger) and values.numel() and torch.isfinite(values).all():
-            trainer.logger.experiment.add_histogram(tag, values.detach().float().cpu(), trainer.global_step)
+            trainer.logger.experiment.add_histogram(tag, values.float().cpu(), trainer.global_step)
 
     # --- hooks ---------------------------------------------------------------------------------------
 
@@ -92,19 +98,6 @@ class Recorder(L.Callback):
                   "activations": {name: kind for name, (_, kind) in self.activations(module).items()},
                   "classes": getattr(datamodule, "num_classes", None), "every_n_steps": self.every_n_steps}
         self._path.write_text("".join(line + "\n" for line in [json.dumps(header), *kept]))
-        self._probe = self._fixed_batch(datamodule, module.device)
-
-    def _fixed_batch(self, datamodule, device: torch.device) -> Optional[torch.Tensor]:
-        """The first `samples` inputs of the validation split: the same samples every epoch."""
-        if datamodule is None:
-            return None
-        chunks, count = [], 0
-        for x, _ in datamodule.val_dataloader():
-            chunks.append(x)
-            count += len(x)
-            if count >= self.samples:
-                break
-        return torch.cat(chunks)[: self.samples].to(device) if chunks else None
 
     def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule, optimizer) -> None:
         if self._path is None or trainer.global_step % self.every_n_steps:
@@ -115,7 +108,8 @@ class Recorder(L.Callback):
         self._row = {"kind": "step", "epoch": trainer.current_epoch, "step": trainer.global_step,
                      "grad_norm": grad_norm, "weight_norm": {name: float(p.detach().norm()) for name, p in weights.items()},
                      "total_grad_norm": math.sqrt(sum(v * v for v in grad_norm.values()))}
-        self._before = {name: p.detach().clone() for name, p in weights.items()}
+        first_adaptive = trainer.global_step == 0 and isinstance(getattr(optimizer, "optimizer", optimizer), ADAPTIVE)
+        self._before = None if first_adaptive else {name: p.detach().clone() for name, p in weights.items()}
         if self._histograms_due(trainer):
             for name, g in grads.items():
                 self._histogram(trainer, f"diagnostics/grad/{name}", g)
@@ -132,11 +126,11 @@ class Recorder(L.Callback):
         return False
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        if self._before is None or trainer.global_step == self._row["step"]:  # the optimizer has not stepped yet
+        if not self._row or trainer.global_step == self._row["step"]:  # nothing recorded, or no optimizer step yet
             return
         weights = self.weights(module)
         self._row["update_ratio"] = {name: float((weights[name].detach() - before).norm() / (before.norm() + 1e-12))
-                                     for name, before in self._before.items() if name in weights}
+                                     for name, before in (self._before or {}).items() if name in weights}
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         self._row["loss"] = float(loss) if loss is not None else None
         self._before = None
@@ -145,45 +139,56 @@ class Recorder(L.Callback):
         self._records.append(row)
         first, last = next(iter(row["grad_norm"].values()), None), next(reversed(row["grad_norm"].values()), None)
         self._log(trainer, {"diagnostics/total_grad_norm": row["total_grad_norm"],
-                            "diagnostics/update_ratio_median": _median(list(row["update_ratio"].values())),
+                            "diagnostics/update_ratio_median": _median(list(row["update_ratio"].values())),  # nan: none
                             **({"diagnostics/grad_ratio_first_last": first / last} if first and last else {})},
                   row["step"])
 
-    @torch.no_grad()
-    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if self._path is None or self._probe is None or trainer.sanity_checking or trainer.state.fn != "fit":
+    def on_validation_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """Hooks on the activation layers that keep their outputs for the first `samples` validation samples:
+        the same samples every epoch (the validation split is not shuffled), measured in the forward pass that
+        validation runs anyway."""
+        if self._path is None or trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        outputs: dict[str, torch.Tensor] = {}
-        kinds = {}
-        hooks = []
-        for name, (layer, kind) in self.activations(module).items():
-            kinds[name] = kind
-            hooks.append(layer.register_forward_hook(lambda m, i, out, name=name: outputs.__setitem__(name, out)))
-        training = module.training
-        module.eval()
-        try:
-            module(self._probe)
-        finally:
-            for hook in hooks:
-                hook.remove()
-            module.train(training)
+        self._outputs = {name: [] for name in self.activations(module)}
+        self._hooks = [layer.register_forward_hook(lambda m, i, out, name=name: self._outputs[name].append(out))
+                       for name, (layer, _) in self.activations(module).items()]
+        self._seen = 0
+
+    def on_validation_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        if getattr(self, "_hooks", None):
+            self._seen += len(batch[0])
+            if self._seen >= self.samples:
+                self._unhook()
+
+    def _unhook(self) -> None:
+        for hook in getattr(self, "_hooks", []):
+            hook.remove()
+        self._hooks = []
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._unhook()
+        captured, self._outputs = getattr(self, "_outputs", None), None
+        if not captured or not all(captured.values()):
+            return
+        kinds = {name: kind for name, (_, kind) in self.activations(module).items()}
         row: dict[str, Any] = {"kind": "activations", "epoch": trainer.current_epoch, "step": trainer.global_step,
                                "dead": {}, "saturated": {}, "mean": {}, "std": {}}
-        histograms = self.histograms != "none"
-        for name, out in outputs.items():
-            out = out.float()
+        for name, chunks in captured.items():
+            out = torch.cat(chunks)[: self.samples].float()
             if kinds[name] in symptoms.SATURATING:
                 centred = out if kinds[name] == "tanh" else 2 * out - 1
                 row["saturated"][name] = float((centred.abs() > SATURATION).float().mean())
             else:  # a unit (one output of one position) that was positive for no sample of the batch
                 row["dead"][name] = float((out <= 0).all(dim=0).float().mean())
             row["mean"][name], row["std"][name] = float(out.mean()), float(out.std())
-            if histograms:
+            if self.histograms != "none":
                 self._histogram(trainer, f"diagnostics/activation/{name}", out)
         self._write(row)
         self._records.append(row)
         self._log(trainer, {**{f"diagnostics/dead/{k}": v for k, v in row["dead"].items()},
-                            **{f"diagnostics/saturated/{k}": v for k, v in row["saturated"].items()}}, trainer.global_step)
+                            **{f"diagnostics/saturated/{k}": v for k, v in row["saturated"].items()}},
+                  trainer.global_step)
         self._warn(trainer.current_epoch)
 
     def _warn(self, epoch: int) -> None:

@@ -16,6 +16,9 @@ from typing import Any, Callable
 from dlopt.diagnostics.symptoms import Finding, epochs_budget
 
 RELU_FAMILY = ("relu", "leaky_relu", "prelu", "gelu", "silu", "elu")
+# the update/weight ratio a computed lr aims at: healthy runs of bench/doctor.py had 3e-3 to 1.2e-2 (Adam);
+# Karpathy's 1e-3 took a far too low lr only halfway
+TARGET_RATIO = 1e-2
 IMAGE_SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder")
 
 
@@ -30,12 +33,12 @@ def _round(x: float) -> str:
 
 
 def _scaled_lr(config: dict, finding: Finding, low: float, high: float, default: float) -> str | None:
-    """optimizer.lr times the factor that brings the update/weight ratio to 1e-3, kept within [low, high]."""
+    """optimizer.lr times the factor that brings the update/weight ratio to TARGET_RATIO, kept within [low, high]."""
     lr = (config.get("optimizer") or {}).get("lr")
     if not isinstance(lr, (int, float)):
         return None
     ratio = finding.facts.get("update_ratio")
-    factor = 1e-3 / ratio if isinstance(ratio, float) and ratio > 0 and math.isfinite(ratio) else default
+    factor = TARGET_RATIO / ratio if isinstance(ratio, float) and ratio > 0 and math.isfinite(ratio) else default
     return f"optimizer.lr={_round(lr * min(max(factor, low), high))}"
 
 
@@ -108,16 +111,24 @@ def _regularize(config: dict) -> list[Remedy]:
                                "training samples"))
     if not (config.get("regularization") or {}).get("weight_decay"):
         remedies.append(Remedy(["regularization=l2"], "L2 weight decay keeps the weights small"))
-    source = str((config.get("data") or {}).get("_target_", "")).rpartition(".")[2]
-    if source in IMAGE_SOURCES and not (config.get("augmentation") or {}).get("crop_padding"):
+    if _source(config) in IMAGE_SOURCES and not (config.get("augmentation") or {}).get("crop_padding"):
         remedies.append(Remedy(["augmentation=light"], "augmentation shows new variants of the training images"))
     return remedies
 
 
+def _source(config: dict) -> str:
+    """The data source's name (digits, mnist1d, csv, ...)."""
+    return str((config.get("data") or {}).get("_target_", "")).rpartition(".")[2]
+
+
 def _bigger(config: dict) -> list[Remedy]:
     model, remedies = _model(config), []
+    if str(model.get("_target_", "")).endswith("MLP") and _source(config) != "csv":
+        remedies.append(Remedy(["model=cnn"], "a CNN sees the images' and signals' local structure that an MLP "
+                               "must learn from scratch"))
     if isinstance(model.get("width"), int) and not isinstance(model.get("width"), bool):
-        remedies.append(Remedy([f"model.width={2 * model['width']}"], "a wider network has room to fit the data"))
+        factor = 4 if model["width"] <= 16 else 2
+        remedies.append(Remedy([f"model.width={factor * model['width']}"], "a wider network has room to fit the data"))
     if isinstance(model.get("depth"), int) and not isinstance(model.get("depth"), bool):
         remedies.append(Remedy([f"model.depth={model['depth'] + max(1, model['depth'] // 2)}"],
                                "a deeper network can represent more"))
@@ -172,7 +183,13 @@ def key_of(override: str) -> str:
 def with_remedy(overrides: list[str], remedy: list[str]) -> list[str]:
     """The run's overrides with the remedy's replacing those of the same key (a group's option too)."""
     replaced = {key_of(o) for o in remedy}
-    return [o for o in overrides if key_of(o) not in replaced] + remedy
+    last = {key_of(o): i for i, o in enumerate(overrides)}  # a key given twice: Hydra takes the last
+
+    def kept(i: int, override: str) -> bool:
+        key = key_of(override)  # a new option of a group drops the settings of the old one (model=cnn: model.*)
+        return key not in replaced and key.split(".")[0] not in replaced and last[key] == i
+
+    return [o for i, o in enumerate(overrides) if kept(i, o)] + remedy
 
 
 def command(overrides: list[str]) -> str:

@@ -93,10 +93,9 @@ def per_epoch(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         layers = list(rows[0].get("grad_norm", {}))
         epochs.setdefault(epoch, {}).update(
             grad_norm={k: _median(r["grad_norm"].get(k) for r in rows) for k in layers},
-            # not step 0's: Adam's first step moves every weight by lr whatever the gradient
-            update_ratio={k: _median(r.get("update_ratio", {}).get(k) for r in rows if r["step"]) for k in layers},
+            update_ratio={k: _median(r.get("update_ratio", {}).get(k) for r in rows) for k in layers},
             total_grad_norm=max((r.get("total_grad_norm", math.nan) for r in rows), default=math.nan),
-            grad_norms=[r.get("total_grad_norm") for r in rows])
+            grad_norms=[r.get("total_grad_norm") for r in rows], losses=[r.get("loss") for r in rows])
     return [{"epoch": e, **epochs[e]} for e in sorted(epochs)]
 
 
@@ -133,14 +132,23 @@ def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persist
             f"|grad| of {first} / {last} = {value:.1e} in {_epochs(low)} (threshold {t['vanishing']:g})",
             "the gradient shrinks on its way back through the layers, so the first layers barely learn",
             value, "first/last gradient ratio"))
-    steps = [(s["epoch"], v) for s in graded for v in s.get("grad_norms") or [] if isinstance(v, (int, float))]
-    if len(steps) >= 2:  # each recorded gradient norm against the median of those before it: a jump, not a trend
-        jumps = [(steps[i][0], steps[i][1], _median(v for _, v in steps[:i])) for i in range(1, len(steps))]
-        jumps = [(e, v, math.inf if not math.isfinite(v) else v / before if before > 0 else 1.0) for e, v, before in jumps]
+    steps = [(s["epoch"], v, loss) for s in graded for v, loss in zip(s.get("grad_norms") or [], s.get("losses") or [])
+             if isinstance(v, (int, float))]
+    if len(steps) >= 2:
+        # each recorded gradient norm against the median of those before it (a jump, not a trend), counted when the
+        # loss rose with it: a network leaving a plateau also sees its gradient grow, while its loss falls
+        jumps = []
+        for i in range(1, len(steps)):
+            epoch, value, loss = steps[i]
+            before = _median(v for _, v, _ in steps[:i])
+            lowest = min((l for _, _, l in steps[:i] if isinstance(l, (int, float))), default=None)
+            worse = loss is None or lowest is None or not math.isfinite(loss) or loss > (1 + t["spike"]) * lowest
+            ratio = math.inf if not math.isfinite(value) else value / before if before > 0 else 1.0
+            jumps.append((epoch, value, ratio if worse else min(ratio, 1.0)))
         grown = sorted({e for e, _, ratio in jumps if ratio > t["exploding"]})
         if grown:  # any epoch: one explosion is enough to wreck a run
             epoch, worst, ratio = max(jumps, key=lambda j: j[2])
-            norms = sorted(v for _, v in steps if math.isfinite(v))
+            norms = sorted(v for _, v, _ in steps if math.isfinite(v))
             found.append(Finding(
                 "exploding_gradients", "exploding gradients",
                 f"the gradient norm reached {worst:.3g} in epoch {epoch}, {ratio:.0f}x the median of the steps before "
@@ -166,7 +174,7 @@ def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persist
     if updates:
         top = max(updates.values())
         high = [e for e, v in updates.items() if v > t["update_high"]]
-        if _present(high, len(updates), persistent):
+        if high:  # any epoch: one epoch of huge steps can kill the units for good
             found.append(Finding(
                 "lr_too_high", "learning rate too high",
                 f"update/weight ratio {max(updates[e] for e in high):.1e} in {_epochs(high)} (rule of thumb about "
@@ -194,12 +202,22 @@ def curve_findings(history: list[dict[str, Any]], metrics: dict[str, Any], confi
                              "the loss blew up to a non-finite value", math.inf, "train/loss", {"diverged": True}))
     elif len(finite) >= 3:
         rises = [i for i in range(1, len(finite)) if finite[i] > finite[i - 1] * (1 + t["spike"])]
-        if finite[-1] > min(finite) * (1 + t["rising"]) or len(rises) * 3 >= len(finite) - 1:
+        drop = finite[0] - min(finite)
+        given_back = (finite[-1] - min(finite)) / drop if drop > 0 else 0.0
+        if given_back > t["rising"] or len(rises) * 3 >= len(finite) - 1:
             found.append(Finding(
                 "lr_too_high", "loss rising or oscillating",
-                f"train/loss {finite[0]:.3g} -> best {min(finite):.3g} -> last {finite[-1]:.3g}, up by more than "
-                f"{t['spike']:.0%} in {len(rises)} of {len(finite) - 1} epochs",
-                "steps overshoot the minimum", finite[-1] / min(finite), "last/best train loss"))
+                f"train/loss {finite[0]:.3g} -> best {min(finite):.3g} -> last {finite[-1]:.3g} (gave back "
+                f"{given_back:.0%} of its fall; threshold {t['rising']:.0%}), up by more than {t['spike']:.0%} in "
+                f"{len(rises)} of {len(finite) - 1} epochs", "steps overshoot the minimum", given_back,
+                "share of the loss's fall given back"))
+    if classes and finite and min(finite) > 1.5 * math.log(classes):
+        found.append(Finding(
+            "lr_too_high", "loss above a uniform guess",
+            f"train/loss never came below {min(finite):.3g}, more than 1.5 x ln({classes}) = "
+            f"{1.5 * math.log(classes):.3f}, the loss of a uniform guess",
+            "the steps threw the network into confident wrong answers", min(finite) / math.log(classes),
+            "best train loss / ln(classes)"))
     if classes and finite and min(finite) > t["stuck"] * math.log(classes):
         found.append(Finding(
             "stuck", "loss never left its starting value",
@@ -257,12 +275,14 @@ def curve_findings(history: list[dict[str, Any]], metrics: dict[str, Any], confi
                 "training stopped while the network was still improving", better / scale,
                 f"{monitor} change over the last quarter"))
     stopping = ((config.get("callbacks") or {}).get("early_stopping") or {})
+    vals_now = [v for _, v in vals]
+    flat = bool(vals_now) and vals_now[-1] <= min(vals_now) * (1 + t["overfit"])  # val/loss not getting worse
     if stopped_early and "early stopping" in reason and max_epochs and len(history) < t["eager"] * max_epochs \
-            and not any(f.symptom == "overfitting" for f in found):
+            and flat and not any(f.symptom == "overfitting" for f in found):
         found.append(Finding(
             "eager_stopping", "early stopping too eager",
             f"early stopping ended the run after {len(history)} of {max_epochs} epochs (patience "
-            f"{stopping.get('patience')}) while {monitor} was not getting worse",
+            f"{stopping.get('patience')}) while val/loss stayed within {t['overfit']:.0%} of its best",
             "a short plateau or noise looked like the end of progress", len(history) / max_epochs,
             "epochs run / max_epochs", {"patience": stopping.get("patience")}))
     return found
@@ -270,8 +290,8 @@ def curve_findings(history: list[dict[str, Any]], metrics: dict[str, Any], confi
 
 CAUSES = ("lr_too_high", "exploding_gradients", "vanishing_gradients", "dead_units", "saturated_units", "stuck",
           "lr_too_low")
-ORDER = ("lr_too_high", "exploding_gradients", "vanishing_gradients", "dead_units", "saturated_units", "stuck",
-         "lr_too_low", "underfitting", "overfitting", "not_converged", "eager_stopping")
+ORDER = ("lr_too_high", "exploding_gradients", "vanishing_gradients", "dead_units", "saturated_units", "lr_too_low",
+         "stuck", "underfitting", "overfitting", "not_converged", "eager_stopping")
 
 
 def diagnose(records: list[dict[str, Any]], history: list[dict[str, Any]], metrics: dict[str, Any],
