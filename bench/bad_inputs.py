@@ -597,6 +597,37 @@ CASES += [
 ]
 
 
+# Diagnostics and dlopt doctor (issue 13).
+def replace_file(name: str, data: str) -> Callable[[Path], None]:
+    return lambda run: (run / name).write_text(data)
+
+
+CASES += [
+    Case("issue13 diagnostics=nope", ["train", "diagnostics=nope"], "diagnostics=nope"),
+    Case("issue13 diagnostics.every_n_steps=0", ["train", "diagnostics.every_n_steps=0"], "diagnostics.every_n_steps"),
+    Case("issue13 diagnostics.every_n_steps=-3", ["train", "diagnostics.every_n_steps=-3"], "diagnostics.every_n_steps"),
+    Case("issue13 diagnostics.thresholds.dead=abc", ["train", "diagnostics.thresholds.dead=abc"],
+         "diagnostics.thresholds.dead"),
+    Case("issue13 diagnostics.histograms=sometimes", ["train", "diagnostics.histograms=sometimes"],
+         "diagnostics.histograms"),
+    Case("issue13 doctor with no run", ["doctor"], "run="),
+    Case("issue13 doctor run= a missing folder", ["doctor", "run=missing_run"], "missing_run"),
+    Case("issue13 doctor run= a folder that is not a run", ["doctor", "run=notarun"], "notarun",
+         files({"notarun/notes.txt": "not a run\n"})),
+    Case("issue13 doctor remedies=0", ["doctor", "run={run}", "remedies=0"], "remedies", real_run()),
+    Case("issue13 doctor try=maybe", ["doctor", "run={run}", "try=maybe"], "try", real_run()),
+    Case("issue13 doctor diagnostics.thresholds.dead=-1", ["doctor", "run={run}", "diagnostics.thresholds.dead=-1"],
+         "diagnostics.thresholds.dead", real_run()),
+    Case("issue13 doctor run= a run whose metrics.json is cut short", ["doctor", "run={run}"], "metrics.json",
+         real_run(replace_file("metrics.json", '{"objective": 0.5,'))),
+    Case("issue13 doctor run= a run whose history.json is a mapping", ["doctor", "run={run}"], "history.json",
+         real_run(replace_file("history.json", '{"epoch": 0}'))),
+    Case("issue13 doctor run= a run whose diagnostics.jsonl holds junk", ["doctor", "run={run}"], "diagnostics.jsonl",
+         real_run(replace_file("diagnostics.jsonl", 'junk\n{"kind": "step"}\n'))),
+    Case("issue13 doctor run= a run whose config calls a resolver", ["doctor", "run={run}"], "config.yaml",
+         real_run(replace_file(".hydra/config.yaml", "seed: ${dlopt.fresh:'/tmp/x'}\n"))),
+]
+
 # --- the runner ------------------------------------------------------------------------------------
 
 @dataclass

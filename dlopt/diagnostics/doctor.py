@@ -147,8 +147,11 @@ def remedy_configs(diagnosis: Diagnosis, tries: list[tuple[symptoms.Finding, cur
     epochs, seed = symptoms.epochs_budget(diagnosis.config), diagnosis.config.get("seed")
     pinned = ([f"trainer.max_epochs={epochs}"] if epochs else []) + ([f"seed={seed}"] if isinstance(seed, int) else [])
     overrides = cures.with_remedy(diagnosis.overrides, pinned)
-    shared = [o for o in overrides if cures.key_of(o) not in touched]
-    own = [o for o in overrides if cures.key_of(o) in touched]
+    def mine(override: str) -> bool:  # a key a remedy sets, or a setting of a group whose option a remedy changes
+        return cures.key_of(override) in touched or cures.key_of(override).split(".")[0] in touched
+
+    shared = [o for o in overrides if not mine(o)]
+    own = [o for o in overrides if mine(o)]
     parser = OverridesParser.create()
     group = folder / "remedy"
     group.mkdir(parents=True, exist_ok=True)

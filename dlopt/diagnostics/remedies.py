@@ -16,9 +16,9 @@ from typing import Any, Callable
 from dlopt.diagnostics.symptoms import Finding, epochs_budget
 
 RELU_FAMILY = ("relu", "leaky_relu", "prelu", "gelu", "silu", "elu")
-# the update/weight ratio a computed lr aims at: healthy runs of bench/doctor.py had 3e-3 to 1.2e-2 (Adam);
-# Karpathy's 1e-3 took a far too low lr only halfway
-TARGET_RATIO = 1e-2
+# the update/weight ratio a computed lr aims at, the near edge of the 3e-3 to 1.2e-2 of healthy runs on
+# bench/doctor.py: a lower lr aims at 3e-3, a higher one at 1e-2 (the ratio does not scale exactly with lr)
+LOWER_TARGET, HIGHER_TARGET = 3e-3, 1e-2
 IMAGE_SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder")
 
 
@@ -32,13 +32,13 @@ def _round(x: float) -> str:
     return f"{float(f'{x:.2g}'):g}"
 
 
-def _scaled_lr(config: dict, finding: Finding, low: float, high: float, default: float) -> str | None:
-    """optimizer.lr times the factor that brings the update/weight ratio to TARGET_RATIO, kept within [low, high]."""
+def _scaled_lr(config: dict, finding: Finding, low: float, high: float, default: float, target: float) -> str | None:
+    """optimizer.lr times the factor that brings the update/weight ratio to `target`, kept within [low, high]."""
     lr = (config.get("optimizer") or {}).get("lr")
     if not isinstance(lr, (int, float)):
         return None
     ratio = finding.facts.get("update_ratio")
-    factor = TARGET_RATIO / ratio if isinstance(ratio, float) and ratio > 0 and math.isfinite(ratio) else default
+    factor = target / ratio if isinstance(ratio, float) and ratio > 0 and math.isfinite(ratio) else default
     return f"optimizer.lr={_round(lr * min(max(factor, low), high))}"
 
 
@@ -78,12 +78,12 @@ def _init(config: dict) -> list[Remedy]:
 
 
 def _lower_lr(config: dict, finding: Finding) -> list[Remedy]:
-    lr = _scaled_lr(config, finding, 0.01, 0.3, 0.1)
+    lr = _scaled_lr(config, finding, 0.01, 0.3, 0.1, LOWER_TARGET)
     return [Remedy([lr], "smaller steps (or find one with dlopt tune-lr)")] if lr else []
 
 
 def _higher_lr(config: dict, finding: Finding) -> list[Remedy]:
-    lr = _scaled_lr(config, finding, 3, 100, 10)
+    lr = _scaled_lr(config, finding, 3, 100, 10, HIGHER_TARGET)
     return [Remedy([lr], "larger steps (or find one with dlopt tune-lr)")] if lr else []
 
 
