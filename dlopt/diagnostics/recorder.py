@@ -106,7 +106,8 @@ class Recorder(L.Callback):
         grads = {name: p.grad for name, p in weights.items() if p.grad is not None}
         grad_norm = {name: float(g.norm()) for name, g in grads.items()}
         self._row = {"kind": "step", "epoch": trainer.current_epoch, "step": trainer.global_step,
-                     "grad_norm": grad_norm, "weight_norm": {name: float(p.detach().norm()) for name, p in weights.items()},
+                     "grad_norm": grad_norm,
+                     "weight_norm": {name: float(p.detach().norm()) for name, p in weights.items()},
                      "total_grad_norm": math.sqrt(sum(v * v for v in grad_norm.values()))}
         first_adaptive = trainer.global_step == 0 and isinstance(getattr(optimizer, "optimizer", optimizer), ADAPTIVE)
         self._before = None if first_adaptive else {name: p.detach().clone() for name, p in weights.items()}

@@ -120,8 +120,8 @@ def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persist
     graded = [s for s in summaries if s.get("grad_norm")]
     ratios = {}
     for s in graded:
-        norms = list(s["grad_norm"].items())
-        if len(norms) >= 2 and norms[-1][1] > 0 and math.isfinite(norms[0][1]):
+        norms = [(name, v) for name, v in s["grad_norm"].items() if _number(v) and math.isfinite(v)]
+        if len(norms) >= 2 and norms[-1][1] > 0:
             ratios[s["epoch"]] = (norms[0][1] / norms[-1][1], norms[0][0], norms[-1][0])
     low = [e for e, (r, _, _) in ratios.items() if r < t["vanishing"]]
     if _present(low, len(ratios), persistent):
@@ -141,7 +141,7 @@ def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persist
         for i in range(1, len(steps)):
             epoch, value, loss = steps[i]
             before = _median(v for _, v, _ in steps[:i])
-            lowest = min((l for _, _, l in steps[:i] if isinstance(l, (int, float))), default=None)
+            lowest = min((earlier for _, _, earlier in steps[:i] if _number(earlier)), default=None)
             worse = loss is None or lowest is None or not math.isfinite(loss) or loss > (1 + t["spike"]) * lowest
             ratio = math.inf if not math.isfinite(value) else value / before if before > 0 else 1.0
             jumps.append((epoch, value, ratio if worse else min(ratio, 1.0)))
@@ -152,7 +152,8 @@ def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persist
             found.append(Finding(
                 "exploding_gradients", "exploding gradients",
                 f"the gradient norm reached {worst:.3g} in epoch {epoch}, {ratio:.0f}x the median of the steps before "
-                f"(threshold {t['exploding']:g}x); jumps in {_epochs(grown)}", "a few large steps throw the weights far off",
+                f"(threshold {t['exploding']:g}x); jumps in {_epochs(grown)}",
+                "a few large steps throw the weights far off",
                 ratio, "largest jump of the gradient norm",
                 {"p90_grad_norm": norms[int(0.9 * (len(norms) - 1))] if norms else None}))
     acts = [s["activations"] for s in summaries if "activations" in s]
@@ -161,11 +162,13 @@ def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persist
              "ReLU units whose input stays negative get no gradient and never recover"),
             ("saturated", t["saturated"], "saturated_units", "saturated units",
              "sigmoid/tanh units pinned near their limits pass almost no gradient")):
-        hits = [(a["epoch"], name, v) for a in acts for name, v in a.get(kind, {}).items() if v > threshold]
+        hits = [(a["epoch"], name, v) for a in acts for name, v in a.get(kind, {}).items()
+                if _number(v) and v > threshold]
         epochs = sorted({e for e, _, _ in hits})
         if _present(epochs, len(acts), persistent):
             last = max((a for a in acts if a["epoch"] == epochs[-1]), key=lambda a: a["epoch"])
-            layers = sorted(((v, n) for n, v in last.get(kind, {}).items() if v > threshold), reverse=True)
+            layers = sorted(((v, n) for n, v in last.get(kind, {}).items() if _number(v) and v > threshold),
+                            reverse=True)
             shown = ", ".join(f"{n} {v:.0%}" for v, n in layers[:4])
             found.append(Finding(symptom, title, f"{kind} fraction {shown} in {_epochs(epochs)} "
                                  f"(threshold {threshold:.0%})", cause, layers[0][0], f"largest {kind} fraction"))
@@ -257,7 +260,8 @@ def curve_findings(history: list[dict[str, Any]], metrics: dict[str, Any], confi
             f"+{accs[-1] - accs[-1 - third]:.3f} over the last {third}",
             "the network is too small or too constrained for the data, or trains too briefly",
             accs[-1], "train/acc"))
-    monitor, mode = str(metrics.get("monitor", config.get("monitor", "val/loss"))), metrics.get("mode", config.get("mode"))
+    monitor = str(metrics.get("monitor", config.get("monitor", "val/loss")))
+    mode = metrics.get("mode", config.get("mode"))
     series = [r.get(monitor) for r in history if isinstance(r.get(monitor), (int, float))]
     max_epochs = epochs_budget(config)
     stopped_early = metrics.get("stopped_early")
