@@ -6,6 +6,9 @@ would be valid.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 
 class UserError(Exception):
     """A problem the user can fix; the message says how."""
@@ -18,9 +21,11 @@ class SweepError(UserError):
 def cause_of(err: BaseException | None, kind: type[BaseException]) -> BaseException | None:
     """The first exception of type `kind` in err's chain of causes, or None (Hydra's instantiate
     and Lightning wrap what the code they call raised)."""
-    while err is not None and not isinstance(err, kind):
+    seen = set()
+    while err is not None and not isinstance(err, kind) and id(err) not in seen:  # a chain may loop back
+        seen.add(id(err))
         err = err.__cause__ or err.__context__
-    return err
+    return err if isinstance(err, kind) else None
 
 
 def did_you_mean(name: str, options) -> str:
@@ -54,3 +59,15 @@ def os_error_message(err: OSError) -> str:
             errno.EROFS: "write elsewhere (hydra.run.dir=DIR)",
             errno.ENAMETOOLONG: "a name must fit in a file name (255 characters)"}.get(err.errno)
     return f"{shown}: {err.strerror or err}" + (f"; {hint}" if hint else "")
+
+
+@contextmanager
+def naming(path) -> Iterator[None]:
+    """An OSError while writing `path` names it: a write that fails for lack of space says errno 28 without
+    a file name, since the file was already open."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None:
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err

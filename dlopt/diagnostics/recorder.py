@@ -25,6 +25,7 @@ from torch import nn
 
 from dlopt.diagnostics import symptoms
 from dlopt.diagnostics.plot import plot_diagnostics
+from dlopt.errors import naming
 from dlopt.training.report import strict
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class Recorder(L.Callback):
     def _write(self, record: dict[str, Any]) -> None:
         if self._path is None:
             return
-        with self._path.open("a") as file:
+        with naming(self._path), self._path.open("a") as file:
             file.write(json.dumps(strict(record), allow_nan=False) + "\n")
 
     def _log(self, trainer: L.Trainer, values: dict[str, float], step: int) -> None:

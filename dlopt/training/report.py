@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from dlopt.errors import naming
+
 
 def strict(value):
     """`value` with every non-finite number (in nested dicts and lists too) replaced by None: strict JSON."""
@@ -24,8 +26,9 @@ def write_json(values: dict | list, path: Path, indent: int | None = 2) -> None:
     """Strict JSON (a non-finite number becomes null), written through a temporary file so that
     a crash never leaves a half-written file under `path`."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(strict(values), indent=indent, sort_keys=True, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    with naming(path):
+        tmp.write_text(json.dumps(strict(values), indent=indent, sort_keys=True, allow_nan=False) + "\n")
+        os.replace(tmp, path)
 
 
 def pyplot():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import re
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -283,6 +284,7 @@ def _fit(trainer: L.Trainer, module: Classifier, data: DataModule, resume: Optio
     A non-finite loss stops the run like early stopping does when the early stopping callback has
     check_finite (its default) and a best epoch exists to test; otherwise it fails the run."""
     stopping = trainer.early_stopping_callback
+    threading.excepthook, default_hook = _writer_thread_errors, threading.excepthook
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume)
     except Exception as err:
@@ -294,6 +296,8 @@ def _fit(trainer: L.Trainer, module: Classifier, data: DataModule, resume: Optio
             return trainer.current_epoch, str(diverged)
         refused = cause_of(err, OSError)
         last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        if refused is not None and refused.filename is None:  # a library's write that failed after its file opened
+            refused = OSError(refused.errno, refused.strerror or str(refused), trainer.default_root_dir)
         if refused is not None and last.is_file():  # e.g. a full disk while saving an epoch's checkpoint
             raise UserError(f"{os_error_message(refused)}; the run's last complete checkpoint is kept: continue it "
                             f"with dlopt train resume={trainer.default_root_dir}") from None
@@ -303,6 +307,8 @@ def _fit(trainer: L.Trainer, module: Classifier, data: DataModule, resume: Optio
             raise UserError(f"{key}={stopping.monitor} is never logged"
                             f"{did_you_mean(stopping.monitor, logged)}; choose one of {', '.join(logged)}") from None
         raise
+    finally:
+        threading.excepthook = default_hook
     for callback in trainer.callbacks:  # a search trial's pruning (dlopt/search/pruning.py)
         if getattr(callback, "stopped", None):
             log.info("stopped at epoch %d: %s", *callback.stopped)
@@ -312,6 +318,15 @@ def _fit(trainer: L.Trainer, module: Classifier, data: DataModule, resume: Optio
     reason = (stopping.stopping_reason_message or "").replace(" Signaling Trainer to stop.", "")
     log.info("early stopping at epoch %d: %s", stopping.stopped_epoch, reason)
     return stopping.stopped_epoch, f"early stopping: {reason}"
+
+
+def _writer_thread_errors(args: threading.ExceptHookArgs) -> None:
+    """TensorBoard writes its events from a thread of its own: a full disk there is the full disk the run then
+    reports in one line, so it is one warning, not the thread's traceback."""
+    if issubclass(args.exc_type, OSError):
+        log.warning("TensorBoard could not write its events: %s", os_error_message(args.exc_value))
+    else:
+        threading.__excepthook__(args)
 
 
 def _best_row(history: list[dict], monitor: str, mode: str) -> dict | None:
