@@ -180,12 +180,16 @@ def run_overrides(folder: Path, named: str) -> list[str]:
 
 
 def history(folder: Path, named: str) -> list[dict[str, Any]]:
-    """The run's metrics per epoch (history.json, written every epoch); [] when the run recorded none."""
-    rows = read_json(folder / "history.json", named)
+    """The run's metrics per epoch: history.json (written every epoch), else, for a run of a dlopt that wrote
+    none, the history its last checkpoint carries (read with torch, weights_only); [] when there is neither."""
+    path, last = folder / "history.json", folder / "checkpoints" / "last.ckpt"
+    rows = read_json(path, named)
+    if rows is None and last.is_file():
+        rows, path = read_checkpoint(last, named)["dlopt"].get("history"), last
     if rows is not None and not (isinstance(rows, list) and all(isinstance(r, dict) and isinstance(r.get("epoch"), int)
                                                                 and all(isinstance(v, (int, float, type(None)))
                                                                         for k, v in r.items()) for r in rows)):
-        raise UserError(f"{named}: {folder / 'history.json'} is not a list of epoch rows (epoch and numbers)")
+        raise UserError(f"{named}: {path} is not a list of epoch rows (epoch and numbers)")
     return rows or []
 
 

@@ -216,6 +216,18 @@ def test_overfitting_on_a_tiny_training_split_is_diagnosed(cli, runs, tmp_path):
     assert "regularization=dropout" in words and "regularization=none" not in words  # the group's option replaced
 
 
+def test_a_run_without_history_json_is_read_from_its_last_checkpoint(cli, runs, tmp_path):
+    """A run of a dlopt that wrote no history.json (nor diagnostics.jsonl): its curves come from the history its
+    last checkpoint carries."""
+    run_dir = tmp_path / "older_run"
+    shutil.copytree(runs(*NOT_CONVERGED), run_dir)
+    for name in ("history.json", "diagnostics.jsonl", "doctor.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    result = doctor(cli, tmp_path / "cwd", f"run={run_dir}")
+    assert "no per-layer records" in result.stdout, result.describe()
+    assert [s["symptom"] for s in report(run_dir)["symptoms"]] == ["not_converged"], result.describe()
+
+
 def test_a_run_stopped_while_still_improving_is_not_converged(cli, runs, tmp_path):
     run_dir = runs(*NOT_CONVERGED)
     result = doctor(cli, tmp_path, f"run={run_dir}")
