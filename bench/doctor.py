@@ -25,7 +25,6 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -37,8 +36,7 @@ import yaml
 
 from dlopt.apps import config_dir
 from dlopt.diagnostics import doctor, symptoms
-
-QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null"]
+from installed import QUIET, dlopt, version  # bench/installed.py
 
 
 @dataclass
@@ -88,21 +86,6 @@ _start = time.perf_counter()
 def say(text: str) -> None:
     with _print_lock:
         print(f"[{time.perf_counter() - _start:6.0f} s] {text}", flush=True)
-
-
-def version() -> str:
-    """The commit of dlopt the figures are of, and the files of dlopt/ and conf/ changed since."""
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], check=False, cwd=Path(__file__).parent, capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else ""
-    changed = git("status", "--porcelain", "--", "dlopt", "conf").splitlines()
-    head = git("log", "-1", "--format=%h %s")[:80] or "unknown commit"
-    return head + (f" + uncommitted changes in {', '.join(c[3:] for c in changed)}" if changed else "")
-
-
-def dlopt() -> list[str]:
-    script = Path(sys.executable).with_name("dlopt")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "dlopt"]
 
 
 def run(args: list[str], log: Path, check: bool = True) -> int:
