@@ -208,6 +208,7 @@ def check_diagnostics(cfg: DictConfig) -> None:
     for key, valid, text in (
             ("every_n_steps", lambda x: _integer(x) and x >= 1, "an integer >= 1 (record every N optimizer steps)"),
             ("samples", lambda x: _integer(x) and x >= 1, "an integer >= 1 (validation samples)"),
+            ("every_n_epochs", lambda x: _integer(x) and x >= 1, "an integer >= 1 (histograms every N epochs)"),
             ("histograms", lambda x: x in HISTOGRAMS, f"one of {', '.join(HISTOGRAMS)}"),
             ("weight_histograms", lambda x: isinstance(x, bool), "true or false")):
         if key in node and not valid(node[key]):
