@@ -27,9 +27,10 @@ def doctor(cfg: DictConfig, run_dir: Path) -> dict:
         raise UserError(f"run={cfg.run} holds {len(runs)} runs; try=true tries the remedies of one run: pick one, "
                         f"e.g. run={runs[0]}")
     diagnoses = [medic.examine(run, thresholds, f"run={run}") for run in runs]
-    trained = [d for d in diagnoses if "model" in d.config and "optimizer" in d.config]
+    trained = [d for d in diagnoses if medic.trained(d)]
     if not trained:
-        medic.check_trained(diagnoses[0], f"run={cfg.run}")
+        raise UserError(f"run={cfg.run} is not a run of dlopt train (its config has no model and optimizer); doctor "
+                        "reads training runs")
     if len(trained) > 1:
         for diagnosis in trained:
             medic.save(diagnosis)

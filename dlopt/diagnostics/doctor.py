@@ -41,9 +41,6 @@ class Diagnosis:
     records: list[dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
 
-    def remedies(self) -> list[tuple[symptoms.Finding, cures.Remedy]]:
-        return [(f, r) for f in self.findings for r in cures.remedies(f, self.config)]
-
     def top_remedies(self, n: int) -> list[tuple[symptoms.Finding, cures.Remedy]]:
         """The first remedy of each symptom, most fundamental symptom first, then the second ones, ..."""
         per = [cures.remedies(f, self.config) for f in self.findings]
@@ -127,10 +124,9 @@ def runs_of(folder: str | None) -> tuple[Path, list[Path]]:
     return path, runs
 
 
-def check_trained(diagnosis: Diagnosis, named: str) -> None:
-    if "model" not in diagnosis.config or "optimizer" not in diagnosis.config:
-        raise UserError(f"{named} is not a run of dlopt train (its config has no model and optimizer); doctor reads "
-                        "training runs")
+def trained(diagnosis: Diagnosis) -> bool:
+    """A run of dlopt train (not of eval, tune-lr or doctor itself): its config has a model and an optimizer."""
+    return "model" in diagnosis.config and "optimizer" in diagnosis.config
 
 
 # --- try=true: the remedies trained beside the original ----------------------------------------------------

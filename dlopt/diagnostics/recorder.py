@@ -56,6 +56,11 @@ class Recorder(L.Callback):
         self._records: list[dict[str, Any]] = []  # this process's records, for the warnings
         self._histogram_epoch = -1
         self._path: Optional[Path] = None
+        # the activation layers' outputs for the first `samples` validation samples of the epoch, while hooked
+        self._outputs: dict[str, list[torch.Tensor]] = {}
+        self._kinds: dict[str, str] = {}
+        self._hooks: list = []
+        self._seen = 0
 
     # --- what is watched -----------------------------------------------------------------------------
 
@@ -91,17 +96,15 @@ class Recorder(L.Callback):
         if not trainer.is_global_zero:
             return
         self._path = Path(trainer.default_root_dir) / FILE
-        kept = []
         if trainer.global_step and self._path.is_file():  # resumed: drop what was recorded after the checkpoint
-            kept = [line for line in self._path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= trainer.global_step
-                    and json.loads(line).get("kind") != "layers"]
-            self._records = [json.loads(line) for line in kept]
+            records = [json.loads(line) for line in self._path.read_text().splitlines() if line.strip()]
+            self._records = [r for r in records
+                             if r.get("step", 0) <= trainer.global_step and r.get("kind") != "layers"]
         datamodule = trainer.datamodule
         header = {"kind": "layers", "weights": list(self.weights(module)),
                   "activations": {name: kind for name, (_, kind) in self.activations(module).items()},
                   "classes": getattr(datamodule, "num_classes", None), "every_n_steps": self.every_n_steps}
-        self._path.write_text("".join(line + "\n" for line in [json.dumps(header), *kept]))
+        self._path.write_text("".join(json.dumps(record) + "\n" for record in [header, *self._records]))
 
     def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule, optimizer) -> None:
         if self._path is None or trainer.global_step % self.every_n_steps:
@@ -150,7 +153,8 @@ class Recorder(L.Callback):
         self._records.append(row)
         first, last = next(iter(row["grad_norm"].values()), None), next(reversed(row["grad_norm"].values()), None)
         self._log(trainer, {"diagnostics/total_grad_norm": row["total_grad_norm"],
-                            "diagnostics/update_ratio_median": _median(list(row["update_ratio"].values())),  # nan: none
+                            # nan (not logged) when step 0 of an adaptive optimizer recorded no update ratio
+                            "diagnostics/update_ratio_median": symptoms.median(row["update_ratio"].values()),
                             **({"diagnostics/grad_ratio_first_last": first / last} if first and last else {})},
                   row["step"])
 
@@ -160,29 +164,30 @@ class Recorder(L.Callback):
         validation runs anyway."""
         if self._path is None or trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        self._outputs = {name: [] for name in self.activations(module)}
+        layers = self.activations(module)
+        self._kinds = {name: kind for name, (_, kind) in layers.items()}
+        self._outputs = {name: [] for name in layers}
         self._hooks = [layer.register_forward_hook(lambda m, i, out, name=name: self._outputs[name].append(out))
-                       for name, (layer, _) in self.activations(module).items()]
+                       for name, (layer, _) in layers.items()]
         self._seen = 0
 
     def on_validation_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int,
                                 dataloader_idx: int = 0) -> None:
-        if getattr(self, "_hooks", None):
+        if self._hooks:
             self._seen += len(batch[0])
             if self._seen >= self.samples:
                 self._unhook()
 
     def _unhook(self) -> None:
-        for hook in getattr(self, "_hooks", []):
+        for hook in self._hooks:
             hook.remove()
         self._hooks = []
 
     def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._unhook()
-        captured, self._outputs = getattr(self, "_outputs", None), None
+        captured, kinds, self._outputs = self._outputs, self._kinds, {}
         if not captured or not all(captured.values()):
             return
-        kinds = {name: kind for name, (_, kind) in self.activations(module).items()}
         row: dict[str, Any] = {"kind": "activations", "epoch": trainer.current_epoch, "step": trainer.global_step,
                                "dead": {}, "saturated": {}, "mean": {}, "std": {}}
         for name, chunks in captured.items():
@@ -200,9 +205,9 @@ class Recorder(L.Callback):
         self._log(trainer, {**{f"diagnostics/dead/{k}": v for k, v in row["dead"].items()},
                             **{f"diagnostics/saturated/{k}": v for k, v in row["saturated"].items()}},
                   trainer.global_step)
-        self._warn(trainer.current_epoch)
+        self._warn()
 
-    def _warn(self, epoch: int) -> None:
+    def _warn(self) -> None:
         """One warning the first time each symptom shows in the records so far."""
         summaries = symptoms.per_epoch(self._records)
         for finding in symptoms.layer_findings(summaries, self.thresholds, persistent=False):
@@ -224,8 +229,3 @@ class Recorder(L.Callback):
                 plot_diagnostics(symptoms.read_records(self._path), self._path.with_name("diagnostics.png"))
             except OSError as err:  # a full disk: the records are on disk, the picture is not essential
                 log.warning("diagnostics.png not written: %s", err)
-
-
-def _median(values: list[float]) -> float:
-    values = sorted(v for v in values if math.isfinite(v))
-    return values[len(values) // 2] if values else math.nan

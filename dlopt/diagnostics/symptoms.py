@@ -74,7 +74,8 @@ def read_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _median(values) -> float:
+def median(values) -> float:
+    """The median of the finite numbers among `values`; nan when there are none."""
     values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     return statistics.median(values) if values else math.nan
 
@@ -92,8 +93,8 @@ def per_epoch(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for epoch, rows in steps.items():
         layers = list(rows[0].get("grad_norm", {}))
         epochs.setdefault(epoch, {}).update(
-            grad_norm={k: _median(r["grad_norm"].get(k) for r in rows) for k in layers},
-            update_ratio={k: _median(r.get("update_ratio", {}).get(k) for r in rows) for k in layers},
+            grad_norm={k: median(r["grad_norm"].get(k) for r in rows) for k in layers},
+            update_ratio={k: median(r.get("update_ratio", {}).get(k) for r in rows) for k in layers},
             total_grad_norm=max((r.get("total_grad_norm", math.nan) for r in rows), default=math.nan),
             grad_norms=[r.get("total_grad_norm") for r in rows], losses=[r.get("loss") for r in rows])
     return [{"epoch": e, **epochs[e]} for e in sorted(epochs)]
@@ -125,7 +126,7 @@ def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persist
             ratios[s["epoch"]] = (norms[0][1] / norms[-1][1], norms[0][0], norms[-1][0])
     low = [e for e, (r, _, _) in ratios.items() if r < t["vanishing"]]
     if _present(low, len(ratios), persistent):
-        value = _median(r for r, _, _ in ratios.values()) if persistent else ratios[low[0]][0]
+        value = median(r for r, _, _ in ratios.values()) if persistent else ratios[low[0]][0]
         _, first, last = ratios[low[0]]
         found.append(Finding(
             "vanishing_gradients", "vanishing gradients",
@@ -140,7 +141,7 @@ def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persist
         jumps = []
         for i in range(1, len(steps)):
             epoch, value, loss = steps[i]
-            before = _median(v for _, v, _ in steps[:i])
+            before = median(v for _, v, _ in steps[:i])
             lowest = min((earlier for _, _, earlier in steps[:i] if _number(earlier)), default=None)
             worse = loss is None or lowest is None or not math.isfinite(loss) or loss > (1 + t["spike"]) * lowest
             ratio = math.inf if not math.isfinite(value) else value / before if before > 0 else 1.0
@@ -172,7 +173,7 @@ def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persist
             shown = ", ".join(f"{n} {v:.0%}" for v, n in layers[:4])
             found.append(Finding(symptom, title, f"{kind} fraction {shown} in {_epochs(epochs)} "
                                  f"(threshold {threshold:.0%})", cause, layers[0][0], f"largest {kind} fraction"))
-    updates = {s["epoch"]: _median(s["update_ratio"].values()) for s in graded if s.get("update_ratio")}
+    updates = {s["epoch"]: median(s["update_ratio"].values()) for s in graded if s.get("update_ratio")}
     updates = {e: v for e, v in updates.items() if math.isfinite(v)}
     if updates:
         top = max(updates.values())
