@@ -12,6 +12,7 @@ COMMANDS = {
     "train": ("dlopt.apps.train", "train a model from the composed config; returns the monitored metric"),
     "eval": ("dlopt.apps.eval", "test a trained run (run=RUN_DIR) or checkpoint (ckpt_path=FILE)"),
     "doctor": ("dlopt.apps.doctor", "diagnose a trained run (run=RUN_DIR): symptoms, evidence, remedies; try=true tests them"),
+    "explain": ("dlopt.apps.explain", "which inputs a trained run (run=RUN_DIR) relies on: LIME, SHAP, gradients, permutation"),
     "tune-lr": ("dlopt.apps.tune_lr", "learning-rate range test on the train config; plots loss vs lr, suggests one"),
 }
 
@@ -28,6 +29,7 @@ examples:
   dlopt train --cfg job                        print the composed config, do not train
   dlopt eval run=outputs/train/DATE/TIME       test metrics of a finished run
   dlopt doctor run=outputs/train/DATE/TIME     what is wrong with a run and which override fixes it
+  dlopt explain run=outputs/train/DATE/TIME    which inputs it relies on, and how far that holds
   dlopt tune-lr model=resnet optimizer=sgd     suggest optimizer.lr for that run (outputs/tune_lr/...)
 """
 

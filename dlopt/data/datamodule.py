@@ -161,6 +161,8 @@ class DataModule(L.LightningDataModule):
         self.class_weights = balanced_weights(train_labels, len(self.classes)) if class_weights == "balanced" else None
         self.augment: Optional[Callable] = None  # (x, y) -> (x, y); y may become soft labels (mixup)
         self.shift = self.scale = None  # set by the subclass from its training split
+        # vectors read from a table: the column each input value comes from (a one-hot column's values share it)
+        self.columns: Optional[list[str]] = None
 
     @property
     def in_shape(self) -> tuple[int, ...]:

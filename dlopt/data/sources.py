@@ -122,12 +122,15 @@ def synthetic(
     num_classes=10,
     num_samples=1024,
     noise=1.0,
+    informative=None,
     val_fraction=0.15,
     test_fraction=0.15,
     split_seed=0,
     **loader,
 ) -> InMemoryDataModule:
-    """One random prototype per class plus Gaussian noise, in any shape: (F,), (C, L) or (C, H, W)."""
+    """One random prototype per class plus Gaussian noise, in any shape: (F,), (C, L) or (C, H, W).
+    `informative=K`: the prototypes differ only in the first K input values (in C-order: the first features, the
+    start of a signal, the top rows of an image); the rest is noise alone, a known truth for explanations."""
     dims = [shape] if isinstance(shape, int) else shape
     if (
         not isinstance(dims, Sequence)
@@ -148,8 +151,15 @@ def synthetic(
             f"data.num_samples={num_samples} is not valid; with {num_classes} classes and these fractions it must be "
             f"an integer of at least {need}, so that every split gets every class"
         )
+    size = math.prod(dims)
+    if informative is not None and (isinstance(informative, bool) or not isinstance(informative, int)
+                                    or not 1 <= informative <= size):
+        raise UserError(f"data.informative={informative} is not valid; give null (every input value carries the "
+                        f"class) or an integer from 1 to {size}, the input values of data.shape={list(dims)}")
     g = torch.Generator().manual_seed(split_seed)
     prototypes = torch.randn(num_classes, *dims, generator=g)
+    if informative is not None:
+        prototypes.view(num_classes, -1)[:, informative:] = 0
     y = torch.arange(num_samples) % num_classes
     x = prototypes[y] + noise * torch.randn(num_samples, *dims, generator=g)
     splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="synthetic")

@@ -170,16 +170,18 @@ def csv(
         raise UserError(f"data.target={target}: every row of {name} has the class '{class_names[0]}'; "
                         "a classifier needs at least 2 classes in that column")
 
-    blocks, names = [], []
+    blocks, names, columns = [], [], []
     for column in features:
         values = table[:, header.index(column)]
         if column in categorical:
             categories = sorted(set(values.tolist()), key=_number_key(set(values.tolist())))
             blocks.append(values[:, None] == np.array(categories, dtype=str)[None, :])
             names += [f"{column}={c}" for c in categories]
+            columns += [column] * len(categories)
         else:
             blocks.append(_numbers(values, column, lines, shown, categorical)[:, None])
             names.append(column)
+            columns.append(column)
     x = torch.from_numpy(np.concatenate(blocks, axis=1).astype(np.float32))
     index = {c: i for i, c in enumerate(class_names)}
     y = torch.tensor([index[v] for v in labels.tolist()], dtype=torch.long)
@@ -187,4 +189,6 @@ def csv(
              _listed(names), len(class_names), _listed(class_names))
 
     splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="csv")
-    return _module(splits, class_names, "csv", loader, split_seed)
+    module = _module(splits, class_names, "csv", loader, split_seed)
+    module.columns = columns
+    return module

@@ -337,9 +337,10 @@ def _best_row(history: list[dict], monitor: str, mode: str) -> dict | None:
     return (min if mode == "min" else max)(rows, key=lambda row: row[monitor])
 
 
-def evaluate(saved: SavedRun, split: str, run_dir: Path, allowed: frozenset[str]) -> dict[str, float]:
-    """Test (or validate) the checkpoint of a saved run with the data and model of the run that wrote
-    it, built only from `allowed` targets (dlopt.saved_run); write metrics.json."""
+def rebuild(saved: SavedRun, allowed: frozenset[str]) -> tuple[DictConfig, DataModule, Classifier]:
+    """The config, data and trained module of a saved run, rebuilt from the config its checkpoint carries with only
+    `allowed` targets (dlopt.saved_run), the checkpoint's weights loaded: what every command that starts from a
+    trained network (eval, explain) builds it with."""
     path = saved.checkpoint
     checkpoint = read_checkpoint(path, saved.named)
     run_cfg = checkpoint_config(checkpoint, f"{saved.named}: the config saved in {path}", allowed)
@@ -350,6 +351,13 @@ def evaluate(saved: SavedRun, split: str, run_dir: Path, allowed: frozenset[str]
         raise UserError(f"{saved.named}: the weights in {path} do not fit the network its saved config describes: "
                         f"{describe_mismatches(problems)}")
     module.load_state_dict(checkpoint["state_dict"])
+    return run_cfg, data, module
+
+
+def evaluate(saved: SavedRun, split: str, run_dir: Path, allowed: frozenset[str]) -> dict[str, float]:
+    """Test (or validate) the checkpoint of a saved run with the data and model of the run that wrote
+    it (`rebuild`); write metrics.json."""
+    run_cfg, data, module = rebuild(saved, allowed)
     with lightning_config_errors():
         # the run's own Trainer settings (precision, limit_test_batches, ...), without its callbacks and logger,
         # in one process: DDP would pad the split to a multiple of the process count
@@ -357,7 +365,7 @@ def evaluate(saved: SavedRun, split: str, run_dir: Path, allowed: frozenset[str]
                               strategy="auto", devices=1, num_nodes=1)
         run = trainer.validate if split == "val" else trainer.test
         metrics = {k: float(v) for k, v in run(module, datamodule=data, verbose=False)[0].items()}
-    report.write_json({**metrics, "checkpoint": str(path.resolve())}, run_dir / "metrics.json")
+    report.write_json({**metrics, "checkpoint": str(saved.checkpoint.resolve())}, run_dir / "metrics.json")
     for name, value in sorted(metrics.items()):
         log.info("%s = %.4f", name, value)
     return metrics
