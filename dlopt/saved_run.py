@@ -69,11 +69,27 @@ def find(run: Optional[str], ckpt_path: Optional[str]) -> SavedRun:
                         "(outputs/train/DATE/TIME)")
     best = folder / "checkpoints" / "best.ckpt"
     if not best.is_file() and not (folder / ".hydra").is_dir():
+        runs = [p for p in run_folders(folder) if (p / "checkpoints" / "best.ckpt").is_file()]
+        if runs:
+            raise UserError(f"run={run} is the folder of {len(runs)} runs (a sweep); give one of them, e.g. "
+                            f"run={runs[0]}")
         raise UserError(f"run={run} is not a dlopt run folder (it has neither .hydra/ nor checkpoints/); give the "
                         "folder of a dlopt train run (outputs/train/DATE/TIME)")
     if not best.is_file():
+        command = _command(folder)
+        if command not in (None, "train"):
+            raise UserError(f"run={run} is a run of dlopt {command}, not of dlopt train; give the folder of a dlopt "
+                            "train run (outputs/train/DATE/TIME)")
         raise UserError(f"run={run} is not a finished dlopt train run: {best} is missing")
     return SavedRun(best, f"run={run}")
+
+
+def _command(folder: Path) -> Optional[str]:
+    """The dlopt command a run folder was made by (Hydra's job name in .hydra/hydra.yaml), None if unknown."""
+    try:
+        return str(OmegaConf.load(folder / ".hydra" / "hydra.yaml").hydra.job.name).replace("_", "-")
+    except Exception:  # no such file, or not Hydra's: the caller says what is missing instead
+        return None
 
 
 def read_checkpoint(path: Path, named: str) -> dict[str, Any]:

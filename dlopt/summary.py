@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
+SUMMARIZED = ("train", "eval")  # the commands whose runs write metrics.json; the others' results stay in their runs
 COLUMNS = ("run", "overrides", "status", "objective", "val/acc", "test/acc", "test/f1", "epochs", "wall_time_s",
            "error")
 
@@ -97,10 +98,15 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
             return
+        command = OmegaConf.select(config, "hydra.job.name", default="train")
+        if command not in SUMMARIZED:
+            runs = sum((p / ".hydra").is_dir() for p in sweep_dir.iterdir())
+            log.info("%d runs in %s, each with its own results", runs, sweep_dir)
+            return
         rows = collect(sweep_dir)
         monitor = config.get("monitor", "objective")
         write(rows, sweep_dir, monitor)
-        best = write_best(rows, sweep_dir, monitor, OmegaConf.select(config, "hydra.job.name", default="train"))
+        best = write_best(rows, sweep_dir, monitor, command)
         count = {status: sum(row["status"] == status for row in rows) for status in ("pruned", "failed")}
         log.info("sweep summary (%d runs, %d pruned, %d failed; best first by %s): %s", len(rows), count["pruned"],
                  count["failed"], monitor, sweep_dir / "summary.md")

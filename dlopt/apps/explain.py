@@ -41,8 +41,8 @@ def check(cfg: DictConfig) -> None:
         raise UserError(f"explain.patch={options.patch} is not valid: expected null (a 4 x 4 grid of an image, 16 "
                         "segments of a signal) or an integer >= 1")
     if options.baseline not in BASELINES:
-        raise UserError(f"explain.baseline={options.baseline} is not valid{did_you_mean(str(options.baseline), BASELINES)}"
-                        f"; choose {', '.join(BASELINES)}")
+        hint = did_you_mean(str(options.baseline), BASELINES)
+        raise UserError(f"explain.baseline={options.baseline} is not valid{hint}; choose {', '.join(BASELINES)}")
     target = options.target
     if target not in ("predicted", "label") and not (isinstance(target, int) and not isinstance(target, bool)
                                                      and target >= 0):

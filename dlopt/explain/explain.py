@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from dlopt.errors import UserError, naming
 from dlopt.explain import faithfulness as faith
-from dlopt.explain.features import Features, baseline, features, pick
+from dlopt.explain.features import Features, baseline, default_patch, features, pick
 from dlopt.explain.methods import Settings, attribute, permutation
 from dlopt.explain.plot import attributions_figure, faithfulness_figure, importance_figure
 from dlopt.saved_run import SavedRun
@@ -61,8 +61,9 @@ def targets(option: Any, labels: torch.Tensor, predicted: torch.Tensor, classes:
     if option == "label":
         return labels
     if not 0 <= option < len(classes):
+        shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
         raise UserError(f"explain.target={option} is not a class of this run: give predicted, label or a class number "
-                        f"from 0 to {len(classes) - 1} ({', '.join(classes[:10])}{', ...' if len(classes) > 10 else ''})")
+                        f"from 0 to {len(classes) - 1} ({shown})")
     return torch.full_like(labels, option)
 
 
@@ -88,8 +89,7 @@ def explain(cfg: DictConfig, saved: SavedRun, run_dir: Path, allowed: frozenset[
     target = targets(options.target, y, probs.argmax(1), data.classes)
     torch.manual_seed(cfg.seed)
     x_train, _ = tensors(data.train_dataloader())
-    patch = options.patch or 1
-    base = baseline(options.baseline, x, x_train, feats.kind, patch)
+    base = baseline(options.baseline, x, x_train, feats.kind, options.patch or default_patch(data.in_shape))
     background = x_train[:BACKGROUND]
     log.info("explaining %d %s samples of %s (%s features: %s, %s baseline, target %s) with %s; %d thread(s)",
              len(x), cfg.split, saved.named, feats.count, feats.kind, options.baseline, options.target,

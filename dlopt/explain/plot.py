@@ -31,7 +31,7 @@ def _grey(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
 
 def _title(fig: Figure, text: str) -> None:
     """A suptitle wrapped to the figure's width, then tight_layout below it."""
-    text = textwrap.fill(text, max(20, int(12 * fig.get_figwidth())))
+    text = textwrap.fill(text, max(20, int(14 * fig.get_figwidth())))
     fig.suptitle(text, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - (0.2 + 0.18 * text.count("\n") + 0.15) / fig.get_figheight()))
 
