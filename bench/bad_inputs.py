@@ -628,6 +628,46 @@ CASES += [
          real_run(replace_file(".hydra/config.yaml", "seed: ${dlopt.fresh:'/tmp/x'}\n"))),
 ]
 
+# dlopt explain (issue 14): each case explains a real tiny run (or names none) with one mistake.
+def both(*setups: Setup) -> Setup:
+    """The setups one after the other; their {name} values together."""
+    def setup(cwd: Path) -> dict:
+        values: dict = {}
+        for one in setups:
+            values.update(one(cwd) or {})
+        return values
+    return setup
+
+
+CSV_RUN = both(table(), real_run(None, "data=csv", "data.path=t.csv", "data.target=species", "model=mlp"))
+CASES += [
+    Case("issue14 explain method=lyme", ["explain", "run={run}", "method=lyme"], "method=lyme", real_run()),
+    Case("issue14 explain method=[]", ["explain", "run={run}", "method=[]"], "method=", real_run()),
+    Case("issue14 explain explain.samples=0", ["explain", "run={run}", "explain.samples=0"], "explain.samples",
+         real_run()),
+    Case("issue14 explain explain.samples=-3", ["explain", "run={run}", "explain.samples=-3"], "explain.samples",
+         real_run()),
+    Case("issue14 explain explain.samples=100000 (more than the split)",
+         ["explain", "run={run}", "explain.samples=100000"], "explain.samples", real_run()),
+    Case("issue14 explain explain.target=99 (digits has 10 classes)", ["explain", "run={run}", "explain.target=99"],
+         "explain.target", real_run()),
+    Case("issue14 explain explain.target=maybe", ["explain", "run={run}", "explain.target=maybe"], "explain.target",
+         real_run()),
+    Case("issue14 explain explain.patch=9 (digits are 8 x 8)", ["explain", "run={run}", "explain.patch=9"],
+         "explain.patch", real_run()),
+    Case("issue14 explain explain.patch=0", ["explain", "run={run}", "explain.patch=0"], "explain.patch", real_run()),
+    Case("issue14 explain explain.baseline=blurr", ["explain", "run={run}", "explain.baseline=blurr"],
+         "explain.baseline", real_run()),
+    Case("issue14 explain explain.baseline=blur on a CSV run", ["explain", "run={run}", "explain.baseline=blur",
+                                                              "explain.samples=4"],  # its test split has 9 rows
+         "explain.baseline", CSV_RUN),
+    Case("issue14 explain run= a folder that is not a run", ["explain", "run=notarun"], "notarun",
+         files({"notarun/notes.txt": "not a run\n"})),
+    Case("issue14 explain ckpt_path= random bytes", ["explain", "ckpt_path=random.ckpt"], "random.ckpt",
+         files({"random.ckpt": RANDOM_BYTES})),
+    Case("issue14 explain with no run", ["explain"], "run="),
+]
+
 # --- the runner ------------------------------------------------------------------------------------
 
 @dataclass
