@@ -254,7 +254,7 @@ def main() -> None:
             print(f"\nrank of `{NOISE_COLUMN}` (random, no information) among {len(summary['features'])} columns: "
                   + ", ".join(f"{m} {r}" for m, r in ranks.items()))
 
-    print(f"\n### LIME / KernelSHAP stability: digits, 16 samples, seed 0 vs 1 (same samples), mean per-sample "
+    print("\n### LIME / KernelSHAP stability: digits, 16 samples, seed 0 vs 1 (same samples), mean per-sample "
           "Spearman rho of the attributions (signed; of |attribution| in brackets)\n")
     print("| explain.evaluations | lime rho | lime s/sample | kernel_shap rho | kernel_shap s/sample |")
     print("|---:|---:|---:|---:|---:|")

@@ -302,7 +302,8 @@ def test_the_same_seed_gives_the_same_attributions(default, by_checkpoint):
     np.testing.assert_array_equal(by_checkpoint.arrays["inputs"], default.arrays["inputs"])
     np.testing.assert_array_equal(by_checkpoint.arrays["targets"], default.arrays["targets"])
     np.testing.assert_allclose(by_checkpoint.arrays["lime"], default.arrays["lime"], rtol=1e-5, atol=1e-7)
-    assert by_checkpoint.summary["methods"]["lime"]["top_features"] == default.summary["methods"]["lime"]["top_features"]
+    top = "top_features"
+    assert by_checkpoint.summary["methods"]["lime"][top] == default.summary["methods"]["lime"][top]
 
 
 def test_patch_3_gives_9_patches_the_last_ones_narrower(coarse):
@@ -390,7 +391,8 @@ BAD = {  # id -> (arguments, needles of the one line); {digits}, {signal}, {tmp}
     "unknown method": (("run={digits}", "method=lyme"),
                        ("method=lyme is not a method of dlopt explain (did you mean lime?)", "kernel_shap")),
     "no method": (("run={digits}", "method=[]"), ("method=[] names no method",)),
-    "no samples": (("run={digits}", "explain.samples=0"), ("explain.samples=0 is not valid: expected an integer >= 1",)),
+    "no samples": (("run={digits}", "explain.samples=0"),
+                   ("explain.samples=0 is not valid: expected an integer >= 1",)),
     "not a run": (("run={tmp}/notes",), ("run={tmp}/notes is not a dlopt run folder",)),
     "neither run nor checkpoint": ((), ("give exactly one of run=RUN_DIR", "ckpt_path=FILE")),
     "run and checkpoint": (("run={digits}", "ckpt_path={digits}/checkpoints/best.ckpt"),

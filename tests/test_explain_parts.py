@@ -16,7 +16,8 @@ from dlopt.explain.methods import Settings, attribute, permutation
 
 def test_image_patches_cover_the_image_in_a_grid():
     f = features((3, 8, 8), None)  # default: a 4 x 4 grid, every channel of a patch one feature
-    assert f.kind == "image" and f.count == 16 and f.names[0] == "rows 0-1 cols 0-1" and f.names[-1] == "rows 6-7 cols 6-7"
+    assert f.kind == "image" and f.count == 16
+    assert f.names[0] == "rows 0-1 cols 0-1" and f.names[-1] == "rows 6-7 cols 6-7"
     assert torch.equal(torch.bincount(f.mask.flatten()), torch.full((16,), 3 * 4))
     assert torch.equal(f.mask[0, 0], f.mask[0, 2])
 
@@ -132,3 +133,17 @@ def test_synthetic_informative_values_alone_carry_the_class():
     assert spread[:5].min() > 0.3 and spread[5:].max() < 0.15
     with pytest.raises(UserError, match=r"data.informative=21 is not valid; .* an integer from 1 to 20"):
         synthetic(shape=[20], informative=21)
+
+
+def test_saliency_is_per_unit_of_the_input_normalization():
+    """A column in small units (scale 0.01) gets a 100x larger raw gradient for the same use; per unit of the run's
+    normalization both weigh the same."""
+    scale = torch.tensor([1.0, 0.01])
+    model = Linear(torch.tensor([1.0, 1.0]) / scale).eval()  # the network sees x / scale with equal weights
+    x, f = torch.randn(6, 2), features((2,), None)
+    probs = lambda inputs: torch.softmax(model(inputs), 1)  # noqa: E731
+    target = torch.ones(6, dtype=torch.long)
+    raw = attribute("saliency", probs, x, target, f, x, x, SETTINGS)
+    assert torch.allclose(raw[:, 1], 100 * raw[:, 0])
+    scaled = attribute("saliency", probs, x, target, f, x, x, SETTINGS, scale)
+    assert torch.allclose(scaled[:, 0], scaled[:, 1])

@@ -38,8 +38,8 @@ def check(cfg: DictConfig) -> None:
         if not _positive(options[key]):
             raise UserError(f"explain.{key}={options[key]} is not valid: expected an integer >= 1")
     if options.patch is not None and not _positive(options.patch):
-        raise UserError(f"explain.patch={options.patch} is not valid: expected null (a 4 x 4 grid of an image, 16 "
-                        "segments of a signal) or an integer >= 1")
+        raise UserError(f"explain.patch={options.patch} is not valid: expected null (a quarter of an image's side, a "
+                        "16th of a signal) or an integer >= 1")
     if options.baseline not in BASELINES:
         hint = did_you_mean(str(options.baseline), BASELINES)
         raise UserError(f"explain.baseline={options.baseline} is not valid{hint}; choose {', '.join(BASELINES)}")

@@ -91,8 +91,9 @@ def explain(cfg: DictConfig, saved: SavedRun, run_dir: Path, allowed: frozenset[
     x_train, _ = tensors(data.train_dataloader())
     base = baseline(options.baseline, x, x_train, feats.kind, options.patch or default_patch(data.in_shape))
     background = x_train[:BACKGROUND]
-    log.info("explaining %d %s samples of %s (%s features: %s, %s baseline, target %s) with %s; %d thread(s)",
-             len(x), cfg.split, saved.named, feats.count, feats.kind, options.baseline, options.target,
+    what = {"image": "patches of the image", "signal": "segments of the signal", "table": "columns of the table"}
+    log.info("explaining %d %s samples of %s (%d features: %s; %s baseline, target %s) with %s; %d thread(s)",
+             len(x), cfg.split, saved.named, feats.count, what[feats.kind], options.baseline, options.target,
              ", ".join(cfg.method), used)
 
     def run(method: str, model: torch.nn.Module) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -100,7 +101,7 @@ def explain(cfg: DictConfig, saved: SavedRun, run_dir: Path, allowed: frozenset[
             mean, sd = permutation(model, x_all, y_all, feats, settings)
             return mean.expand(len(x), -1).clone(), sd
         return attribute(method, lambda inputs: torch.softmax(model(inputs), dim=1), x, target, feats, base,
-                         background, settings), None
+                         background, settings, model.input_scale), None
 
     explained: dict[str, Explanation] = {}
     for method in cfg.method:
@@ -118,8 +119,8 @@ def explain(cfg: DictConfig, saved: SavedRun, run_dir: Path, allowed: frozenset[
     informative = run_cfg.data.get("informative") if str(run_cfg.data.get("_target_", "")).endswith(".synthetic") \
         else None
     summary = _summary(cfg, saved, run_cfg, data.classes, feats, explained, random_curve, informative, len(x))
-    _write(run_dir, x, y, probs, target, feats, explained, random_curve, data.classes, summary)
     _log(summary)
+    _write(run_dir, x, y, probs, target, feats, explained, random_curve, data.classes, summary)
     return summary
 
 
@@ -177,12 +178,17 @@ def _write(run_dir: Path, x, y, probs, target, feats: Features, explained: dict[
     }
     from torch.utils.tensorboard import SummaryWriter
 
+    plt = report.pyplot()
     with naming(run_dir / "tensorboard"):
         writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-        for name, fig in figures.items():
+        for name, fig in figures.items():  # drawn once, for the PNG and for TensorBoard
+            fig.set_dpi(100)
+            fig.canvas.draw()
+            pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+            plt.close(fig)
             with naming(run_dir / f"{name}.png"):
-                fig.savefig(run_dir / f"{name}.png", dpi=100)
-            writer.add_figure(f"explain/{name}", fig, close=True)
+                plt.imsave(run_dir / f"{name}.png", pixels)
+            writer.add_image(f"explain/{name}", pixels, dataformats="HWC")
         writer.close()
     report.write_json(summary, run_dir / "explain.json")
 

@@ -51,7 +51,8 @@ def kind_of(shape: Sequence[int]) -> str:
 
 
 def default_patch(shape: Sequence[int]) -> int:
-    """A 4 x 4 grid of an image, 16 segments of a signal: few enough features for LIME and KernelSHAP."""
+    """A quarter of an image's side (a 4 x 4 grid when 4 divides it), a 16th of a signal: few enough features for LIME
+    and KernelSHAP."""
     return max(1, min(shape[1:]) // 4) if len(shape) == 3 else max(1, shape[-1] // 16)
 
 

@@ -4,7 +4,9 @@ Each method returns one value per feature of every sample (dlopt.explain.feature
 of the values of the feature's inputs, for the perturbation methods the value Captum gives the feature. A removed
 feature takes the baseline's values. `occlusion` is Captum's FeatureAblation with the features as its mask: occlusion
 with non-overlapping windows of a patch, which also covers segments and table columns. LIME fits a ridge regression
-(alpha 1, as the lime package does) instead of Captum's default lasso, whose zeros tie most features. The DeepLift
+(alpha 1, as the lime package does) instead of Captum's default lasso, whose zeros tie most features. `saliency` is the
+gradient's size per unit of the run's input normalization (a standard deviation by default): in raw units a
+column measured in small numbers would get a large gradient for that reason alone. The DeepLift
 family is left out: it breaks on in-place activations and reused activation modules.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 
@@ -34,17 +36,19 @@ class Settings:
 
 
 def attribute(method: str, forward: Callable, x: torch.Tensor, target: torch.Tensor, features: Features,
-              baseline: torch.Tensor, background: torch.Tensor, settings: Settings) -> torch.Tensor:
+              baseline: torch.Tensor, background: torch.Tensor, settings: Settings,
+              scale: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(N, features) attributions of the per-sample `method` for the probability of `target` (N,) given `x`;
-    `background`: training inputs, the baselines gradient_shap draws from."""
+    `background`: training inputs, the baselines gradient_shap draws from; `scale`: the run's input normalization
+    scale (per feature or channel), the unit saliency's gradients are taken in."""
     import captum.attr as captum
     from captum._utils.models.linear_model import SkLearnRidge
 
     torch.manual_seed(settings.seed)  # LIME, KernelSHAP and the sampling methods draw at random
     per_eval = max(1, settings.batch_size // len(x))  # perturbed copies of all N inputs per forward pass
     mask = features.mask
-    if method == "saliency":
-        values = captum.Saliency(forward).attribute(x, target=target)
+    if method == "saliency":  # |d p / d (x / scale)|: per standard unit, so that columns in other units compare
+        values = captum.Saliency(forward).attribute(x, target=target) * (1 if scale is None else scale.abs())
     elif method == "integrated_gradients":
         values = captum.IntegratedGradients(forward).attribute(x, baseline, target=target, n_steps=settings.steps,
                                                                internal_batch_size=settings.batch_size)

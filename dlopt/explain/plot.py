@@ -6,7 +6,7 @@ faithfulness.png, the deletion curves, where a method whose curve falls below ra
 from __future__ import annotations
 
 import textwrap
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
@@ -37,11 +37,12 @@ def _title(fig: Figure, text: str) -> None:
 
 
 def attributions_figure(x: torch.Tensor, captions: list[str], values: dict[str, torch.Tensor], features: Features,
-                        most: int = 16) -> Figure:
-    """One row per sample (the first `most`), one column per method (after the input, for images)."""
+                        most: Optional[int] = None) -> Figure:
+    """One row per sample (the first `most`: 16 images, 8 signals or tables), one column per method (after the input,
+    for images)."""
     plt = pyplot()
     total, methods, kind = len(x), list(values), features.kind
-    n = min(total, most)
+    n = min(total, most or (16 if kind == "image" else 8))
     x = x[:n].detach().float().cpu()
     spread = {m: features.spread(v[:n].detach().float().cpu()) for m, v in values.items()}
     low, high = float(x.min()), float(x.max())
