@@ -31,9 +31,10 @@ def methods(value: Any) -> list[str]:
 def check(cfg: DictConfig) -> None:
     if cfg.split not in ("test", "val"):
         raise UserError(f"split={cfg.split} is not valid: expected test or val")
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-        raise UserError(f"seed={cfg.seed} is not valid: expected an integer")
     options = cfg.explain
+    for key, value in (("seed", cfg.seed), ("explain.sample_seed", options.sample_seed)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UserError(f"{key}={value} is not valid: expected an integer")
     for key in ("samples", "steps", "evaluations", "repeats", "batch_size"):
         if not _positive(options[key]):
             raise UserError(f"explain.{key}={options[key]} is not valid: expected an integer >= 1")

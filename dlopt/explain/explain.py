@@ -78,7 +78,7 @@ def explain(cfg: DictConfig, saved: SavedRun, run_dir: Path, allowed: frozenset[
         raise UserError(f"explain.samples={options.samples} is more than the {len(y_all)} samples of the {cfg.split} "
                         f"split; give at most {len(y_all)}")
     feats = features(data.in_shape, options.patch, data.columns)
-    index = pick(y_all, options.samples, cfg.seed)
+    index = pick(y_all, options.samples, options.sample_seed)
     x, y = x_all[index], y_all[index]
 
     def forward(inputs: torch.Tensor) -> torch.Tensor:
