@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -54,6 +54,11 @@ def tensors(loader) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([x for x, _ in batches]).cpu().float(), torch.cat([y for _, y in batches]).cpu()
 
 
+def probabilities(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's class probabilities: what every method explains."""
+    return lambda inputs: torch.softmax(model(inputs), dim=1)
+
+
 def targets(option: Any, labels: torch.Tensor, predicted: torch.Tensor, classes: list[str]) -> torch.Tensor:
     """The class each sample is explained for: `predicted`, the true `label`, or one class by number."""
     if option == "predicted":
@@ -81,9 +86,7 @@ def explain(cfg: DictConfig, saved: SavedRun, run_dir: Path, allowed: frozenset[
     index = pick(y_all, options.samples, options.sample_seed)
     x, y = x_all[index], y_all[index]
 
-    def forward(inputs: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(module(inputs), dim=1)
-
+    forward = probabilities(module)
     with torch.no_grad():
         probs = forward(x)
     target = targets(options.target, y, probs.argmax(1), data.classes)
@@ -100,8 +103,8 @@ def explain(cfg: DictConfig, saved: SavedRun, run_dir: Path, allowed: frozenset[
         if method == "permutation":
             mean, sd = permutation(model, x_all, y_all, feats, settings)
             return mean.expand(len(x), -1).clone(), sd
-        return attribute(method, lambda inputs: torch.softmax(model(inputs), dim=1), x, target, feats, base,
-                         background, settings, model.input_scale), None
+        return attribute(method, probabilities(model), x, target, feats, base, background, settings,
+                         model.input_scale), None
 
     explained: dict[str, Explanation] = {}
     for method in cfg.method:
