@@ -262,7 +262,7 @@ def logged_metrics(cfg: DictConfig) -> list[str]:
     """The metrics every epoch logs (dlopt/training/module.py), so that a monitor is checked before training."""
     regularization = cfg.get("regularization")
     l1 = isinstance(regularization, DictConfig) and bool(regularization.get("l1"))
-    return ["train/loss", "train/acc", *(["train/l1"] if l1 else []), "val/loss", "val/acc", "val/f1"]
+    return ["train/loss", "train/acc", *(["train/l1"] if l1 else []), "val/loss", "val/acc", "val/f1", "val/ece"]
 
 
 def _check_monitors(cfg: DictConfig) -> None:

@@ -209,6 +209,29 @@ def test_evaluate_reproduces_the_test_metrics(trained, tmp_path, how):
     assert written["test/acc"] == result["test/acc"]
 
 
+def test_every_run_saves_its_predictions_and_calibration(trained, tmp_path):
+    """predictions.npz: the best checkpoint's class probabilities on the whole val and test splits, in the split's
+    order, as plain arrays; their accuracy is the run's test/acc; val/ece and test/ece are reported; eval writes the
+    predictions of its split, the same."""
+    import numpy as np
+
+    _, run_dir, _ = trained("trainer.limit_test_batches=null")
+    metrics = read_metrics(run_dir)
+    arrays = np.load(run_dir / "predictions.npz", allow_pickle=False)
+    assert set(arrays) == {"val_probabilities", "val_labels", "test_probabilities", "test_labels"}
+    probabilities, labels = arrays["test_probabilities"], arrays["test_labels"]
+    assert probabilities.shape == (270, 10) and probabilities.dtype == np.float32 and labels.shape == (270,)
+    assert np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    assert (probabilities.argmax(1) == labels).mean() == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert 0 <= metrics["test/ece"] <= 1 and 0 <= metrics["val/ece"] <= 1
+    assert all("val/ece" in row for row in json.loads((run_dir / "history.json").read_text()))
+    evaluate(composed(f"run={run_dir}", name="eval"), tmp_path)
+    again = np.load(tmp_path / "predictions.npz", allow_pickle=False)
+    assert set(again) == {"test_probabilities", "test_labels"}
+    assert np.allclose(again["test_probabilities"], probabilities, atol=1e-6)
+    assert np.array_equal(again["test_labels"], labels)
+
+
 def test_evaluate_on_the_validation_split(trained, tmp_path):
     _, run_dir, _ = trained("trainer.limit_test_batches=null")
     result = evaluate(composed(f"run={run_dir}", "split=val", name="eval"), tmp_path)

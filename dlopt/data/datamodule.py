@@ -13,7 +13,7 @@ buffers, so they travel inside every checkpoint.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import lightning.pytorch as L
 import numpy as np
@@ -176,6 +176,11 @@ class DataModule(L.LightningDataModule):
         """The first ``n`` training (inputs, labels), unaugmented, on the CPU (for the augmentation preview)."""
         raise NotImplementedError
 
+    def split_batches(self, split: str) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        """The whole split (train, val or test) in its fixed order, unaugmented, in batches: what one process sees
+        without a trainer, for predictions and explanations."""
+        raise NotImplementedError
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.augment is not None and self.trainer is not None and self.trainer.training:
             return self.augment(*batch)
@@ -223,6 +228,9 @@ class InMemoryDataModule(DataModule):
     def train_samples(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.splits["train"]
         return x[:n].cpu(), y[:n].cpu()
+
+    def split_batches(self, split: str) -> TensorBatches:
+        return TensorBatches(*self.splits[split], self.batch_size, shuffle=False)
 
     def setup(self, stage: Optional[str] = None) -> None:
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")

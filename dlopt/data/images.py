@@ -362,6 +362,9 @@ class FolderDataModule(DataModule):
             persistent_workers=persistent and self.num_workers > 0,
         )
 
+    def split_batches(self, split: str) -> DataLoader:
+        return self._loader(split, persistent=False)
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 

@@ -78,7 +78,7 @@ def explain(cfg: DictConfig, saved: SavedRun, run_dir: Path, allowed: frozenset[
     module.eval()
     options = cfg.explain
     settings = Settings(options.steps, options.evaluations, options.repeats, options.batch_size, cfg.seed)
-    x_all, y_all = tensors(data.val_dataloader() if cfg.split == "val" else data.test_dataloader())
+    x_all, y_all = tensors(data.split_batches(cfg.split))
     if options.samples > len(y_all):
         raise UserError(f"explain.samples={options.samples} is more than the {len(y_all)} samples of the {cfg.split} "
                         f"split; give at most {len(y_all)}")
@@ -90,8 +90,7 @@ def explain(cfg: DictConfig, saved: SavedRun, run_dir: Path, allowed: frozenset[
     with torch.no_grad():
         probs = forward(x)
     target = targets(options.target, y, probs.argmax(1), data.classes)
-    torch.manual_seed(cfg.seed)
-    x_train, _ = tensors(data.train_dataloader())
+    x_train, _ = tensors(data.split_batches("train"))
     base = baseline(options.baseline, x, x_train, feats.kind, options.patch or default_patch(data.in_shape))
     background = x_train[:BACKGROUND]
     what = {"image": "patches of the image", "signal": "segments of the signal", "table": "columns of the table"}
@@ -164,9 +163,8 @@ def _write(run_dir: Path, x, y, probs, target, feats: Features, explained: dict[
         arrays[f"{method}_deletion"] = e.curve
         if e.sd is not None:
             arrays[f"{method}_sd"] = e.sd
-    with naming(run_dir / "attributions.npz"):
-        np.savez_compressed(run_dir / "attributions.npz", feature_names=np.array(feats.names),
-                            **{k: v.detach().cpu().numpy() for k, v in arrays.items()})
+    numbers = {k: v.detach().cpu().numpy() for k, v in arrays.items()}
+    report.write_npz({"feature_names": np.array(feats.names), **numbers}, run_dir / "attributions.npz")
     predicted = probs.argmax(1)
     captions = [f"true {classes[int(t)]}, predicted {classes[int(p)]} ({float(probs[i, p]):.2f})"
                 for i, (t, p) in enumerate(zip(y, predicted))]

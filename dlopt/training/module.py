@@ -6,7 +6,7 @@ the training loss. Validation and test losses are plain cross-entropy, so runs w
 regularization compare on the same measure. Training targets may be class probabilities
 (mixup, cutmix); accuracy then counts the most probable class.
 
-Metrics (loss, accuracy, macro F1) are torchmetrics objects updated every step and logged once
+Metrics (loss, accuracy, macro F1, calibration error) are torchmetrics objects updated every step and logged once
 per epoch: a `self.log` call per step costs more than a small network's step. The gradient norm
 (before and after clipping) goes to the logger every `trainer.log_every_n_steps` optimizer steps.
 
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
 
 from dlopt.errors import UserError
 from dlopt.training.clipping import adaptive_clip_grad, grad_norm
@@ -39,6 +39,19 @@ SPLITS = ("train", "val", "test")
 
 class Diverged(UserError):
     """The training or validation loss became NaN or infinite."""
+
+
+class CalibrationError(MulticlassCalibrationError):
+    """The expected calibration error (15 bins, L1) of the softmax of the logits. torchmetrics bins a confidence of
+    exactly 1.0 (a float32 softmax saturates there) in a 16th bin of its own (its issue 3510); it is counted in the
+    last bin, [14/15, 1], as the definition has it. Logits are always turned into probabilities here: torchmetrics
+    would take logits that happen to lie in [0, 1] for probabilities."""
+
+    def __init__(self, num_classes: int):
+        super().__init__(num_classes, n_bins=15, norm="l1", validate_args=False)
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        super().update(logits.float().softmax(1).clamp(max=1 - 2**-24), target)
 
 
 class Classifier(L.LightningModule):
@@ -79,8 +92,9 @@ class Classifier(L.LightningModule):
 
         def scores(f1: bool) -> MetricCollection:
             metrics = {"acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)}
-            if f1:  # macro F1 on held-out splits; on the training split it would only slow each step
+            if f1:  # macro F1 and calibration on held-out splits; on the training split they would only slow each step
                 metrics["f1"] = MulticlassF1Score(num_classes, average="macro", validate_args=False)
+                metrics["ece"] = CalibrationError(num_classes)
             return MetricCollection(metrics)
 
         # keyed "train_" etc.: a ModuleDict key may not shadow nn.Module.train

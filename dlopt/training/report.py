@@ -1,4 +1,5 @@
-"""What a run leaves for people: metrics.json (written atomically), curves.png and augmentations.png."""
+"""What a run leaves for people: metrics.json and predictions.npz (written atomically), curves.png and
+augmentations.png."""
 
 from __future__ import annotations
 
@@ -28,6 +29,18 @@ def write_json(values: dict | list, path: Path, indent: int | None = 2) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with naming(path):
         tmp.write_text(json.dumps(strict(values), indent=indent, sort_keys=True, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+
+
+def write_npz(arrays: dict, path: Path) -> None:
+    """Numeric arrays in one .npz file (no pickled objects), written through a temporary file: a crash never
+    leaves a half-written file under `path`."""
+    import numpy as np
+
+    tmp = path.with_name(path.name + ".tmp")
+    with naming(path):
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
         os.replace(tmp, path)
 
 

@@ -191,7 +191,8 @@ def lightning_config_errors():
 
 def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), data: Optional[DataModule] = None,
           resume: Optional[Path] = None, hparams: Optional[dict[str, Any]] = None) -> float:
-    """Train, test the best checkpoint, write metrics.json and curves.png; return the best monitored value.
+    """Train, test the best checkpoint, write metrics.json, predictions.npz and curves.png; return the best monitored
+    value.
 
     `callbacks` are added to the ones the config declares (a sweeper's pruning callback, a timer);
     `data` replaces the configured DataModule; `resume` is a last.ckpt of this run to continue from;
@@ -257,10 +258,26 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
             trainer.logger.log_hyperparams(hparams, {f"hparams/{k}": metrics[k] for k in ("objective", "test/acc")
                                                      if isinstance(metrics.get(k), float)})
         report.plot_curves(history, run_dir / "curves.png")
+        report.write_npz(predictions(module, data, ("val", "test")), run_dir / "predictions.npz")
         report.write_json(metrics, run_dir / "metrics.json")
     log.info("%s: %s=%.4f (best of %d epochs), test/acc=%.4f -> %s", run_dir.name, cfg.monitor,
              metrics["objective"], metrics["epochs"], metrics.get("test/acc", float("nan")), run_dir)
     return metrics["objective"]
+
+
+def predictions(module: Classifier, data: DataModule, splits: Sequence[str]) -> dict[str, Any]:
+    """SPLIT_probabilities (samples x classes, float32) and SPLIT_labels of each split, in the split's order: what
+    combining finished runs (ensembles) needs without loading a network."""
+    arrays: dict[str, Any] = {}
+    module.eval()
+    with torch.no_grad():
+        for split in splits:
+            batches = [(torch.softmax(module(x.to(module.device)).float(), 1).cpu(), y.cpu())
+                       for x, y in data.split_batches(split)]
+            if batches:
+                arrays[f"{split}_probabilities"] = torch.cat([p for p, _ in batches]).numpy()
+                arrays[f"{split}_labels"] = torch.cat([y for _, y in batches]).numpy()
+    return arrays
 
 
 def _recorder(cfg: DictConfig) -> Optional[L.Callback]:
@@ -356,7 +373,7 @@ def rebuild(saved: SavedRun, allowed: frozenset[str]) -> tuple[DictConfig, DataM
 
 def evaluate(saved: SavedRun, split: str, run_dir: Path, allowed: frozenset[str]) -> dict[str, float]:
     """Test (or validate) the checkpoint of a saved run with the data and model of the run that wrote
-    it (`rebuild`); write metrics.json."""
+    it (`rebuild`); write metrics.json and the split's predictions.npz."""
     run_cfg, data, module = rebuild(saved, allowed)
     with lightning_config_errors():
         # the run's own Trainer settings (precision, limit_test_batches, ...), without its callbacks and logger,
@@ -365,6 +382,7 @@ def evaluate(saved: SavedRun, split: str, run_dir: Path, allowed: frozenset[str]
                               strategy="auto", devices=1, num_nodes=1)
         run = trainer.validate if split == "val" else trainer.test
         metrics = {k: float(v) for k, v in run(module, datamodule=data, verbose=False)[0].items()}
+    report.write_npz(predictions(module, data, [split]), run_dir / "predictions.npz")
     report.write_json({**metrics, "checkpoint": str(saved.checkpoint.resolve())}, run_dir / "metrics.json")
     for name, value in sorted(metrics.items()):
         log.info("%s = %.4f", name, value)
