@@ -1,0 +1,108 @@
+"""The members of an ensemble of finished runs: each run's metrics.json and predictions.npz (the best checkpoint's
+class probabilities on the whole val and test splits), read as data. Failed, pruned and unreadable runs are skipped
+and named; runs of other data (other labels or classes) are refused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from dlopt.errors import UserError
+from dlopt.saved_run import is_run_folder, metrics, run_folders
+
+SPLITS = ("val", "test")
+
+
+@dataclass(frozen=True)
+class Member:
+    run: Path
+    objective: Optional[float]
+    probabilities: dict[str, np.ndarray]  # split -> (samples, classes)
+
+
+@dataclass(frozen=True)
+class Members:
+    members: list[Member]
+    skipped: list[tuple[Path, str]]  # run, why
+    labels: dict[str, np.ndarray]  # split -> (samples,), the same for every member
+    monitor: str
+    mode: str
+
+
+def folders_of(runs: Union[str, Sequence[str]]) -> list[Path]:
+    """The run folders `runs=` names: a sweep or search folder (every run below it), or a list of run folders."""
+    if isinstance(runs, str):
+        folder = Path(runs).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"runs={runs} does not exist; give a sweep or search folder "
+                            "(outputs/train/multirun/DATE/TIME) or a list of run folders")
+        found = [folder] if is_run_folder(folder) else run_folders(folder)
+        if not found:
+            raise UserError(f"runs={runs} holds no dlopt run folders; give a sweep or search folder or a list of run "
+                            "folders")
+        return found
+    for run in runs:
+        if not is_run_folder(Path(str(run)).expanduser()):
+            raise UserError(f"runs: {run} is not a dlopt run folder (it has no .hydra/config.yaml)")
+    return [Path(str(run)).expanduser() for run in runs]
+
+
+def _predictions(run: Path) -> tuple[Optional[dict[str, Any]], str]:
+    """(split -> (probabilities, labels)) of predictions.npz, or None and why it cannot be used."""
+    path = run / "predictions.npz"
+    if not path.is_file():
+        return None, "no predictions.npz (trained before dlopt saved predictions; train it again)"
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            found = {s: (arrays[f"{s}_probabilities"], arrays[f"{s}_labels"]) for s in SPLITS}
+    except (OSError, ValueError, KeyError) as err:
+        return None, f"predictions.npz is not readable ({' '.join(str(err).split())[:80]})"
+    for split, (probabilities, labels) in found.items():
+        if probabilities.ndim != 2 or labels.ndim != 1 or len(probabilities) != len(labels) \
+                or not np.issubdtype(probabilities.dtype, np.floating) or not np.issubdtype(labels.dtype, np.integer):
+            return None, f"predictions.npz holds no {split} probabilities and labels of the same samples"
+    return found, ""
+
+
+def read(runs: Union[str, Sequence[str]]) -> Members:
+    """The usable members among `runs`, their shared labels and monitor; UserError when runs of other data or with
+    other monitors are mixed."""
+    members, skipped, labels, monitor, first, classes = [], [], None, None, None, 0
+    for run in folders_of(runs):
+        try:
+            values = metrics(run, f"runs: {run}")
+        except UserError as err:
+            skipped.append((run, str(err).partition(": ")[2] or str(err)))
+            continue
+        if values is None:
+            error = run / "error.txt"
+            skipped.append((run, f"failed: {error.read_text().strip()}" if error.is_file() else "no metrics.json "
+                            "(failed, or still running)"))
+            continue
+        if "monitor" not in values:
+            skipped.append((run, "not a training run (its metrics.json names no monitor)"))
+            continue
+        if values.get("pruned"):
+            skipped.append((run, "pruned"))
+            continue
+        found, why = _predictions(run)
+        if found is None:
+            skipped.append((run, why))
+            continue
+        if labels is None:
+            labels, first = {s: found[s][1] for s in SPLITS}, run
+            monitor, classes = (values["monitor"], values.get("mode", "min")), found["val"][0].shape[1]
+        for split in SPLITS:
+            if not np.array_equal(found[split][1], labels[split]) or found[split][0].shape[1] != classes:
+                raise UserError(f"runs: {run} and {first} were trained on different data or classes (their {split} "
+                                "samples differ); an ensemble combines runs of the same data. Runs of other seeds "
+                                "split the data differently unless it is fixed: train them with data.split_seed=0")
+        if (values["monitor"], values.get("mode", "min")) != monitor:
+            raise UserError(f"runs: {run} monitors {values['monitor']} and {first} {monitor[0]}; the runs of an "
+                            "ensemble are ranked by one monitor")
+        members.append(Member(run, values.get("objective"), {s: found[s][0].astype(np.float64) for s in SPLITS}))
+    return Members(members, skipped, labels or {}, *(monitor or ("val/loss", "min")))
+
