@@ -137,7 +137,8 @@ def is_run_folder(folder: Path) -> bool:
 def run_folders(folder: Path) -> list[Path]:
     """The run folders below `folder` (the runs of a sweep, its trials), in name order (numbers by value)."""
     found = [p.parent.parent for p in folder.rglob(".hydra/config.yaml")]
-    return sorted(found, key=lambda p: [int(part) if part.isdigit() else part for part in p.relative_to(folder).parts])
+    return sorted(found, key=lambda p: [(0, int(part), "") if part.isdigit() else (1, 0, part)
+                                        for part in p.relative_to(folder).parts])
 
 
 def read_json(path: Path, named: str) -> Any:

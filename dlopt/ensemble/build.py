@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def ensemble(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     options = cfg.ensemble
-    found = read(cfg.runs if isinstance(cfg.runs, str) else list(cfg.runs))
+    found = read(cfg.runs if isinstance(cfg.runs, str) else list(cfg.runs), own=run_dir)
     members, labels = found.members, found.labels
     skipped = "; ".join(f"{run}: {why}" for run, why in found.skipped)
     if len(members) < 2:

@@ -32,14 +32,16 @@ class Members:
     mode: str
 
 
-def folders_of(runs: Union[str, Sequence[str]]) -> list[Path]:
-    """The run folders `runs=` names: a sweep or search folder (every run below it), or a list of run folders."""
+def folders_of(runs: Union[str, Sequence[str]], own: Optional[Path] = None) -> list[Path]:
+    """The run folders `runs=` names: a sweep or search folder (every run below it but `own`, the command's own
+    folder), or a list of run folders."""
     if isinstance(runs, str):
         folder = Path(runs).expanduser()
         if not folder.is_dir():
             raise UserError(f"runs={runs} does not exist; give a sweep or search folder "
                             "(outputs/train/multirun/DATE/TIME) or a list of run folders")
-        found = [folder] if is_run_folder(folder) else run_folders(folder)
+        found = [folder] if is_run_folder(folder) else \
+            [p for p in run_folders(folder) if own is None or p.resolve() != own.resolve()]
         if not found:
             raise UserError(f"runs={runs} holds no dlopt run folders; give a sweep or search folder or a list of run "
                             "folders")
@@ -58,24 +60,26 @@ def _predictions(run: Path) -> tuple[Optional[dict[str, Any]], str]:
     try:
         with np.load(path, allow_pickle=False) as arrays:
             found = {s: (arrays[f"{s}_probabilities"], arrays[f"{s}_labels"]) for s in SPLITS}
-    except (OSError, ValueError, KeyError) as err:
-        return None, f"predictions.npz is not readable ({' '.join(str(err).split())[:80]})"
+    except Exception as err:  # a file from disk: cut short, empty, not numpy's (zipfile, EOFError, ...)
+        return None, f"predictions.npz is not readable ({' '.join(str(err).split())[:80] or type(err).__name__})"
     for split, (probabilities, labels) in found.items():
         if probabilities.ndim != 2 or labels.ndim != 1 or len(probabilities) != len(labels) \
                 or not np.issubdtype(probabilities.dtype, np.floating) or not np.issubdtype(labels.dtype, np.integer):
             return None, f"predictions.npz holds no {split} probabilities and labels of the same samples"
+        if not np.isfinite(probabilities).all():
+            return None, f"predictions.npz holds {split} probabilities that are not finite"
     return found, ""
 
 
-def read(runs: Union[str, Sequence[str]]) -> Members:
-    """The usable members among `runs`, their shared labels and monitor; UserError when runs of other data or with
-    other monitors are mixed."""
+def read(runs: Union[str, Sequence[str]], own: Optional[Path] = None) -> Members:
+    """The usable members among `runs` (but `own`, the command's folder), their shared labels and monitor; UserError
+    when runs of other data or with other monitors are mixed."""
     members, skipped, labels, monitor, first, classes = [], [], None, None, None, 0
-    for run in folders_of(runs):
+    for run in folders_of(runs, own):
         try:
-            values = metrics(run, f"runs: {run}")
-        except UserError as err:
-            skipped.append((run, str(err).partition(": ")[2] or str(err)))
+            values = metrics(run, "runs")
+        except UserError as err:  # "runs: FILE is not ...": the file is named
+            skipped.append((run, str(err).partition(": ")[2]))
             continue
         if values is None:
             error = run / "error.txt"
