@@ -35,17 +35,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from installed import QUIET, dlopt, version  # bench/installed.py
+from installed import QUIET, call, dlopt, version  # bench/installed.py
 
 PAPER_GAIN = 0.15  # deep ensembles on ImageNet: test NLL ~15% lower with 10 members than with 1
 _start = time.perf_counter()
@@ -53,20 +51,6 @@ _start = time.perf_counter()
 
 def say(text: str) -> None:
     print(f"[{time.perf_counter() - _start:5.0f} s] {text}", flush=True)
-
-
-def call(argv: list[str], log: Path) -> float:
-    """Run argv (cwd: the log's folder) with one OMP thread per process; its wall time. Exit on failure."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    start = time.perf_counter()
-    with log.open("a") as out:
-        out.write(f"$ {' '.join(argv)}\n")
-        out.flush()
-        code = subprocess.call(argv, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT, env=env)
-    if code:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise SystemExit(f"`{' '.join(argv[-6:])}` exited with {code}; end of {log}:\n{tail}")
-    return time.perf_counter() - start
 
 
 def confidence(folder: Path) -> float:

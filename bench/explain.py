@@ -29,11 +29,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import random
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +41,7 @@ import numpy as np
 import yaml
 from scipy.stats import spearmanr
 
-from installed import QUIET, dlopt, version  # bench/installed.py
+from installed import QUIET, call, dlopt, version  # bench/installed.py
 
 METHODS = ("permutation", "saliency", "integrated_gradients", "gradient_shap", "occlusion", "lime", "kernel_shap",
            "shapley_sampling")
@@ -78,20 +76,6 @@ def runs(root: Path, epochs: int) -> dict[str, list[str]]:
         "synthetic": ["data=synthetic", "model=mlp", "data.shape=[20]", "data.informative=5", "data.num_classes=4",
                       "data.num_samples=2000", "trainer.max_epochs=20"],
     }
-
-
-def call(argv: list[str], log: Path, threads: int = 1) -> float:
-    """Run argv (cwd: the log's folder) with `threads` OMP threads; its wall time. Exit on failure."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    start = time.perf_counter()
-    with log.open("a") as out:
-        out.write(f"$ {' '.join(argv)}\n")
-        out.flush()
-        code = subprocess.call(argv, cwd=log.parent, stdout=out, stderr=subprocess.STDOUT, env=env)
-    if code:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        raise SystemExit(f"`{' '.join(argv[-6:])}` exited with {code}; end of {log}:\n{tail}")
-    return time.perf_counter() - start
 
 
 def train(root: Path, name: str, overrides: list[str]) -> Path:
