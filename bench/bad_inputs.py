@@ -668,6 +668,23 @@ CASES += [
     Case("issue14 explain with no run", ["explain"], "run="),
 ]
 
+# dlopt ensemble (issue 15): combining finished runs; most mistakes are told before any run is read.
+CASES += [
+    Case("issue15 ensemble with no runs", ["ensemble"], "runs="),
+    Case("issue15 ensemble runs= a missing folder", ["ensemble", "runs=nowhere"], "runs=nowhere"),
+    Case("issue15 ensemble runs= a folder without runs", ["ensemble", "runs=empty"], "runs=empty",
+         files({"empty/notes.txt": "no runs here\n"})),
+    Case("issue15 ensemble.select=greddy", ["ensemble", "runs=empty", "ensemble.select=greddy"], "ensemble.select",
+         files({"empty/notes.txt": "no runs here\n"})),
+    Case("issue15 ensemble.combine=avg", ["ensemble", "runs=empty", "ensemble.combine=avg"], "ensemble.combine",
+         files({"empty/notes.txt": "no runs here\n"})),
+    Case("issue15 ensemble.k=1", ["ensemble", "runs=empty", "ensemble.k=1"], "ensemble.k",
+         files({"empty/notes.txt": "no runs here\n"})),
+    Case("issue15 ensemble.rounds=0", ["ensemble", "runs=empty", "ensemble.rounds=0"], "ensemble.rounds",
+         files({"empty/notes.txt": "no runs here\n"})),
+    Case("issue15 ensemble of one finished run", ["ensemble", "runs=outputs/train"], "at least 2", real_run()),
+]
+
 # --- the runner ------------------------------------------------------------------------------------
 
 @dataclass
