@@ -22,8 +22,15 @@ def _number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _integer(x: Any) -> bool:
+def integer(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_integer(key: str, value: Any, least: int | None = None) -> None:
+    """UserError naming `key` unless `value` is an integer (>= least): a count or a seed of a command's options."""
+    if not integer(value) or (least is not None and value < least):
+        raise UserError(f"{key}={value} is not valid: expected an integer" + (f" >= {least}" if least is not None
+                                                                                else ""))
 
 
 def _span(x: Any, most: float | None = None) -> bool:
@@ -41,7 +48,7 @@ def _probability(x: Any) -> bool:
 
 def _batches(x: Any, least: int) -> bool:
     """null (all), a count >= least, or a fraction of the batches in (0, 1] (Lightning's limit_*_batches)."""
-    return x is None or (_integer(x) and x >= least) or (isinstance(x, float) and (0 < x <= 1 or x == least))
+    return x is None or (integer(x) and x >= least) or (isinstance(x, float) and (0 < x <= 1 or x == least))
 
 
 # knob name -> (test, what a valid value is)
@@ -52,17 +59,17 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dropout": (lambda x: _number(x) and 0 <= x < 1, "a probability in [0, 1)"),
     "momentum": (lambda x: _number(x) and 0 <= x < 1, "a number in [0, 1)"),
     "alpha": (lambda x: _number(x) and 0 <= x <= 1, "a smoothing constant in [0, 1] (rmsprop)"),
-    "refresh_rate": (lambda x: _integer(x) and x >= 0, "an integer >= 0 (0: no progress bar)"),
-    "update_every_n_steps": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "refresh_rate": (lambda x: integer(x) and x >= 0, "an integer >= 0 (0: no progress bar)"),
+    "update_every_n_steps": (lambda x: integer(x) and x >= 1, "an integer >= 1"),
     "betas": (lambda x: isinstance(x, (list, tuple, ListConfig)) and len(x) == 2
               and all(_number(b) and 0 <= b < 1 for b in x), "two numbers in [0, 1), e.g. [0.9,0.999]"),
-    "T_max": (lambda x: _integer(x) and x >= 1, "an integer >= 1 (epochs of one cosine half-period)"),
+    "T_max": (lambda x: integer(x) and x >= 1, "an integer >= 1 (epochs of one cosine half-period)"),
     "gamma": (lambda x: _number(x) and 0 < x <= 1, "a factor in (0, 1]"),
     "factor": (lambda x: x is None or _number(x) and 0 < x < 1, "a factor in (0, 1)"),
     "eps": (lambda x: _number(x) and x > 0, "a number > 0"),
     "gradient_clip_val": (lambda x: x is None or _number(x) and x > 0, "null (no clipping) or a number > 0"),
-    "accumulate_grad_batches": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
-    "log_every_n_steps": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "accumulate_grad_batches": (lambda x: integer(x) and x >= 1, "an integer >= 1"),
+    "log_every_n_steps": (lambda x: integer(x) and x >= 1, "an integer >= 1"),
     "min_delta": (lambda x: _number(x) and x >= 0, "a number >= 0"),
     "check_finite": (lambda x: isinstance(x, bool), "true or false"),
     "compile": (lambda x: isinstance(x, bool), "true or false"),
@@ -81,47 +88,47 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "cutmix_alpha": (lambda x: _number(x) and x >= 0, "a number >= 0 (0 is off)"),
     "label_smoothing": (lambda x: _number(x) and 0 <= x < 1, "a number in [0, 1)"),
     "exclude_norm_bias": (lambda x: isinstance(x, bool), "true or false"),
-    "batch_size": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
-    "num_workers": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
-    "depth": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
-    "width": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
-    "kernel_size": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
-    "crop_padding": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
-    "max_epochs": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "batch_size": (lambda x: integer(x) and x >= 1, "an integer >= 1"),
+    "num_workers": (lambda x: integer(x) and x >= 0, "an integer >= 0"),
+    "depth": (lambda x: integer(x) and x >= 1, "an integer >= 1"),
+    "width": (lambda x: integer(x) and x >= 1, "an integer >= 1"),
+    "kernel_size": (lambda x: integer(x) and x >= 1, "an integer >= 1"),
+    "crop_padding": (lambda x: integer(x) and x >= 0, "an integer >= 0"),
+    "max_epochs": (lambda x: integer(x) and x >= 1, "an integer >= 1"),
     "limit_train_batches": (lambda x: _batches(x, 1), "null (all), a number of batches >= 1 or a fraction in (0, 1]"),
     "limit_val_batches": (lambda x: _batches(x, 0), "null (all), a number of batches >= 0 or a fraction in (0, 1]"),
     "limit_test_batches": (lambda x: _batches(x, 0), "null (all), a number of batches >= 0 or a fraction in (0, 1]"),
-    "patience": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
-    "step_size": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "patience": (lambda x: integer(x) and x >= 0, "an integer >= 0"),
+    "step_size": (lambda x: integer(x) and x >= 1, "an integer >= 1"),
     "backbone_lr_scale": (lambda x: _number(x) and 0 < x <= 1,
                           "a factor in (0, 1] of optimizer.lr (transfer.strategy=linear_probe freezes the backbone)"),
-    "unfreeze_at_epoch": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
-    "seed": (_integer, "an integer"),
-    "split_seed": (_integer, "an integer"),
+    "unfreeze_at_epoch": (lambda x: integer(x) and x >= 0, "an integer >= 0"),
+    "seed": (integer, "an integer"),
+    "split_seed": (integer, "an integer"),
     "val_fraction": (lambda x: _number(x) and 0 < x < 1, "a fraction in (0, 1)"),
     "test_fraction": (lambda x: _number(x) and 0 < x < 1, "a fraction in (0, 1)"),
     "fraction": (lambda x: _number(x) and 0 < x <= 1, "a fraction in (0, 1]"),
-    "num_samples": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
-    "num_classes": (lambda x: _integer(x) and x >= 2, "an integer >= 2"),
-    "image_size": (lambda x: x is None or _integer(x) and x >= 1, "null (keep the size) or an integer >= 1"),
+    "num_samples": (lambda x: integer(x) and x >= 1, "an integer >= 1"),
+    "num_classes": (lambda x: integer(x) and x >= 2, "an integer >= 2"),
+    "image_size": (lambda x: x is None or integer(x) and x >= 1, "null (keep the size) or an integer >= 1"),
     "mode": (lambda x: x in ("min", "max"), "min or max"),
     "normalize": (lambda x: x in ("standardize", "minmax", "none"), "standardize, minmax or none"),
-    "heads": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
-    "patch": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
-    "mlp_ratio": (lambda x: _integer(x) and x >= 1, "an integer >= 1"),
+    "heads": (lambda x: integer(x) and x >= 1, "an integer >= 1"),
+    "patch": (lambda x: integer(x) and x >= 1, "an integer >= 1"),
+    "mlp_ratio": (lambda x: integer(x) and x >= 1, "an integer >= 1"),
     "negative_slope": (lambda x: _number(x) and x >= 0, "a number >= 0"),
     "residual": (lambda x: isinstance(x, bool), "true or false"),
     "attention": (lambda x: isinstance(x, bool), "true or false"),
-    "num_training": (lambda x: _integer(x) and x >= 2, "an integer >= 2"),  # lr_find: steps of the range test
+    "num_training": (lambda x: integer(x) and x >= 2, "an integer >= 2"),  # lr_find: steps of the range test
     # search (checked by the sweeper before the first trial)
-    "n_trials": (lambda x: x is None or _integer(x) and x >= 1,
+    "n_trials": (lambda x: x is None or integer(x) and x >= 1,
                  "a positive number of trials (null with search=grid: every combination)"),
-    "n_jobs": (lambda x: _integer(x) and x >= 1, "an integer >= 1 (trials launched at once)"),
-    "startup_trials": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),
-    "warmup_epochs": (lambda x: _integer(x) and x >= 0, "an integer >= 0"),  # search's, scheduler's (epochs)
+    "n_jobs": (lambda x: integer(x) and x >= 1, "an integer >= 1 (trials launched at once)"),
+    "startup_trials": (lambda x: integer(x) and x >= 0, "an integer >= 0"),
+    "warmup_epochs": (lambda x: integer(x) and x >= 0, "an integer >= 0"),  # search's, scheduler's (epochs)
     "pct_start": (lambda x: _number(x) and 0 < x < 1, "a fraction in (0, 1) of the steps (onecycle's rise)"),
     "max_lr": (lambda x: _number(x) and x > 0, "a number > 0"),  # onecycle's, lr_find's
-    "population": (lambda x: _integer(x) and x >= 2, "an integer >= 2 (trials per NSGA-II generation)"),
+    "population": (lambda x: integer(x) and x >= 2, "an integer >= 2 (trials per NSGA-II generation)"),
 }
 
 # knob name -> the valid names, for a key of that name anywhere in the config; a dotted key
@@ -206,9 +213,9 @@ def check_diagnostics(cfg: DictConfig) -> None:
     if not node:
         return
     for key, valid, text in (
-            ("every_n_steps", lambda x: _integer(x) and x >= 1, "an integer >= 1 (record every N optimizer steps)"),
-            ("samples", lambda x: _integer(x) and x >= 1, "an integer >= 1 (validation samples)"),
-            ("every_n_epochs", lambda x: _integer(x) and x >= 1, "an integer >= 1 (histograms every N epochs)"),
+            ("every_n_steps", lambda x: integer(x) and x >= 1, "an integer >= 1 (record every N optimizer steps)"),
+            ("samples", lambda x: integer(x) and x >= 1, "an integer >= 1 (validation samples)"),
+            ("every_n_epochs", lambda x: integer(x) and x >= 1, "an integer >= 1 (histograms every N epochs)"),
             ("histograms", lambda x: x in HISTOGRAMS, f"one of {', '.join(HISTOGRAMS)}"),
             ("weight_histograms", lambda x: isinstance(x, bool), "true or false")):
         if key in node and not valid(node[key]):
@@ -291,7 +298,7 @@ def _check_warmup(cfg: DictConfig) -> None:
     if not isinstance(scheduler, DictConfig) or not isinstance(trainer, DictConfig):
         return
     warmup, epochs = scheduler.get("warmup_epochs"), trainer.get("max_epochs")
-    if warmup and _integer(epochs) and epochs >= 1 and warmup >= epochs:
+    if warmup and integer(epochs) and epochs >= 1 and warmup >= epochs:
         raise UserError(f"scheduler.warmup_epochs={warmup} is not below trainer.max_epochs={epochs}: the warmup "
                         f"would take the whole run; choose fewer warmup epochs or more trainer.max_epochs")
 

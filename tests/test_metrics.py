@@ -1,18 +1,10 @@
-"""The calibration error every run reports (val/ece, test/ece: dlopt.training.module.CalibrationError)."""
+"""The calibration error every run reports (val/ece, test/ece: dlopt.training.module.CalibrationError) is the textbook
+one that dlopt ensemble computes from saved predictions (dlopt.ensemble.scores)."""
 
-import numpy as np
 import torch
 
+from dlopt.ensemble.scores import calibration_error as expected_calibration_error  # the textbook ECE, in numpy
 from dlopt.training.module import CalibrationError
-
-
-def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """The textbook ECE: bins [0, 1/15), ..., [14/15, 1] of the top confidence; sum of |accuracy - confidence|
-    weighted by each bin's share of the samples."""
-    confidence, correct = probs.max(1), probs.argmax(1) == labels
-    index = np.minimum((confidence * bins).astype(int), bins - 1)
-    return sum(abs(correct[index == b].mean() - confidence[index == b].mean()) * (index == b).mean()
-               for b in range(bins) if (index == b).any())
 
 
 def test_a_confidence_of_exactly_one_is_in_the_last_bin():

@@ -6,6 +6,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from dlopt.apps import app, task
+from dlopt.checks import check_integer
 from dlopt.errors import UserError, did_you_mean
 
 
@@ -20,10 +21,8 @@ def check(cfg: DictConfig) -> None:
         if value not in valid:
             raise UserError(f"ensemble.{key}={value} is not valid{did_you_mean(str(value), valid)}; choose "
                             f"{', '.join(valid)}")
-    for key, least in (("k", 2), ("rounds", 1)):
-        value = options[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            raise UserError(f"ensemble.{key}={value} is not valid: expected an integer >= {least}")
+    check_integer("ensemble.k", options.k, least=2)
+    check_integer("ensemble.rounds", options.rounds, least=1)
 
 
 @task

@@ -7,12 +7,9 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig
 
 from dlopt.apps import app, task, trusted_targets
+from dlopt.checks import check_integer, integer
 from dlopt.errors import UserError, did_you_mean
 from dlopt.explain import BASELINES, METHODS
-
-
-def _positive(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def methods(value: Any) -> list[str]:
@@ -32,21 +29,18 @@ def check(cfg: DictConfig) -> None:
     if cfg.split not in ("test", "val"):
         raise UserError(f"split={cfg.split} is not valid: expected test or val")
     options = cfg.explain
-    for key, value in (("seed", cfg.seed), ("explain.sample_seed", options.sample_seed)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise UserError(f"{key}={value} is not valid: expected an integer")
+    check_integer("seed", cfg.seed)
+    check_integer("explain.sample_seed", options.sample_seed)
     for key in ("samples", "steps", "evaluations", "repeats", "batch_size"):
-        if not _positive(options[key]):
-            raise UserError(f"explain.{key}={options[key]} is not valid: expected an integer >= 1")
-    if options.patch is not None and not _positive(options.patch):
+        check_integer(f"explain.{key}", options[key], least=1)
+    if options.patch is not None and not (integer(options.patch) and options.patch >= 1):
         raise UserError(f"explain.patch={options.patch} is not valid: expected null (a quarter of an image's side, a "
                         "16th of a signal) or an integer >= 1")
     if options.baseline not in BASELINES:
         hint = did_you_mean(str(options.baseline), BASELINES)
         raise UserError(f"explain.baseline={options.baseline} is not valid{hint}; choose {', '.join(BASELINES)}")
     target = options.target
-    if target not in ("predicted", "label") and not (isinstance(target, int) and not isinstance(target, bool)
-                                                     and target >= 0):
+    if target not in ("predicted", "label") and not (integer(target) and target >= 0):
         raise UserError(f"explain.target={target} is not valid: expected predicted, label or a class number >= 0")
     if not isinstance(options.randomization, bool):
         raise UserError(f"explain.randomization={options.randomization} is not valid: expected true or false")

@@ -41,15 +41,18 @@ def ensemble(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     else:
         weights, steps = greedy([m.probabilities["val"] for m in members], labels["val"], options.rounds)
 
-    def scored(w: np.ndarray) -> dict[str, dict[str, float]]:
-        """The ensemble's scores with weights w; a vote's class shares are no probabilities: no NLL for them."""
-        found = {s: scores(combine([m.probabilities[s] for m in members], w, options.combine), labels[s])
-                 for s in SPLITS}
-        return {s: {**v, "nll": None} if options.combine == "vote" else v for s, v in found.items()}
+    def ensembled(w: np.ndarray, splits: tuple[str, ...] = SPLITS) -> dict[str, np.ndarray]:
+        return {s: combine([m.probabilities[s] for m in members], w, options.combine) for s in splits}
+
+    def scored(probabilities: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+        """The ensemble's scores per split; a vote's class shares are no probabilities: no NLL for them."""
+        values = {s: scores(p, labels[s]) for s, p in probabilities.items()}
+        return {s: {**v, "nll": None} if options.combine == "vote" else v for s, v in values.items()}
 
     rows = [{"name": _name(m.run, cfg.runs), "run": str(m.run), "weight": float(w), "objective": m.objective,
              **{s: scores(m.probabilities[s], labels[s]) for s in SPLITS}} for m, w in zip(members, weights)]
-    combined = scored(weights)
+    final = ensembled(weights)
+    combined = scored(final)
     taken = [r for r in rows if r["weight"]]
     best = min(taken, key=lambda r: r["val"]["nll"])  # by validation: the test split decides nothing here
     mean = {k: float(np.mean([r["test"][k] for r in taken])) for k in combined["test"]}
@@ -59,19 +62,18 @@ def ensemble(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "ensemble_minus_best_member": _minus(combined["test"], best["test"]),
         "ensemble_minus_mean_member": _minus(combined["test"], mean),
         "skipped": [{"run": str(run), "why": why} for run, why in found.skipped],
-        "curve": [scored(w)["test"] for w in steps],
+        "curve": [scored(ensembled(w, ("test",)))["test"] for w in steps],
     }
-    write_npz({**{f"{s}_probabilities": combine([m.probabilities[s] for m in members], weights, options.combine)
-                  .astype(np.float32) for s in SPLITS}, **{f"{s}_labels": labels[s] for s in SPLITS}},
-              run_dir / "predictions.npz")
+    write_npz({**{f"{s}_probabilities": p.astype(np.float32) for s, p in final.items()},
+               **{f"{s}_labels": labels[s] for s in SPLITS}}, run_dir / "predictions.npz")
     plot_ensemble(rows, combined["test"], summary["curve"], run_dir / "ensemble.png")
-    (run_dir / "summary.md").write_text(_table(rows, combined, summary))
+    table = _table(rows, combined, summary)
+    (run_dir / "summary.md").write_text(table)
     write_json(summary, run_dir / "ensemble.json")
     write_json({"kind": "ensemble", "members": len(taken), **{f"{s}/{'loss' if k == 'nll' else k}": v
                                                                for s in SPLITS for k, v in combined[s].items()}},
                run_dir / "metrics.json")
-    log.info("ensemble of %d of %d runs (%s, %s):\n%s", len(taken), len(rows), options.select, options.combine,
-             _table(rows, combined, summary))
+    log.info("ensemble of %d of %d runs (%s, %s):\n%s", len(taken), len(rows), options.select, options.combine, table)
     return summary
 
 
