@@ -73,6 +73,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "min_delta": (lambda x: _number(x) and x >= 0, "a number >= 0"),
     "check_finite": (lambda x: isinstance(x, bool), "true or false"),
     "compile": (lambda x: isinstance(x, bool), "true or false"),
+    "bootstrap": (lambda x: isinstance(x, bool), "true or false"),
     "decay": (lambda x: _number(x) and 0 < x < 1, "a number in (0, 1)"),
     "start_epoch": (lambda x: _number(x) and x >= 0, "an epoch index, or a fraction (< 1) of trainer.max_epochs"),
     "hflip_p": (_probability, "a probability in [0, 1]"),
@@ -322,7 +323,7 @@ def _check_lr_find(cfg: DictConfig) -> None:
 
 
 # keys of a target's node that dlopt reads itself instead of passing them to the target
-OWN_KEYS = {"model.compile", "scheduler.warmup_epochs"}
+OWN_KEYS = {"model.compile", "scheduler.warmup_epochs", "data.bootstrap", "data.sample_weights"}
 
 
 def check_arguments(node: DictConfig, path: str) -> None:

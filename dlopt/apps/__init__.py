@@ -27,6 +27,8 @@ log = logging.getLogger("dlopt")
 logging.raiseExceptions = False  # a log line that cannot be written (a full disk) prints no traceback over the error
 if not OmegaConf.has_resolver("dlopt.fresh"):  # conf/hydra/dlopt.yaml: a run folder of the command's own
     OmegaConf.register_new_resolver("dlopt.fresh", folders.claim, use_cache=True)
+if not OmegaConf.has_resolver("dlopt.member"):  # an ensemble member's folder: its seed minus the ensemble's
+    OmegaConf.register_new_resolver("dlopt.member", lambda seed, base: str(int(seed) - int(base)))
 
 
 def config_dir() -> str:
@@ -126,6 +128,10 @@ def override_error(err: OverrideParseException) -> str:
     if err.message.startswith("LexerNoViableAltException"):
         return (f"{err.override}: this value must be quoted for Hydra: '{key}=\"{value}\"' "
                 "(the outer quotes are for the shell)")
+    if value.startswith("[") and "=" in value and '"' not in value:  # a list of override sets, unquoted
+        items = ",".join(f'"{item.strip()}"' for item in value.strip("[]").split(","))
+        return (f"{err.override}: an item holding '=' must be quoted for Hydra: '{key}=[{items}]' (the outer quotes "
+                "are for the shell)")
     lines = [line.strip() for line in err.message.splitlines()
              if line.strip() and not line.startswith(("See https", "Error parsing override"))]
     return (f"{err.override} is not a valid override ({'; '.join(lines) or 'it does not parse'}); see "

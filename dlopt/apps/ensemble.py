@@ -1,28 +1,53 @@
-"""`dlopt ensemble runs=SWEEP_DIR|[RUN,...]`: an ensemble of finished runs, selected on the validation split and
-scored beside its members (dlopt/ensemble/). Reads files only: no torch."""
+"""`dlopt ensemble method=bagging|boosting|stacking [train overrides]` trains an ensemble's members and combines them;
+`dlopt ensemble runs=SWEEP_DIR|[RUN,...]` combines finished runs. Either is scored beside its members
+(dlopt/ensemble/). The command itself imports no torch: its members train in `dlopt train` processes."""
 
 from pathlib import Path
 
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, ListConfig
 
 from dlopt.apps import app, task
 from dlopt.checks import check_integer
 from dlopt.errors import UserError, did_you_mean
 
 
+def _choice(key: str, value, valid) -> None:
+    if value not in valid:
+        raise UserError(f"{key}={value} is not valid{did_you_mean(str(value), valid)}; choose {', '.join(valid)}")
+
+
 def check(cfg: DictConfig) -> None:
     from dlopt.ensemble.selection import COMBINES, SELECTIONS
+    from dlopt.ensemble.stacking import META
+    from dlopt.ensemble.training import METHODS
 
     options = cfg.ensemble
-    if cfg.runs is None or cfg.runs == [] or cfg.runs == "":
-        raise UserError("give runs=SWEEP_DIR (a sweep or search folder) or runs=[RUN_DIR,RUN_DIR,...]: the finished "
-                        "runs to combine")
-    for key, value, valid in (("select", options.select, SELECTIONS), ("combine", options.combine, COMBINES)):
-        if value not in valid:
-            raise UserError(f"ensemble.{key}={value} is not valid{did_you_mean(str(value), valid)}; choose "
-                            f"{', '.join(valid)}")
-    check_integer("ensemble.k", options.k, least=2)
-    check_integer("ensemble.rounds", options.rounds, least=1)
+    runs = cfg.runs not in (None, [], "")
+    if cfg.method is None and not runs:
+        raise UserError(f"give method={'|'.join(METHODS)} (train the members) or runs=SWEEP_DIR or "
+                        "runs=[RUN_DIR,RUN_DIR,...] (combine finished runs)")
+    if cfg.method is not None and runs:
+        raise UserError(f"give method={cfg.method} (train the members) or runs={cfg.runs} (combine finished runs), "
+                        "not both")
+    if cfg.method is not None:
+        _choice("method", cfg.method, METHODS)
+        members = options.members
+        if isinstance(members, ListConfig):
+            if len(members) < 2 or not all(isinstance(m, str) and m.strip() for m in members):
+                raise UserError(f"ensemble.members={list(members)} is not valid: expected at least 2 override sets "
+                                "('[model=cnn,model=mlp]'), or a number of members")
+        else:
+            check_integer("ensemble.members", members, least=2)
+        _choice("ensemble.meta", options.meta, META)
+        from dlopt.checks import check as check_train
+
+        check_train(cfg)  # the members' config, before anything trains
+    else:
+        _choice("ensemble.select", options.select, SELECTIONS)
+        check_integer("ensemble.k", options.k, least=2)
+        check_integer("ensemble.rounds", options.rounds, least=1)
+    _choice("ensemble.combine", options.combine, COMBINES)
 
 
 @task
@@ -30,7 +55,9 @@ def ensemble(cfg: DictConfig, run_dir: Path) -> dict:
     check(cfg)
     from dlopt.ensemble.build import ensemble as build
 
-    return build(cfg, run_dir)
+    hydra = HydraConfig.get()
+    dirs = tuple(s.path for s in hydra.runtime.config_sources if s.provider == "command-line")
+    return build(cfg, run_dir, (list(hydra.overrides.task), list(hydra.overrides.hydra)), dirs)
 
 
 main = app("ensemble", ensemble)

@@ -146,6 +146,21 @@ def _stratified_part(idx: torch.Tensor, y: torch.Tensor, fraction: float, seed: 
     return torch.from_numpy(np.sort(part))
 
 
+def read_weights(path: str, n: int) -> np.ndarray:
+    """The probabilities of data.sample_weights=PATH: a .npy array of n finite weights >= 0, not all 0 (read as
+    data: no pickles)."""
+    try:
+        weights = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise UserError(f"data.sample_weights={path} is not readable as a .npy array: "
+                        f"{' '.join(str(err).split())[:120]}") from None
+    if weights.shape != (n,) or not np.issubdtype(weights.dtype, np.number) or not np.isfinite(weights).all() \
+            or (weights < 0).any() or weights.sum() <= 0:
+        raise UserError(f"data.sample_weights={path} holds {weights.dtype} values of shape {weights.shape}; it needs "
+                        f"{n} finite weights >= 0 (one per training sample), not all 0")
+    return weights.astype(np.float64) / weights.sum()
+
+
 class DataModule(L.LightningDataModule):
     """What every dlopt data source gives a run: class names, input shape, normalization
     statistics of the training split (``shift``, ``scale``), optional class weights, and the
@@ -163,6 +178,23 @@ class DataModule(L.LightningDataModule):
         self.shift = self.scale = None  # set by the subclass from its training split
         # vectors read from a table: the column each input value comes from (a one-hot column's values share it)
         self.columns: Optional[list[str]] = None
+        # the training samples an epoch draws from (data.bootstrap, data.sample_weights); None: the whole split
+        self.train_index: Optional[torch.Tensor] = None
+
+    @property
+    def train_count(self) -> int:
+        """How many samples the (whole) training split holds."""
+        raise NotImplementedError
+
+    def resample(self, seed: int, bootstrap: bool = False, sample_weights: Optional[str] = None) -> None:
+        """data.bootstrap, data.sample_weights: train on n draws with replacement from the n training samples
+        (uniform, or with probabilities proportional to the weights in the .npy file), drawn once from `seed`.
+        Normalization statistics and class weights stay those of the whole split, which split_batches still serves."""
+        if not bootstrap and sample_weights is None:
+            return
+        n = self.train_count
+        p = None if sample_weights is None else read_weights(str(sample_weights), n)
+        self.train_index = torch.from_numpy(np.random.default_rng(seed).choice(n, size=n, replace=True, p=p))
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -229,6 +261,10 @@ class InMemoryDataModule(DataModule):
         x, y = self.splits["train"]
         return x[:n].cpu(), y[:n].cpu()
 
+    @property
+    def train_count(self) -> int:
+        return len(self.splits["train"][1])
+
     def split_batches(self, split: str) -> TensorBatches:
         return TensorBatches(*self.splits[split], self.batch_size, shuffle=False)
 
@@ -239,6 +275,9 @@ class InMemoryDataModule(DataModule):
 
     def _batches(self, split: str, shuffle: bool) -> TensorBatches:
         x, y = self.splits[split]
+        if split == "train" and self.train_index is not None:
+            index = self.train_index.to(x.device)
+            x, y = x[index], y[index]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
         return TensorBatches(x, y, self.batch_size, shuffle, seed=self.seed, rank=rank, world=world)
 

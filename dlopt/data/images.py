@@ -24,7 +24,7 @@ import os
 from typing import Optional, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from dlopt.data import sources
 from dlopt.data.datamodule import NORMALIZE, DataModule, select
@@ -353,14 +353,21 @@ class FolderDataModule(DataModule):
         return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
 
     def _loader(self, split: str, shuffle: bool = False, persistent: bool = True, batch_size: int = 0) -> DataLoader:
+        data = self.data[split]
+        if split == "train" and shuffle and self.train_index is not None:  # the training epochs' resample
+            data = Subset(data, self.train_index.tolist())
         return DataLoader(
-            self.data[split],
+            data,
             batch_size=batch_size or self.batch_size,
             shuffle=shuffle,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
             num_workers=self.num_workers,
             persistent_workers=persistent and self.num_workers > 0,
         )
+
+    @property
+    def train_count(self) -> int:
+        return len(self.data["train"])
 
     def split_batches(self, split: str) -> DataLoader:
         return self._loader(split, persistent=False)

@@ -1,17 +1,23 @@
-"""An ensemble of finished runs: its members read (members.py), selected and weighted (selection.py), scored beside
-them on the validation and test splits, and written: ensemble.json, metrics.json, predictions.npz, summary.md and
-ensemble.png in the command's folder."""
+"""An ensemble, built and scored beside its members on the validation and test splits, and written: ensemble.json,
+metrics.json, predictions.npz, summary.md and ensemble.png in the command's folder.
+
+- runs=...: finished runs read (members.py), selected and weighted (selection.py); nothing trains.
+- method=bagging|boosting|stacking: the members trained first (training.py) under the folder's members/, then
+  combined by the mean of their probabilities (bagging), SAMME's weighted vote (boosting.py) or a meta-learner
+  fitted on the validation split (stacking.py).
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 from omegaconf import DictConfig
 
-from dlopt.ensemble.members import SPLITS, read
+from dlopt.ensemble import boosting, stacking, training
+from dlopt.ensemble.members import SPLITS, Members, read, train_predictions
 from dlopt.ensemble.plot import plot_ensemble
 from dlopt.ensemble.scores import scores
 from dlopt.ensemble.selection import combine, greedy, top_k
@@ -20,17 +26,22 @@ from dlopt.training.report import write_json, write_npz
 
 log = logging.getLogger(__name__)
 
+Predict = Callable[[list[np.ndarray], np.ndarray], np.ndarray]  # members' probabilities of a split, weights -> ours
 
-def ensemble(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+
+def ensemble(cfg: DictConfig, run_dir: Path, overrides: tuple[list[str], list[str]] = ([], []),
+             config_dirs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The command: `overrides` are the command line's (task, hydra), passed on to the members it trains."""
+    if cfg.get("method") is None:
+        return _of_runs(cfg, run_dir)
+    return _trained(cfg, run_dir, overrides, config_dirs)
+
+
+def _of_runs(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     options = cfg.ensemble
     found = read(cfg.runs if isinstance(cfg.runs, str) else list(cfg.runs), own=run_dir)
-    members, labels = found.members, found.labels
-    skipped = "; ".join(f"{run}: {why}" for run, why in found.skipped)
-    if len(members) < 2:
-        raise UserError(f"runs={cfg.runs} has {len(members)} finished run(s) to combine; an ensemble needs at least 2"
-                        + (f" (skipped {skipped})" if skipped else ""))
-    for run, why in found.skipped:
-        log.warning("skipped %s: %s", run, why)
+    _enough(found, f"runs={cfg.runs} has")
+    members = found.members
     if options.select == "top_k":
         if options.k > len(members):
             raise UserError(f"ensemble.k={options.k} is more than the {len(members)} finished runs of runs={cfg.runs}; "
@@ -39,28 +50,134 @@ def ensemble(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         weights = top_k(objectives, options.k, found.mode)
         steps = [top_k(objectives, size, found.mode) for size in range(1, options.k + 1)]
     else:
-        weights, steps = greedy([m.probabilities["val"] for m in members], labels["val"], options.rounds)
+        weights, steps = greedy([m.probabilities["val"] for m in members], found.labels["val"], options.rounds)
+    names = [_name(m.run, cfg.runs) for m in members]
+    info = {"select": options.select, "combine": options.combine, "runs": str(cfg.runs)}
+    return _write(run_dir, found, names, weights, steps, _weighted(options.combine), info,
+                  vote=options.combine == "vote")
+
+
+def _trained(cfg: DictConfig, run_dir: Path, overrides: tuple[list[str], list[str]],
+             config_dirs: tuple[str, ...]) -> dict[str, Any]:
+    options, method = cfg.ensemble, cfg.method
+    plan = training.plan(*overrides, options.members, cfg.seed, cfg.data.split_seed)
+    training.check_members(plan, config_dirs)
+    members_dir = run_dir / "members"
+    numbers = list(range(len(plan.own)))
+    rounds: list[boosting.Round] = []
+    if method == "boosting":
+        numbers, rounds = _boost(plan, members_dir, numbers, config_dirs)
+        if len(numbers) < 2 and rounds:
+            raise UserError(f"boosting stopped after member 0: {rounds[0].stop}; with one member there is no "
+                            "ensemble: train weaker members (fewer epochs, trainer.max_epochs=2, or a smaller model) "
+                            "or use method=bagging")
+    else:
+        extra = {n: ["data.bootstrap=true"] for n in numbers} if method == "bagging" else {}
+        training.train(plan, members_dir, numbers, extra, config_dirs)
+    found = read([str(members_dir / str(n)) for n in numbers if (members_dir / str(n)).is_dir()], own=run_dir)
+    missing = [n for n in numbers if not (members_dir / str(n)).is_dir()]
+    found.skipped.extend((members_dir / str(n), "did not train (its sweep stopped)") for n in missing)
+    _enough(found, f"of the {len(numbers)} members of method={method}, {members_dir}")
+    if found.skipped:
+        log.warning("the ensemble is built from the %d members that finished", len(found.members))
+    names = [m.run.name for m in found.members]
+    info: dict[str, Any] = {"method": method, "members_dir": str(members_dir),
+                            "overrides": {str(n): plan.overrides(n) for n in numbers}}
+    sizes = range(1, len(found.members) + 1)
+    if method == "stacking":
+        labels = found.labels["val"]
+        classes = found.members[0].probabilities["val"].shape[1]
+        fitted = [stacking.fit(options.meta, [m.probabilities["val"] for m in found.members[:size]], labels, cfg.seed)
+                  for size in sizes]
+        stacking.save(fitted[-1], run_dir / "meta.npz")
+        info.update(meta=options.meta, fitted_on="val", note="the validation scores of a stacked ensemble are those "
+                    "of the data its meta-learner was fitted on")
+        return _write(run_dir, found, names, np.ones(len(found.members)), [np.arange(len(found.members)) < size
+                                                                           for size in sizes],
+                      lambda p, w: stacking.predict(fitted[int(w.sum()) - 1], [q for q, x in zip(p, w) if x], classes),
+                      info)
+    if method == "boosting":
+        alphas = {str(m.run.name): r.alpha for m, r in zip(found.members, rounds)}
+        weights = np.array([alphas.get(n) or 0.0 for n in names])
+        info.update(combine="vote", rounds=[{"member": n, "weighted_error": r.error, "alpha": r.alpha,
+                                             "stop": r.stop} for n, r in zip(numbers, rounds)])
+        return _write(run_dir, found, names, weights, [np.where(np.arange(len(weights)) < size, weights, 0)
+                                                       for size in sizes], _weighted("vote"), info, vote=True)
+    info.update(combine=options.combine)
+    return _write(run_dir, found, names, np.ones(len(found.members)),
+                  [(np.arange(len(found.members)) < size).astype(float) for size in sizes],
+                  _weighted(options.combine), info, vote=options.combine == "vote")
+
+
+def _boost(plan: training.Plan, members_dir: Path, numbers: list[int],
+           config_dirs: tuple[str, ...]) -> tuple[list[int], list[boosting.Round]]:
+    """SAMME, one member after another: member 0 on a uniform bootstrap, member m on a resample drawn with the
+    weights the earlier members' errors left (weights/m.npy). Returns the members that count and their rounds."""
+    rounds: list[boosting.Round] = []
+    weights_dir = members_dir.parent / "sample_weights"
+    for n in numbers:
+        extra = ["data.bootstrap=true"]
+        if rounds:
+            weights_dir.mkdir(exist_ok=True)
+            path = (weights_dir / f"{n}.npy").resolve()
+            np.save(path, rounds[-1].weights, allow_pickle=False)
+            extra = [f"data.sample_weights={path}"]
+        training.train(plan, members_dir, [n], {n: extra}, config_dirs)
+        found = train_predictions(members_dir / str(n))
+        if found is None:
+            log.warning("boosting stops: member %d did not finish", n)
+            return numbers[:n], rounds
+        probabilities, labels = found
+        step = boosting.samme(rounds[-1].weights if rounds else boosting.uniform(len(labels)), probabilities, labels)
+        log.info("boosting member %d: weighted training error %.4f, alpha %s", n, step.error,
+                 "-" if step.alpha is None else f"{step.alpha:.3f}")
+        rounds.append(step)
+        if step.stop:
+            log.warning("boosting stops after member %d: %s", n, step.stop)
+            return numbers[:n + 1], rounds
+    return numbers, rounds
+
+
+def _enough(found: Members, what: str) -> None:
+    for run, why in found.skipped:
+        log.warning("skipped %s: %s", run, why)
+    if len(found.members) < 2:
+        skipped = "; ".join(f"{run}: {why}" for run, why in found.skipped)
+        raise UserError(f"{what} {len(found.members)} finished run(s) to combine; an ensemble needs at least 2"
+                        + (f" (skipped {skipped})" if skipped else ""))
+
+
+def _weighted(how: str) -> Predict:
+    return lambda probabilities, weights: combine(probabilities, weights, how)
+
+
+def _write(run_dir: Path, found: Members, names: list[str], weights: np.ndarray, steps: list[np.ndarray],
+           predict: Predict, info: dict[str, Any], vote: bool = False) -> dict[str, Any]:
+    """Score the ensemble (`predict` with `weights`) and its members, and write the folder's files; `steps`: the
+    weights at each size of the ensemble, for its curve."""
+    members, labels = found.members, found.labels
 
     def ensembled(w: np.ndarray, splits: tuple[str, ...] = SPLITS) -> dict[str, np.ndarray]:
-        return {s: combine([m.probabilities[s] for m in members], w, options.combine) for s in splits}
+        return {s: predict([m.probabilities[s] for m in members], np.asarray(w, dtype=np.float64)) for s in splits}
 
-    def scored(probabilities: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    def scored(probabilities: dict[str, np.ndarray]) -> dict[str, dict[str, Optional[float]]]:
         """The ensemble's scores per split; a vote's class shares are no probabilities: no NLL for them."""
         values = {s: scores(p, labels[s]) for s, p in probabilities.items()}
-        return {s: {**v, "nll": None} if options.combine == "vote" else v for s, v in values.items()}
+        return {s: {**v, "nll": None} if vote else v for s, v in values.items()}
 
-    rows = [{"name": _name(m.run, cfg.runs), "run": str(m.run), "weight": float(w), "objective": m.objective,
-             **{s: scores(m.probabilities[s], labels[s]) for s in SPLITS}} for m, w in zip(members, weights)]
+    rows = [{"name": name, "run": str(m.run), "weight": float(w), "objective": m.objective,
+             **{s: scores(m.probabilities[s], labels[s]) for s in SPLITS}}
+            for name, m, w in zip(names, members, weights)]
     final = ensembled(weights)
     combined = scored(final)
     taken = [r for r in rows if r["weight"]]
     best = min(taken, key=lambda r: r["val"]["nll"])  # by validation: the test split decides nothing here
     mean = {k: float(np.mean([r["test"][k] for r in taken])) for k in combined["test"]}
     summary = {
-        "select": options.select, "combine": options.combine, "monitor": found.monitor, "runs": str(cfg.runs),
-        "members": rows, "ensemble": combined, "best_member": best["name"],
+        **info, "monitor": found.monitor, "members": rows, "ensemble": combined, "best_member": best["name"],
         "ensemble_minus_best_member": _minus(combined["test"], best["test"]),
         "ensemble_minus_mean_member": _minus(combined["test"], mean),
+        "mean_confidence": {s: float(p.max(1).mean()) for s, p in final.items()},
         "skipped": [{"run": str(run), "why": why} for run, why in found.skipped],
         "curve": [scored(ensembled(w, ("test",)))["test"] for w in steps],
     }
@@ -73,7 +190,8 @@ def ensemble(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     write_json({"kind": "ensemble", "members": len(taken), **{f"{s}/{'loss' if k == 'nll' else k}": v
                                                                for s in SPLITS for k, v in combined[s].items()}},
                run_dir / "metrics.json")
-    log.info("ensemble of %d of %d runs (%s, %s):\n%s", len(taken), len(rows), options.select, options.combine, table)
+    how = info.get("method") or f"{info['select']}, {info['combine']}"
+    log.info("ensemble of %d of %d runs (%s):\n%s", len(taken), len(rows), how, table)
     return summary
 
 
@@ -92,10 +210,10 @@ def _name(run: Path, runs: Any) -> str:
     return str(run)
 
 
-def _table(rows: list[dict[str, Any]], combined: dict[str, dict[str, float]], summary: dict[str, Any]) -> str:
+def _table(rows: list[dict[str, Any]], combined: dict[str, dict[str, Any]], summary: dict[str, Any]) -> str:
     lines = ["| run | weight | val nll | test acc | test nll | test ece |", "|---|---:|---:|---:|---:|---:|"]
     for row in sorted(rows, key=lambda r: (-r["weight"], r["val"]["nll"])):
-        lines.append(f"| {row['name']} | {row['weight']:g} | {row['val']['nll']:.4f} | {row['test']['acc']:.4f} | "
+        lines.append(f"| {row['name']} | {row['weight']:.4g} | {row['val']['nll']:.4f} | {row['test']['acc']:.4f} | "
                      f"{row['test']['nll']:.4f} | {row['test']['ece']:.4f} |")
     test = combined["test"]
     lines.append(f"| **ensemble** | | {_number(combined['val']['nll'])} | {test['acc']:.4f} | {_number(test['nll'])} | "
@@ -104,4 +222,6 @@ def _table(rows: list[dict[str, Any]], combined: dict[str, dict[str, float]], su
     for name, delta in ((f"best member ({summary['best_member']}, by val nll)", summary["ensemble_minus_best_member"]),
                         ("mean member", summary["ensemble_minus_mean_member"])):
         lines.append(f"ensemble - {name}: " + ", ".join(f"{k} {_number(delta[k], '+')}" for k in ("acc", "nll", "ece")))
+    if summary.get("note"):
+        lines.append(f"({summary['note']})")
     return "\n".join(lines) + "\n"

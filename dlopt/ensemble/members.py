@@ -110,3 +110,15 @@ def read(runs: Union[str, Sequence[str]], own: Optional[Path] = None) -> Members
         members.append(Member(run, values.get("objective"), {s: found[s][0].astype(np.float64) for s in SPLITS}))
     return Members(members, skipped, labels or {}, *(monitor or ("val/loss", "min")))
 
+
+
+def train_predictions(run: Path) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """A finished resampled run's (probabilities, labels) of its whole training split (predictions.npz), None when
+    the run did not finish."""
+    if not (run / "metrics.json").is_file() or not (run / "predictions.npz").is_file():
+        return None
+    with np.load(run / "predictions.npz", allow_pickle=False) as arrays:
+        if "train_probabilities" not in arrays:
+            raise UserError(f"{run}/predictions.npz holds no training-split predictions; boosting needs a member "
+                            "trained with data.bootstrap or data.sample_weights")
+        return arrays["train_probabilities"].astype(np.float64), arrays["train_labels"]

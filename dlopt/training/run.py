@@ -85,11 +85,15 @@ def build(cfg: DictConfig, data: Optional[DataModule] = None) -> tuple[DataModul
     return data, module
 
 
+RESAMPLING = ("bootstrap", "sample_weights")  # data keys the run applies to the built DataModule (resample)
+
+
 def _data(cfg: DictConfig) -> DataModule:
     """The configured DataModule. A data source passes most keys on to its DataModule (**loader), so a key
     that neither takes is known only when it is built: one line naming it, as check_arguments does."""
+    node = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k not in RESAMPLING])
     try:
-        return instantiate(cfg.data, seed=cfg.seed, _convert_="all")
+        return instantiate(node, seed=cfg.seed, _convert_="all")
     except InstantiationException as err:
         unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(cause_of(err, TypeError)))
         if unexpected is None or unexpected.group(1) not in cfg.data:
@@ -204,6 +208,7 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
     with lightning_config_errors():  # devices and accelerator are checked before anything is built
         trainer = _trainer(cfg, run_dir, [*callbacks, *([recorder] if recorder else [])], purge_step=resume_step)
     data, module = build(cfg, data)
+    data.resample(cfg.seed, **{k: cfg.data.get(k) for k in RESAMPLING if cfg.data.get(k) is not None})
     module.started_at = start
     if trainer.is_global_zero:
         module.history_file = run_dir / "history.json"
@@ -258,7 +263,9 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
             trainer.logger.log_hyperparams(hparams, {f"hparams/{k}": metrics[k] for k in ("objective", "test/acc")
                                                      if isinstance(metrics.get(k), float)})
         report.plot_curves(history, run_dir / "curves.png")
-        report.write_npz(predictions(module, data, ("val", "test")), run_dir / "predictions.npz")
+        # a resampled run's predictions of its whole training split too: boosting weighs its errors
+        splits = ("val", "test", "train") if data.train_index is not None else ("val", "test")
+        report.write_npz(predictions(module, data, splits), run_dir / "predictions.npz")
         report.write_json(metrics, run_dir / "metrics.json")
     log.info("%s: %s=%.4f (best of %d epochs), test/acc=%.4f -> %s", run_dir.name, cfg.monitor,
              metrics["objective"], metrics["epochs"], metrics.get("test/acc", float("nan")), run_dir)

@@ -1,0 +1,141 @@
+"""Train an ensemble's members: each an ordinary `dlopt train` run under the ensemble's folder (members/N), trained
+as a Hydra sweep in a child process, so the user's launcher (hydra/launcher=joblib side by side, submitit on SLURM)
+runs them. Member N has seed `seed + N` and every member the same data split (data.split_seed fixed).
+
+- bagging: all members in one sweep, each on a bootstrap resample of the training split (data.bootstrap=true).
+- boosting (SAMME): one member after another; member N draws its training resample with the sample weights the
+  errors of the members before it left (data.sample_weights), see boosting.py.
+- stacking: each member with its own override set (ensemble.members as a list), one sweep per member.
+
+A member folder that holds a finished run trained with the same overrides is kept: started again in the same folder
+(hydra.run.dir=...), an ensemble trains only the members that did not finish. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+
+from dlopt.errors import UserError
+
+log = logging.getLogger(__name__)
+
+METHODS = ("bagging", "boosting", "stacking")
+OWN_KEYS = ("method", "runs", "ensemble", "seed")  # the ensemble command's keys: not passed on to its members
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the members are: their shared overrides (the user's train overrides, the fixed split) and each member's
+    own (an override set of ensemble.members, or none), the launcher overrides, the base seed."""
+
+    shared: list[str]
+    own: list[list[str]]
+    launcher: list[str]
+    seed: int
+
+    def overrides(self, n: int, extra: Sequence[str] = ()) -> list[str]:
+        return [*self.shared, *self.own[n], *extra, f"seed={self.seed + n}"]
+
+
+def member_sets(members: Any) -> list[list[str]]:
+    """ensemble.members: a count (that many members of one config) or a list of override sets, one per member
+    ('model=mlp optimizer=sgd'; a word without '=' names an experiment: conf/experiment/NAME.yaml)."""
+    if isinstance(members, int) and not isinstance(members, bool):
+        return [[] for _ in range(members)]
+    return [[w if "=" in w else f"experiment={w}" for w in shlex.split(str(entry))] for entry in members]
+
+
+def plan(task_overrides: Sequence[str], hydra_overrides: Sequence[str], members: Any, seed: int,
+         split_seed: Any) -> Plan:
+    """The members' overrides from the ensemble command's own (HydraConfig overrides.task and .hydra)."""
+    shared = [o for o in task_overrides if o.lstrip("+~").partition("=")[0].split(".")[0] not in OWN_KEYS
+              and not o.lstrip("+~").startswith("data.split_seed=")]
+    launcher = [o for o in hydra_overrides if o.startswith(("hydra/launcher=", "hydra.launcher."))]
+    return Plan([*shared, f"data.split_seed={split_seed}"], member_sets(members), launcher, seed)
+
+
+def check_members(plan: Plan, config_dirs: Sequence[str] = ()) -> None:
+    """Each member's overrides compose into a train config (`dlopt train --cfg job`): a member override set that
+    does not is named before anything trains."""
+    for n, own in enumerate(plan.own):
+        if not own:
+            continue
+        done = subprocess.run([sys.executable, "-m", "dlopt", "train", "--cfg", "job", *_dirs(config_dirs),
+                               *plan.overrides(n)], capture_output=True, text=True, env=_env())
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines() or ["it does not compose"]
+            why = next((line for line in lines if line.startswith("dlopt train: ")), lines[-1])
+            why = why.removeprefix("dlopt train: ")
+            raise UserError(f"ensemble.members[{n}]={' '.join(own)} does not compose into a train config: {why}")
+
+
+def _normal(overrides: Sequence[str]) -> list[str]:
+    """Overrides as Hydra writes a sweep job's (data.bootstrap=true is saved as data.bootstrap=True), sorted."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
+    return sorted(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in parsed)
+
+
+def _env() -> dict[str, str]:
+    """The environment of a member's process: without the HYDRA_FULL_ERROR=1 the ensemble's Hydra app sets for
+    itself, so that a member's mistake is one line."""
+    return {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+
+
+def _dirs(config_dirs: Sequence[str]) -> list[str]:
+    return [arg for d in config_dirs for arg in ("--config-dir", d)]
+
+
+def finished(folder: Path, overrides: list[str]) -> bool:
+    """True if `folder` holds a finished member trained with `overrides`; a folder left by a member that did not
+    finish is removed (it trains again); UserError if it holds a run of other overrides."""
+    saved = folder / ".hydra" / "overrides.yaml"
+    if not folder.exists():
+        return False
+    try:
+        had = yaml.safe_load(saved.read_text()) if saved.is_file() else None
+    except (OSError, yaml.YAMLError):
+        had = None
+    if had is not None and _normal(had) != _normal(overrides):
+        raise UserError(f"{folder} holds a member trained with other overrides ({' '.join(had)}); this ensemble "
+                        f"trains it with {' '.join(overrides)}: start it in a new folder")
+    if (folder / "metrics.json").is_file() or (folder / "error.txt").is_file():
+        return True
+    shutil.rmtree(folder)  # killed mid-way: trained again from the start
+    return False
+
+
+def train(plan: Plan, members_dir: Path, numbers: Sequence[int], extra: Optional[dict[int, list[str]]] = None,
+          config_dirs: Sequence[str] = ()) -> None:
+    """Train the members `numbers` that have not finished: members with the same overrides but their seed in one
+    sweep (`seed=a,b,c`), each into members_dir/N. `extra`: more overrides of a member (boosting's weights)."""
+    extra = extra or {}
+    todo = [n for n in numbers if not finished(members_dir / str(n), plan.overrides(n, extra.get(n, ())))]
+    if len(todo) < len(numbers):
+        log.info("members %s finished before: kept", ", ".join(str(n) for n in numbers if n not in todo))
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for n in todo:
+        groups.setdefault((*plan.own[n], *extra.get(n, ())), []).append(n)
+    for own, group in groups.items():
+        seeds = ",".join(str(plan.seed + n) for n in group)
+        subdir = str(group[0]) if len(group) == 1 else f"'${{dlopt.member:${{seed}},{plan.seed}}}'"
+        command = [sys.executable, "-m", "dlopt", "train", "-m", *_dirs(config_dirs), *plan.shared, *own,
+                   f"seed={seeds}", *plan.launcher, f"hydra.sweep.dir={members_dir}", f"hydra.sweep.subdir={subdir}",
+                   "~hydra.callbacks.sweep_summary"]
+        log.info("training member%s %s: dlopt train %s", "s" if len(group) > 1 else "", ", ".join(map(str, group)),
+                 " ".join([*plan.shared, *own, f"seed={seeds}"]))
+        if subprocess.run(command, env=_env()).returncode != 0:
+            raise UserError(f"training members {', '.join(map(str, group))} failed (see the messages above); their "
+                            f"folders are under {members_dir}; start the ensemble again in the same folder "
+                            "(hydra.run.dir=...) to continue with the members that finished")
