@@ -323,7 +323,7 @@ def _check_lr_find(cfg: DictConfig) -> None:
 
 
 # keys of a target's node that dlopt reads itself instead of passing them to the target
-OWN_KEYS = {"model.compile", "scheduler.warmup_epochs", "data.bootstrap", "data.sample_weights"}
+OWN_KEYS = {"model.compile", "scheduler.warmup_epochs", "data.bootstrap", "data.sample_weights", "data.fold"}
 
 
 def check_arguments(node: DictConfig, path: str) -> None:

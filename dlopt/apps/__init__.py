@@ -29,6 +29,7 @@ if not OmegaConf.has_resolver("dlopt.fresh"):  # conf/hydra/dlopt.yaml: a run fo
     OmegaConf.register_new_resolver("dlopt.fresh", folders.claim, use_cache=True)
 if not OmegaConf.has_resolver("dlopt.member"):  # an ensemble member's folder: its seed minus the ensemble's
     OmegaConf.register_new_resolver("dlopt.member", lambda seed, base: str(int(seed) - int(base)))
+    OmegaConf.register_new_resolver("dlopt.fold", lambda fold: str(fold).partition("/")[0])  # 'k/K' -> k
 
 
 def config_dir() -> str:

@@ -40,6 +40,17 @@ def check(cfg: DictConfig) -> None:
         else:
             check_integer("ensemble.members", members, least=2)
         _choice("ensemble.meta", options.meta, META)
+        if options.folds != 0:
+            check_integer("ensemble.folds", options.folds, least=2)
+            if cfg.method != "stacking":
+                raise UserError(f"ensemble.folds={options.folds} is stacking's (out-of-fold predictions); "
+                                f"method={cfg.method} trains each member once: leave ensemble.folds=0")
+        for key, why in (("search", "search first (dlopt train -m search=...), then combine its trials with "
+                                    "dlopt ensemble runs=SEARCH_DIR"),
+                         ("resume", "to continue an ensemble, start the same command again with "
+                                    "hydra.run.dir=ITS_FOLDER")):
+            if cfg.get(key):
+                raise UserError(f"{key}= does not apply to an ensemble's members: {why}")
         from dlopt.checks import check as check_train
 
         check_train(cfg)  # the members' config, before anything trains

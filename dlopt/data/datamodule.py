@@ -161,6 +161,21 @@ def read_weights(path: str, n: int) -> np.ndarray:
     return weights.astype(np.float64) / weights.sum()
 
 
+def _fold(fold: str, labels: torch.Tensor, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the samples to train on, the samples of fold k) for data.fold='k/K': scikit-learn's StratifiedKFold."""
+    from sklearn.model_selection import StratifiedKFold
+
+    k, _, folds = fold.partition("/")
+    if not (k.isdigit() and folds.isdigit() and 0 <= int(k) < int(folds) and int(folds) >= 2):
+        raise UserError(f"data.fold={fold} is not valid: expected k/K with K >= 2 folds and 0 <= k < K, e.g. 0/5")
+    try:
+        parts = list(StratifiedKFold(int(folds), shuffle=True, random_state=split_seed).split(labels.numpy(), labels.numpy()))
+    except ValueError as err:
+        raise UserError(f"data.fold={fold}: {err}") from None
+    train, held = parts[int(k)]
+    return torch.from_numpy(train), torch.from_numpy(held)
+
+
 class DataModule(L.LightningDataModule):
     """What every dlopt data source gives a run: class names, input shape, normalization
     statistics of the training split (``shift``, ``scale``), optional class weights, and the
@@ -178,23 +193,32 @@ class DataModule(L.LightningDataModule):
         self.shift = self.scale = None  # set by the subclass from its training split
         # vectors read from a table: the column each input value comes from (a one-hot column's values share it)
         self.columns: Optional[list[str]] = None
-        # the training samples an epoch draws from (data.bootstrap, data.sample_weights); None: the whole split
+        # the training samples an epoch draws from (data.bootstrap, data.sample_weights, data.fold); None: the whole
+        # split; and the samples data.fold leaves out
         self.train_index: Optional[torch.Tensor] = None
+        self.fold_index: Optional[torch.Tensor] = None
+        self.train_labels = train_labels.cpu()
 
     @property
     def train_count(self) -> int:
         """How many samples the (whole) training split holds."""
         raise NotImplementedError
 
-    def resample(self, seed: int, bootstrap: bool = False, sample_weights: Optional[str] = None) -> None:
+    def resample(self, seed: int, split_seed: int = 0, bootstrap: bool = False, sample_weights: Optional[str] = None,
+                 fold: Optional[str] = None) -> None:
         """data.bootstrap, data.sample_weights: train on n draws with replacement from the n training samples
         (uniform, or with probabilities proportional to the weights in the .npy file), drawn once from `seed`.
+        data.fold='k/K': train on the samples outside fold k of a stratified K-fold split (from `split_seed`).
         Normalization statistics and class weights stay those of the whole split, which split_batches still serves."""
-        if not bootstrap and sample_weights is None:
-            return
-        n = self.train_count
-        p = None if sample_weights is None else read_weights(str(sample_weights), n)
-        self.train_index = torch.from_numpy(np.random.default_rng(seed).choice(n, size=n, replace=True, p=p))
+        if fold is not None:
+            if bootstrap or sample_weights is not None:
+                raise UserError(f"data.fold={fold} leaves a fold out, data.bootstrap and data.sample_weights draw a "
+                                "resample: choose one")
+            self.train_index, self.fold_index = _fold(str(fold), self.train_labels, split_seed)
+        elif bootstrap or sample_weights is not None:
+            n = self.train_count
+            p = None if sample_weights is None else read_weights(str(sample_weights), n)
+            self.train_index = torch.from_numpy(np.random.default_rng(seed).choice(n, size=n, replace=True, p=p))
 
     @property
     def in_shape(self) -> tuple[int, ...]:

@@ -4,7 +4,7 @@ metrics.json, predictions.npz, summary.md and ensemble.png in the command's fold
 - runs=...: finished runs read (members.py), selected and weighted (selection.py); nothing trains.
 - method=bagging|boosting|stacking: the members trained first (training.py) under the folder's members/, then
   combined by the mean of their probabilities (bagging), SAMME's weighted vote (boosting.py) or a meta-learner
-  fitted on the validation split (stacking.py).
+  fitted on held-out predictions: out-of-fold ones of the training split, or the validation split's (stacking.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from dlopt.ensemble import boosting, stacking, training
-from dlopt.ensemble.members import SPLITS, Members, read, train_predictions
+from dlopt.ensemble.members import SPLITS, Members, read, read_folded, train_predictions
 from dlopt.ensemble.plot import plot_ensemble
 from dlopt.ensemble.scores import scores
 from dlopt.ensemble.selection import combine, greedy, top_k
@@ -60,6 +60,7 @@ def _of_runs(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 def _trained(cfg: DictConfig, run_dir: Path, overrides: tuple[list[str], list[str]],
              config_dirs: tuple[str, ...]) -> dict[str, Any]:
     options, method = cfg.ensemble, cfg.method
+    folds = options.folds if method == "stacking" else 0
     plan = training.plan(*overrides, options.members, cfg.seed, cfg.data.split_seed)
     training.check_members(plan, config_dirs)
     members_dir = run_dir / "members"
@@ -73,8 +74,9 @@ def _trained(cfg: DictConfig, run_dir: Path, overrides: tuple[list[str], list[st
                             "or use method=bagging")
     else:
         extra = {n: ["data.bootstrap=true"] for n in numbers} if method == "bagging" else {}
-        training.train(plan, members_dir, numbers, extra, config_dirs)
-    found = read([str(members_dir / str(n)) for n in numbers if (members_dir / str(n)).is_dir()], own=run_dir)
+        training.train(plan, members_dir, numbers, extra, config_dirs, folds=folds)
+    present = [members_dir / str(n) for n in numbers if (members_dir / str(n)).is_dir()]
+    found = read_folded(present, folds) if folds else read([str(p) for p in present], own=run_dir)
     missing = [n for n in numbers if not (members_dir / str(n)).is_dir()]
     found.skipped.extend((members_dir / str(n), "did not train (its sweep stopped)") for n in missing)
     _enough(found, f"of the {len(numbers)} members of method={method}, {members_dir}")
@@ -85,13 +87,14 @@ def _trained(cfg: DictConfig, run_dir: Path, overrides: tuple[list[str], list[st
                             "overrides": {str(n): plan.overrides(n) for n in numbers}}
     sizes = range(1, len(found.members) + 1)
     if method == "stacking":
-        labels = found.labels["val"]
+        held_out = "train" if folds else "val"  # out-of-fold predictions of the training split, or blending
         classes = found.members[0].probabilities["val"].shape[1]
-        fitted = [stacking.fit(options.meta, [m.probabilities["val"] for m in found.members[:size]], labels, cfg.seed)
-                  for size in sizes]
+        fitted = [stacking.fit(options.meta, [m.probabilities[held_out] for m in found.members[:size]],
+                               found.labels[held_out], cfg.seed) for size in sizes]
         stacking.save(fitted[-1], run_dir / "meta.npz")
-        info.update(meta=options.meta, fitted_on="val", note="the validation scores of a stacked ensemble are those "
-                    "of the data its meta-learner was fitted on")
+        info.update(meta=options.meta, folds=folds, fitted_on=f"{held_out} ({'out-of-fold' if folds else 'blending'})")
+        if not folds:
+            info["note"] = "the validation scores of a blended ensemble are those of the data its meta-learner saw"
         return _write(run_dir, found, names, np.ones(len(found.members)), [np.arange(len(found.members)) < size
                                                                            for size in sizes],
                       lambda p, w: stacking.predict(fitted[int(w.sum()) - 1], [q for q, x in zip(p, w) if x], classes),

@@ -122,3 +122,36 @@ def train_predictions(run: Path) -> Optional[tuple[np.ndarray, np.ndarray]]:
             raise UserError(f"{run}/predictions.npz holds no training-split predictions; boosting needs a member "
                             "trained with data.bootstrap or data.sample_weights")
         return arrays["train_probabilities"].astype(np.float64), arrays["train_labels"]
+
+
+def read_folded(folders: Sequence[Path], folds: int) -> Members:
+    """Members trained K-fold (stacking with ensemble.folds=K): member N is the K runs N/0..N/K-1, each trained
+    without one fold of the training split. A member's val and test probabilities are the mean of its K runs', its
+    'train' probabilities the out-of-fold ones (each training sample predicted by the run that did not train on it).
+    A member with a fold that did not finish is skipped and named."""
+    members, skipped, labels, monitor = [], [], {}, ("val/loss", "min")
+    for folder in folders:
+        runs = read([str(folder / str(k)) for k in range(folds) if (folder / str(k)).is_dir()])
+        if len(runs.members) < folds:
+            why = "; ".join(f"fold {run.name}: {why}" for run, why in runs.skipped) or "folds did not train"
+            skipped.append((folder, f"{folds - len(runs.members)} of its {folds} folds did not finish ({why})"))
+            continue
+        if labels and any(not np.array_equal(runs.labels[s], labels[s]) for s in SPLITS):
+            raise UserError(f"{folder} and {members[0].run} were trained on different data")
+        labels, monitor = dict(runs.labels), (runs.monitor, runs.mode)
+        out_of_fold, train_labels = None, None
+        for member in runs.members:
+            with np.load(member.run / "predictions.npz", allow_pickle=False) as arrays:
+                if "fold_index" not in arrays or "train_probabilities" not in arrays:
+                    raise UserError(f"{member.run}/predictions.npz holds no out-of-fold predictions (train it with "
+                                    "data.fold=k/K)")
+                index, probabilities = arrays["fold_index"], arrays["train_probabilities"]
+                if out_of_fold is None:
+                    out_of_fold, train_labels = np.full(probabilities.shape, np.nan), arrays["train_labels"]
+                out_of_fold[index] = probabilities[index]
+        if np.isnan(out_of_fold).any():
+            raise UserError(f"{folder}: its {folds} folds do not cover the training split (trained with other folds?)")
+        labels["train"] = train_labels
+        mean = {s: np.mean([m.probabilities[s] for m in runs.members], axis=0) for s in SPLITS}
+        members.append(Member(folder, None, {**mean, "train": out_of_fold}))
+    return Members(members, skipped, labels, *monitor)

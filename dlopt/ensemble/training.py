@@ -117,10 +117,21 @@ def finished(folder: Path, overrides: list[str]) -> bool:
 
 
 def train(plan: Plan, members_dir: Path, numbers: Sequence[int], extra: Optional[dict[int, list[str]]] = None,
-          config_dirs: Sequence[str] = ()) -> None:
-    """Train the members `numbers` that have not finished: members with the same overrides but their seed in one
-    sweep (`seed=a,b,c`), each into members_dir/N. `extra`: more overrides of a member (boosting's weights)."""
+          config_dirs: Sequence[str] = (), folds: int = 0) -> None:
+    """Train the members `numbers` that have not finished, each into members_dir/N: members with the same overrides
+    but their seed in one sweep (`seed=a,b,c`). `extra`: more overrides of a member (boosting's weights). With
+    `folds` K, member N is K runs members_dir/N/k, one sweep over data.fold=k/K (stacking's out-of-fold
+    predictions). A sweep that fails is reported; the members that finished are kept."""
     extra = extra or {}
+    if folds:
+        for n in numbers:
+            runs = {k: [*extra.get(n, ()), f"data.fold={k}/{folds}"] for k in range(folds)}
+            todo = [k for k, more in runs.items() if not finished(members_dir / str(n) / str(k), plan.overrides(n, more))]
+            if todo:
+                _sweep(plan, members_dir / str(n), [*plan.own[n], *extra.get(n, ())],
+                       [f"seed={plan.seed + n}", "data.fold=" + ",".join(f"{k}/{folds}" for k in todo)],
+                       "'${dlopt.fold:${data.fold}}'", f"member {n}, folds {', '.join(map(str, todo))}", config_dirs)
+        return
     todo = [n for n in numbers if not finished(members_dir / str(n), plan.overrides(n, extra.get(n, ())))]
     if len(todo) < len(numbers):
         log.info("members %s finished before: kept", ", ".join(str(n) for n in numbers if n not in todo))
@@ -128,14 +139,19 @@ def train(plan: Plan, members_dir: Path, numbers: Sequence[int], extra: Optional
     for n in todo:
         groups.setdefault((*plan.own[n], *extra.get(n, ())), []).append(n)
     for own, group in groups.items():
-        seeds = ",".join(str(plan.seed + n) for n in group)
         subdir = str(group[0]) if len(group) == 1 else f"'${{dlopt.member:${{seed}},{plan.seed}}}'"
-        command = [sys.executable, "-m", "dlopt", "train", "-m", *_dirs(config_dirs), *plan.shared, *own,
-                   f"seed={seeds}", *plan.launcher, f"hydra.sweep.dir={members_dir}", f"hydra.sweep.subdir={subdir}",
-                   "~hydra.callbacks.sweep_summary"]
-        log.info("training member%s %s: dlopt train %s", "s" if len(group) > 1 else "", ", ".join(map(str, group)),
-                 " ".join([*plan.shared, *own, f"seed={seeds}"]))
-        if subprocess.run(command, env=_env()).returncode != 0:
-            raise UserError(f"training members {', '.join(map(str, group))} failed (see the messages above); their "
-                            f"folders are under {members_dir}; start the ensemble again in the same folder "
-                            "(hydra.run.dir=...) to continue with the members that finished")
+        _sweep(plan, members_dir, list(own), ["seed=" + ",".join(str(plan.seed + n) for n in group)], subdir,
+               f"member{'s' if len(group) > 1 else ''} {', '.join(map(str, group))}", config_dirs)
+
+
+def _sweep(plan: Plan, folder: Path, own: list[str], swept: list[str], subdir: str, what: str,
+           config_dirs: Sequence[str]) -> None:
+    """`dlopt train -m` of the members' shared overrides, `own` and the `swept` ones into folder/SUBDIR."""
+    command = [sys.executable, "-m", "dlopt", "train", "-m", *_dirs(config_dirs), *plan.shared, *own, *swept,
+               *plan.launcher, f"hydra.sweep.dir={folder}", f"hydra.sweep.subdir={subdir}",
+               "~hydra.callbacks.sweep_summary"]
+    log.info("training %s: dlopt train -m %s", what, " ".join([*plan.shared, *own, *swept]))
+    if subprocess.run(command, env=_env()).returncode != 0:
+        log.error("training %s stopped with an error (see the messages above); the runs that finished are kept in "
+                  "%s: start the ensemble again in the same folder (hydra.run.dir=...) to train the others", what,
+                  folder)

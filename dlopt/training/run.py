@@ -85,7 +85,7 @@ def build(cfg: DictConfig, data: Optional[DataModule] = None) -> tuple[DataModul
     return data, module
 
 
-RESAMPLING = ("bootstrap", "sample_weights")  # data keys the run applies to the built DataModule (resample)
+RESAMPLING = ("bootstrap", "sample_weights", "fold")  # data keys the run applies to the built DataModule (resample)
 
 
 def _data(cfg: DictConfig) -> DataModule:
@@ -208,7 +208,8 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
     with lightning_config_errors():  # devices and accelerator are checked before anything is built
         trainer = _trainer(cfg, run_dir, [*callbacks, *([recorder] if recorder else [])], purge_step=resume_step)
     data, module = build(cfg, data)
-    data.resample(cfg.seed, **{k: cfg.data.get(k) for k in RESAMPLING if cfg.data.get(k) is not None})
+    data.resample(cfg.seed, cfg.data.get("split_seed", cfg.seed),
+                  **{k: cfg.data.get(k) for k in RESAMPLING if cfg.data.get(k) is not None})
     module.started_at = start
     if trainer.is_global_zero:
         module.history_file = run_dir / "history.json"
@@ -265,7 +266,8 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         report.plot_curves(history, run_dir / "curves.png")
         # a resampled run's predictions of its whole training split too: boosting weighs its errors
         splits = ("val", "test", "train") if data.train_index is not None else ("val", "test")
-        report.write_npz(predictions(module, data, splits), run_dir / "predictions.npz")
+        held_out = {"fold_index": data.fold_index.numpy()} if data.fold_index is not None else {}
+        report.write_npz({**predictions(module, data, splits), **held_out}, run_dir / "predictions.npz")
         report.write_json(metrics, run_dir / "metrics.json")
     log.info("%s: %s=%.4f (best of %d epochs), test/acc=%.4f -> %s", run_dir.name, cfg.monitor,
              metrics["objective"], metrics["epochs"], metrics.get("test/acc", float("nan")), run_dir)
