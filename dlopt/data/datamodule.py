@@ -169,7 +169,8 @@ def _fold(fold: str, labels: torch.Tensor, split_seed: int) -> tuple[torch.Tenso
     if not (k.isdigit() and folds.isdigit() and 0 <= int(k) < int(folds) and int(folds) >= 2):
         raise UserError(f"data.fold={fold} is not valid: expected k/K with K >= 2 folds and 0 <= k < K, e.g. 0/5")
     try:
-        parts = list(StratifiedKFold(int(folds), shuffle=True, random_state=split_seed).split(labels.numpy(), labels.numpy()))
+        y = labels.numpy()
+        parts = list(StratifiedKFold(int(folds), shuffle=True, random_state=split_seed).split(y, y))
     except ValueError as err:
         raise UserError(f"data.fold={fold}: {err}") from None
     train, held = parts[int(k)]

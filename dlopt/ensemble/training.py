@@ -126,7 +126,8 @@ def train(plan: Plan, members_dir: Path, numbers: Sequence[int], extra: Optional
     if folds:
         for n in numbers:
             runs = {k: [*extra.get(n, ()), f"data.fold={k}/{folds}"] for k in range(folds)}
-            todo = [k for k, more in runs.items() if not finished(members_dir / str(n) / str(k), plan.overrides(n, more))]
+            todo = [k for k, more in runs.items()
+                    if not finished(members_dir / str(n) / str(k), plan.overrides(n, more))]
             if todo:
                 _sweep(plan, members_dir / str(n), [*plan.own[n], *extra.get(n, ())],
                        [f"seed={plan.seed + n}", "data.fold=" + ",".join(f"{k}/{folds}" for k in todo)],
