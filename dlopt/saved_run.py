@@ -49,9 +49,58 @@ class SavedRun:
     named: str
 
 
-def find(run: Optional[str], ckpt_path: Optional[str]) -> SavedRun:
-    """The run a command names by run=RUN_DIR (its checkpoints/best.ckpt) or ckpt_path=FILE; UserError
-    naming the key when it is missing or is not a run. Imports no torch."""
+@dataclass(frozen=True)
+class SavedEnsemble:
+    """An ensemble folder of dlopt ensemble: its members' checkpoints (per member, one run or its K folds), their
+    weights, how they combine (mean, vote, or stacking with the meta-learner's parameters in meta.npz)."""
+
+    folder: Path
+    named: str
+    members: list[list[SavedRun]]
+    weights: list[float]
+    combine: str  # mean | vote | stacking
+    meta: Optional[Path]
+
+    @property
+    def checkpoint(self) -> Path:  # where messages name "the checkpoint": the folder
+        return self.folder
+
+
+def saved_ensemble(folder: Path, named: str) -> SavedEnsemble:
+    """The ensemble of `folder` from its ensemble.json (read as data): members of a trained ensemble are
+    folder/members/NAME (NAME/k with folds), those of an ensemble of finished runs the run folders it names."""
+    summary = read_json(folder / "ensemble.json", named)
+    rows = summary.get("members") if isinstance(summary, dict) else None
+    if summary is None or not isinstance(rows, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("run"), str) and isinstance(r.get("name"), str)
+            and isinstance(r.get("weight"), (int, float)) for r in rows):
+        raise UserError(f"{named}: {folder / 'ensemble.json'} is missing or not an ensemble's record; the ensemble "
+                        "did not finish")
+    method, folds = summary.get("method"), summary.get("folds") or 0
+    if not isinstance(folds, int) or folds < 0:
+        raise UserError(f"{named}: {folder / 'ensemble.json'} holds folds={folds}, not a count")
+    combine = "stacking" if method == "stacking" else str(summary.get("combine", "mean"))
+    if combine not in ("mean", "vote", "stacking"):
+        raise UserError(f"{named}: {folder / 'ensemble.json'} combines by {combine}, not mean, vote or stacking")
+    taken = [r for r in rows if r["weight"]]
+    members = []
+    for row in taken:
+        base = folder / "members" / row["name"] if method else Path(row["run"])
+        runs = [base / str(k) for k in range(folds)] if folds else [base]
+        missing = [r for r in runs if not (r / "checkpoints" / "best.ckpt").is_file()]
+        if missing:
+            raise UserError(f"{named}: its member {row['name']} has no checkpoint ({missing[0]}/checkpoints/best.ckpt "
+                            "is missing)")
+        members.append([SavedRun(r / "checkpoints" / "best.ckpt", f"{named}, member {row['name']}") for r in runs])
+    meta = folder / "meta.npz" if combine == "stacking" else None
+    if meta is not None and not meta.is_file():
+        raise UserError(f"{named}: {meta} is missing; a stacked ensemble predicts through its meta-learner")
+    return SavedEnsemble(folder, named, members, [float(r["weight"]) for r in taken], combine, meta)
+
+
+def find(run: Optional[str], ckpt_path: Optional[str]) -> SavedRun | SavedEnsemble:
+    """The run a command names by run=RUN_DIR (its checkpoints/best.ckpt) or ckpt_path=FILE, or the ensemble of
+    run=ENSEMBLE_DIR; UserError naming the key when it is missing or is not a run. Imports no torch."""
     if (run is None) == (ckpt_path is None):
         raise UserError("give exactly one of run=RUN_DIR (a dlopt train run folder) or ckpt_path=FILE (a .ckpt "
                         "written by dlopt train)")
@@ -77,6 +126,8 @@ def find(run: Optional[str], ckpt_path: Optional[str]) -> SavedRun:
                         "folder of a dlopt train run (outputs/train/DATE/TIME)")
     if not best.is_file():
         command = _command(folder)
+        if command == "ensemble":
+            return saved_ensemble(folder, f"run={run}")
         if command not in (None, "train"):
             raise UserError(f"run={run} is a run of dlopt {command}, not of dlopt train; give the folder of a dlopt "
                             "train run (outputs/train/DATE/TIME)")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import lightning.pytorch as L
+import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -30,7 +31,7 @@ from dlopt.data.datamodule import DataModule
 from dlopt.checks import check_arguments, not_a_setting
 from dlopt.errors import UserError, cause_of, did_you_mean, os_error_message
 from dlopt.models.weights import describe_mismatches, mismatches
-from dlopt.saved_run import SavedRun, checkpoint_config, read_checkpoint
+from dlopt.saved_run import SavedEnsemble, SavedRun, checkpoint_config, read_checkpoint
 from dlopt.training import report
 from dlopt.training.checkpoint_io import AtomicCheckpointIO
 from dlopt.training.module import Classifier, Diverged
@@ -363,10 +364,20 @@ def _best_row(history: list[dict], monitor: str, mode: str) -> dict | None:
     return (min if mode == "min" else max)(rows, key=lambda row: row[monitor])
 
 
-def rebuild(saved: SavedRun, allowed: frozenset[str]) -> tuple[DictConfig, DataModule, Classifier]:
+def rebuild(saved: SavedRun | SavedEnsemble, allowed: frozenset[str]) -> tuple[DictConfig, DataModule, torch.nn.Module]:
     """The config, data and trained module of a saved run, rebuilt from the config its checkpoint carries with only
     `allowed` targets (dlopt.saved_run), the checkpoint's weights loaded: what every command that starts from a
-    trained network (eval, explain) builds it with."""
+    trained network (eval, explain) builds it with. An ensemble's module is dlopt.ensemble.network.Ensemble of its
+    members rebuilt so, with the data and config of its first."""
+    if isinstance(saved, SavedEnsemble):
+        from dlopt.ensemble.network import Ensemble
+        from dlopt.ensemble.stacking import load
+
+        built = [[rebuild(run, allowed) for run in runs] for runs in saved.members]
+        run_cfg, data, _ = built[0][0]
+        meta = load(saved.meta) if saved.meta is not None else None
+        return run_cfg, data, Ensemble([[module for _, _, module in runs] for runs in built], saved.weights,
+                                       saved.combine, meta, data.num_classes)
     path = saved.checkpoint
     checkpoint = read_checkpoint(path, saved.named)
     run_cfg = checkpoint_config(checkpoint, f"{saved.named}: the config saved in {path}", allowed)
@@ -384,6 +395,19 @@ def evaluate(saved: SavedRun, split: str, run_dir: Path, allowed: frozenset[str]
     """Test (or validate) the checkpoint of a saved run with the data and model of the run that wrote
     it (`rebuild`); write metrics.json and the split's predictions.npz."""
     run_cfg, data, module = rebuild(saved, allowed)
+    if isinstance(saved, SavedEnsemble):  # no LightningModule: its metrics from its predictions
+        from dlopt.ensemble.scores import scores
+
+        arrays = predictions(module, data, [split])
+        found = scores(arrays[f"{split}_probabilities"].astype(np.float64), arrays[f"{split}_labels"])
+        metrics = {f"{split}/{'loss' if k == 'nll' else k}": v for k, v in found.items()}
+        if saved.combine == "vote":  # a vote's class shares are no probabilities
+            metrics.pop(f"{split}/loss")
+        report.write_npz(arrays, run_dir / "predictions.npz")
+        report.write_json({**metrics, "ensemble": str(saved.folder.resolve())}, run_dir / "metrics.json")
+        for name, value in sorted(metrics.items()):
+            log.info("%s = %.4f", name, value)
+        return metrics
     with lightning_config_errors():
         # the run's own Trainer settings (precision, limit_test_batches, ...), without its callbacks and logger,
         # in one process: DDP would pad the split to a multiple of the process count
