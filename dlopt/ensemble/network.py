@@ -43,6 +43,7 @@ class Ensemble(torch.nn.Module):
             out[:, self.meta_classes] = known
         else:
             if self.combine == "vote":
-                probabilities = [torch.nn.functional.one_hot(p.argmax(1), p.shape[1]).to(p.dtype) for p in probabilities]
+                probabilities = [torch.nn.functional.one_hot(p.argmax(1), p.shape[1]).to(p.dtype)
+                                 for p in probabilities]
             out = sum(w * p for w, p in zip(self.weights, probabilities)) / self.weights.sum()
         return torch.log(out.clamp_min(1e-12))
