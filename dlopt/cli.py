@@ -13,7 +13,8 @@ COMMANDS = {
     "eval": ("dlopt.apps.eval", "test a trained run (run=RUN_DIR) or checkpoint (ckpt_path=FILE)"),
     "doctor": ("dlopt.apps.doctor", "diagnose a trained run (run=RUN_DIR): symptoms, evidence, remedies; try=true tests them"),
     "explain": ("dlopt.apps.explain", "which inputs a trained run (run=RUN_DIR) relies on: LIME, SHAP, gradients, permutation"),
-    "ensemble": ("dlopt.apps.ensemble", "an ensemble of finished runs (runs=SWEEP_DIR), scored beside its members"),
+    "ensemble": ("dlopt.apps.ensemble", "an ensemble scored beside its members: method=bagging|boosting|stacking trains "
+                 "them, runs=SWEEP_DIR combines finished runs"),
     "tune-lr": ("dlopt.apps.tune_lr", "learning-rate range test on the train config; plots loss vs lr, suggests one"),
 }
 
@@ -31,6 +32,7 @@ examples:
   dlopt eval run=outputs/train/DATE/TIME       test metrics of a finished run
   dlopt doctor run=outputs/train/DATE/TIME     what is wrong with a run and which override fixes it
   dlopt explain run=outputs/train/DATE/TIME    which inputs it relies on, and how far that holds
+  dlopt ensemble method=bagging ensemble.members=5        five members on bootstrap resamples, averaged
   dlopt ensemble runs=outputs/train/multirun/DATE/TIME    the best ensemble of a sweep's runs
   dlopt tune-lr model=resnet optimizer=sgd     suggest optimizer.lr for that run (outputs/tune_lr/...)
 """

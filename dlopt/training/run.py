@@ -364,7 +364,8 @@ def _best_row(history: list[dict], monitor: str, mode: str) -> dict | None:
     return (min if mode == "min" else max)(rows, key=lambda row: row[monitor])
 
 
-def rebuild(saved: SavedRun | SavedEnsemble, allowed: frozenset[str]) -> tuple[DictConfig, DataModule, torch.nn.Module]:
+def rebuild(saved: SavedRun | SavedEnsemble,
+            allowed: frozenset[str]) -> tuple[DictConfig, DataModule, torch.nn.Module]:
     """The config, data and trained module of a saved run, rebuilt from the config its checkpoint carries with only
     `allowed` targets (dlopt.saved_run), the checkpoint's weights loaded: what every command that starts from a
     trained network (eval, explain) builds it with. An ensemble's module is dlopt.ensemble.network.Ensemble of its
