@@ -577,8 +577,8 @@ BAD = {  # id -> (arguments, needles of the one line); {sweep}, {empty}, {one} a
                          ("ensemble.k=9 is more than the 3 finished runs", "give at most 3")),
     "no rounds": (("runs={sweep}", "ensemble.rounds=0"), ("ensemble.rounds=0 is not valid: expected an integer >= 1",)),
     "a folder without runs": (("runs={empty}",), ("runs={empty} holds no dlopt run folders",)),
-    "no runs": ((), ("give runs=SWEEP_DIR",)),
-    "empty runs": (("runs=",), ("give runs=SWEEP_DIR",)),
+    "no runs": ((), ("give method=bagging|boosting|stacking", "or runs=SWEEP_DIR")),
+    "empty runs": (("runs=",), ("give method=bagging|boosting|stacking", "or runs=SWEEP_DIR")),
     "one finished run": (("runs={one}",), ("runs={one} has 1 finished run(s) to combine",
                                            "an ensemble needs at least 2", "failed: out of memory")),
 }

@@ -142,12 +142,13 @@ def _boost(plan: training.Plan, members_dir: Path, numbers: list[int],
 
 
 def _enough(found: Members, what: str) -> None:
-    for run, why in found.skipped:
-        log.warning("skipped %s: %s", run, why)
+    """UserError unless at least 2 members finished (naming the skipped ones); else the skipped ones logged."""
     if len(found.members) < 2:
         skipped = "; ".join(f"{run}: {why}" for run, why in found.skipped)
         raise UserError(f"{what} {len(found.members)} finished run(s) to combine; an ensemble needs at least 2"
                         + (f" (skipped {skipped})" if skipped else ""))
+    for run, why in found.skipped:
+        log.warning("skipped %s: %s", run, why)
 
 
 def _weighted(how: str) -> Predict:
