@@ -9,7 +9,7 @@ from omegaconf import DictConfig, ListConfig
 
 from dlopt.apps import app, task
 from dlopt.checks import check_integer
-from dlopt.errors import UserError, did_you_mean
+from dlopt.errors import SweepError, UserError, did_you_mean
 
 
 def _choice(key: str, value, valid) -> None:
@@ -49,8 +49,8 @@ def check(cfg: DictConfig) -> None:
                                     "dlopt ensemble runs=SEARCH_DIR"),
                          ("resume", "to continue an ensemble, start the same command again with "
                                     "hydra.run.dir=ITS_FOLDER")):
-            if cfg.get(key):
-                raise UserError(f"{key}= does not apply to an ensemble's members: {why}")
+            if cfg.get(key):  # search=... sweeps the ensemble command itself: stop it at the first
+                raise SweepError(f"{key}= does not apply to an ensemble's members: {why}")
         from dlopt.checks import check as check_train
 
         check_train(cfg)  # the members' config, before anything trains
