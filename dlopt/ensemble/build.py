@@ -79,7 +79,7 @@ def _trained(cfg: DictConfig, run_dir: Path, overrides: tuple[list[str], list[st
     found = read_folded(present, folds) if folds else read([str(p) for p in present], own=run_dir)
     missing = [n for n in numbers if not (members_dir / str(n)).is_dir()]
     found.skipped.extend((members_dir / str(n), "did not train (its sweep stopped)") for n in missing)
-    _enough(found, f"of the {len(numbers)} members of method={method}, {members_dir}")
+    _enough(found, f"method={method}: of its {len(numbers)} members, {members_dir} has")
     if found.skipped:
         log.warning("the ensemble is built from the %d members that finished", len(found.members))
     names = [m.run.name for m in found.members]
