@@ -20,6 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+# One intra-op thread in the test processes and in every `dlopt` they start (inherited), unless the caller chose:
+# the tests run in parallel workers (pytest-xdist, pyproject's addopts), and two workers of two threads each on two
+# cores made trainings several times slower, not faster.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+
 @dataclass
 class Result:
     args: list[str]
@@ -81,6 +87,16 @@ class Cli:
             argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**self.env(offline), **(env or {})}
         )
         return Result(argv, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
+
+    def imported(self, *args: str, cwd: Path, timeout: float = 300) -> tuple[Result, set[str]]:
+        """`dlopt ARGS` with Python's import log (PYTHONPROFILEIMPORTTIME): its result (without the log) and the
+        top-level packages it imported. What "before torch is imported" means, checked without a clock."""
+        result = self.run(*args, cwd=cwd, timeout=timeout, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        log = [line for line in result.stderr.splitlines() if line.startswith("import time:")]
+        packages = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in log}
+        stderr = "\n".join(line for line in result.stderr.splitlines() if not line.startswith("import time:"))
+        assert log, f"no import log: {result.describe()}"
+        return Result(result.args, result.returncode, result.stdout, stderr, result.seconds), packages
 
     def python(self, code: str, cwd: Path, timeout: float = 60) -> Result:
         argv = [sys.executable, "-c", code]

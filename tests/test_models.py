@@ -19,7 +19,6 @@ from dlopt.errors import UserError
 from dlopt.models import CNN, MLP, ViT, ResNet
 from dlopt.models.layers import ACTIVATIONS, NORMS, make_activation, make_norm
 
-torch.set_num_threads(2)
 
 MODELS = {"mlp": MLP, "cnn": CNN, "resnet": ResNet, "vit": ViT}
 INPUTS = {"digits": (1, 8, 8), "rgb": (3, 16, 16), "signal": (1, 40), "vector": (20,)}
