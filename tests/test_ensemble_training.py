@@ -29,8 +29,8 @@ End to end (module-scoped: each ensemble trains once; digits, model=mlp, one epo
   validation split;
 - bad inputs of `dlopt ensemble` and of the data knobs on `dlopt train`: exit 2, one line naming the key, no folder.
 
-Two known bugs are strict xfails: samme keeps a member whose weighted error is exactly chance for 3 classes (2/3 is
-rounded below 1 - 1/3), and an ensemble whose member override set repeats a key of the shared overrides refuses its
+Two bugs these tests found, fixed: samme kept a member whose weighted error is exactly chance for 3 classes (2/3 is
+rounded below 1 - 1/3), and an ensemble whose member override set repeats a key of the shared overrides refused its
 own finished members when started again in its folder.
 """
 
@@ -309,9 +309,6 @@ def test_samme_a_member_no_better_than_chance_is_left_out(labels, predicted):
     np.testing.assert_array_equal(found.weights, weights)
 
 
-@pytest.mark.xfail(strict=True, reason="samme compares the rounded weighted error with the rounded 1 - 1/K: 2 of "
-                   "3 samples wrong (error 2/3, chance for 3 classes) gives 0.6666666666666666 < 0.6666666666666667, "
-                   "so the member is kept with alpha 2.2e-16 and boosting goes on with unchanged weights")
 def test_samme_a_member_exactly_at_chance_of_three_classes_is_left_out():
     found = boosting.samme(boosting.uniform(3), np.eye(3)[[0, 2, 0]], np.array([0, 1, 2]))
     assert found.alpha is None and found.stop is not None, found
@@ -645,10 +642,6 @@ def test_blended_meta_learner_is_fitted_on_the_validation_split(blended):
     assert "(the validation scores of a blended ensemble" in (blended.folder / "summary.md").read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="a member override set that sets a key the shared train overrides set too "
-                   "(optimizer.lr here) is saved by Hydra's sweep once in .hydra/overrides.yaml, but "
-                   "training.finished compares it with the plan's list holding the key twice: started again in "
-                   "the same folder, the ensemble refuses its own finished member ('other overrides')")
 def test_blending_started_again_keeps_members_whose_own_set_repeats_a_shared_key(cli, blended, tmp_path):
     folder = copy_of(blended, tmp_path)
     members = files_of(folder / "members")

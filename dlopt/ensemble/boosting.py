@@ -33,7 +33,7 @@ def samme(weights: np.ndarray, probabilities: np.ndarray, labels: np.ndarray) ->
     classes = probabilities.shape[1]
     wrong = probabilities.argmax(1) != labels
     error = float(np.sum(weights * wrong) / np.sum(weights))
-    if error >= 1 - 1 / classes:
+    if error >= 1 - 1 / classes - 1e-12:  # chance, up to rounding
         return Round(error, None, weights, f"its weighted training error {error:.4f} is no better than chance "
                                            f"(1 - 1/{classes} = {1 - 1 / classes:.4f}): left out, boosting stops")
     if error <= 0:

@@ -44,7 +44,19 @@ class Plan:
     seed: int
 
     def overrides(self, n: int, extra: Sequence[str] = ()) -> list[str]:
-        return [*self.shared, *self.own[n], *extra, f"seed={self.seed + n}"]
+        """Member n's overrides: the shared ones but those its own set (or `extra`) gives again, which win."""
+        mine = [*self.own[n], *extra]
+        return [*without(self.shared, mine), *mine, f"seed={self.seed + n}"]
+
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").partition("=")[0]
+
+
+def without(overrides: Sequence[str], given: Sequence[str]) -> list[str]:
+    """`overrides` but those of a key that `given` sets too."""
+    keys = {_key(o) for o in given}
+    return [o for o in overrides if _key(o) not in keys]
 
 
 def member_sets(members: Any) -> list[list[str]]:
@@ -58,8 +70,7 @@ def member_sets(members: Any) -> list[list[str]]:
 def plan(task_overrides: Sequence[str], hydra_overrides: Sequence[str], members: Any, seed: int,
          split_seed: Any) -> Plan:
     """The members' overrides from the ensemble command's own (HydraConfig overrides.task and .hydra)."""
-    shared = [o for o in task_overrides if o.lstrip("+~").partition("=")[0].split(".")[0] not in OWN_KEYS
-              and not o.lstrip("+~").startswith("data.split_seed=")]
+    shared = [o for o in task_overrides if _key(o).split(".")[0] not in OWN_KEYS and _key(o) != "data.split_seed"]
     launcher = [o for o in hydra_overrides if o.startswith(("hydra/launcher=", "hydra.launcher."))]
     return Plan([*shared, f"data.split_seed={split_seed}"], member_sets(members), launcher, seed)
 
@@ -148,10 +159,10 @@ def train(plan: Plan, members_dir: Path, numbers: Sequence[int], extra: Optional
 def _sweep(plan: Plan, folder: Path, own: list[str], swept: list[str], subdir: str, what: str,
            config_dirs: Sequence[str]) -> None:
     """`dlopt train -m` of the members' shared overrides, `own` and the `swept` ones into folder/SUBDIR."""
-    command = [sys.executable, "-m", "dlopt", "train", "-m", *_dirs(config_dirs), *plan.shared, *own, *swept,
-               *plan.launcher, f"hydra.sweep.dir={folder}", f"hydra.sweep.subdir={subdir}",
+    command = [sys.executable, "-m", "dlopt", "train", "-m", *_dirs(config_dirs), *without(plan.shared, own), *own,
+               *swept, *plan.launcher, f"hydra.sweep.dir={folder}", f"hydra.sweep.subdir={subdir}",
                "~hydra.callbacks.sweep_summary"]
-    log.info("training %s: dlopt train -m %s", what, " ".join([*plan.shared, *own, *swept]))
+    log.info("training %s: dlopt train -m %s", what, " ".join([*without(plan.shared, own), *own, *swept]))
     if subprocess.run(command, env=_env()).returncode != 0:
         log.error("training %s stopped with an error (see the messages above); the runs that finished are kept in "
                   "%s: start the ensemble again in the same folder (hydra.run.dir=...) to train the others", what,
