@@ -50,7 +50,7 @@ with Hydra's basic launcher. At the end: markdown tables and the targets as PASS
 --keep DIR keeps the sweeps and ensembles and reuses those that finished with the same command (an ensemble stopped
 mid-way is started again in its folder: dlopt keeps the members that finished); --parts 3 runs part 3 alone;
 --quick: base seeds 0 and 1, 3 members of 10 epochs each, a search of 8 trials of 4 epochs, resnet 1 epoch and
-stacking folds 2 (about QUICK minutes instead of FULL on 2 cores; part 3 alone: about QUICK3 and FULL3).
+stacking with folds=0 only (about QUICK minutes instead of FULL on 2 cores; part 3 alone: about QUICK3 and FULL3).
 """
 
 from __future__ import annotations
@@ -447,7 +447,8 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="where sweeps go, kept; finished ones are reused (default: a temp "
                                                   "folder, removed)")
     parser.add_argument("--quick", action="store_true", help="base seeds 0 and 1, 3 members of 10 epochs, a search "
-                                                             "of 8 trials x 4 epochs, resnet 1 epoch, stacking folds 2")
+                                                             "of 8 trials x 4 epochs, resnet 1 epoch, no "
+                                                             "stacking with folds")
     parser.add_argument("--parts", type=int, nargs="+", choices=(1, 2, 3), default=[1, 2, 3],
                         help="which parts to run: 1 deep ensembles, 2 greedy from a search, 3 trained ensembles")
     parser.add_argument("--epochs", type=int, default=20, help="trainer.max_epochs of the seed sweeps' runs and of "
@@ -463,7 +464,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.base_seeds, args.members, args.epochs, args.trials, args.search_epochs = [0, 1], 3, 10, 8, 4
-        args.resnet_epochs, args.stack_folds = 1, 2
+        args.resnet_epochs, args.stack_folds = 1, 0
     if args.stack_folds == 1 or args.stack_folds < 0:
         parser.error("--stack-folds is 0 or K >= 2")
     parts = set(args.parts)
