@@ -79,6 +79,10 @@ def check_members(plan: Plan, config_dirs: Sequence[str] = ()) -> None:
     """Each member's overrides compose into a train config (`dlopt train --cfg job`): a member override set that
     does not is named before anything trains."""
     for n, own in enumerate(plan.own):
+        fixed = [o for o in own if _key(o) in ("seed", "data.split_seed")]
+        if fixed:
+            raise UserError(f"ensemble.members[{n}] sets {fixed[0]}: member N's seed is the ensemble's seed + N and "
+                            "every member shares its data split; set seed= (and data.split_seed=) for the ensemble")
         if not own:
             continue
         done = subprocess.run([sys.executable, "-m", "dlopt", "train", "--cfg", "job", *_dirs(config_dirs),
