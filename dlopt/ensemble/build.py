@@ -73,7 +73,7 @@ def _trained(cfg: DictConfig, run_dir: Path, overrides: tuple[list[str], list[st
                             "ensemble: train weaker members (fewer epochs, trainer.max_epochs=2, or a smaller model) "
                             "or use method=bagging")
     else:
-        extra = {n: ["data.bootstrap=true"] for n in numbers} if method == "bagging" else {}
+        extra = {n: _extra(method, n, members_dir) for n in numbers}
         training.train(plan, members_dir, numbers, extra, config_dirs, folds=folds)
     present = [members_dir / str(n) for n in numbers if (members_dir / str(n)).is_dir()]
     found = read_folded(present, folds) if folds else read([str(p) for p in present], own=run_dir)
@@ -84,7 +84,8 @@ def _trained(cfg: DictConfig, run_dir: Path, overrides: tuple[list[str], list[st
         log.warning("the ensemble is built from the %d members that finished", len(found.members))
     names = [m.run.name for m in found.members]
     info: dict[str, Any] = {"method": method, "members_dir": str(members_dir),
-                            "overrides": {str(n): plan.overrides(n) for n in numbers}}
+                            "overrides": {str(n): plan.overrides(n, _extra(method, n, members_dir, folds))
+                                          for n in numbers}}
     sizes = range(1, len(found.members) + 1)
     if method == "stacking":
         held_out = "train" if folds else "val"  # out-of-fold predictions of the training split, or blending
@@ -117,15 +118,11 @@ def _boost(plan: training.Plan, members_dir: Path, numbers: list[int],
     """SAMME, one member after another: member 0 on a uniform bootstrap, member m on a resample drawn with the
     weights the earlier members' errors left (weights/m.npy). Returns the members that count and their rounds."""
     rounds: list[boosting.Round] = []
-    weights_dir = members_dir.parent / "sample_weights"
     for n in numbers:
-        extra = ["data.bootstrap=true"]
         if rounds:
-            weights_dir.mkdir(exist_ok=True)
-            path = (weights_dir / f"{n}.npy").resolve()
-            np.save(path, rounds[-1].weights, allow_pickle=False)
-            extra = [f"data.sample_weights={path}"]
-        training.train(plan, members_dir, [n], {n: extra}, config_dirs)
+            (members_dir.parent / "sample_weights").mkdir(exist_ok=True)
+            np.save(_weights_file(members_dir, n), rounds[-1].weights, allow_pickle=False)
+        training.train(plan, members_dir, [n], {n: _extra("boosting", n, members_dir)}, config_dirs)
         found = train_predictions(members_dir / str(n))
         if found is None:
             log.warning("boosting stops: member %d did not finish", n)
@@ -139,6 +136,20 @@ def _boost(plan: training.Plan, members_dir: Path, numbers: list[int],
             log.warning("boosting stops after member %d: %s", n, step.stop)
             return numbers[:n + 1], rounds
     return numbers, rounds
+
+
+def _weights_file(members_dir: Path, n: int) -> Path:
+    return (members_dir.parent / "sample_weights" / f"{n}.npy").resolve()
+
+
+def _extra(method: str, n: int, members_dir: Path, folds: int = 0) -> list[str]:
+    """Member n's overrides that its method adds: bagging's bootstrap, boosting's sample weights (member 0: a
+    uniform bootstrap), stacking's folds (a sweep over them)."""
+    if method == "bagging" or method == "boosting" and n == 0:
+        return ["data.bootstrap=true"]
+    if method == "boosting":
+        return [f"data.sample_weights={_weights_file(members_dir, n)}"]
+    return ["data.fold=" + ",".join(f"{k}/{folds}" for k in range(folds))] if folds else []
 
 
 def _enough(found: Members, what: str) -> None:
