@@ -18,7 +18,7 @@ COMMANDS = {
     "tune-lr": ("dlopt.apps.tune_lr", "learning-rate range test on the train config; plots loss vs lr, suggests one"),
 }
 
-USAGE = """usage: dlopt COMMAND [overrides] [hydra flags]
+USAGE = """usage: dlopt COMMAND [overrides] [hydra flags]    (dlopt --version: the installed version)
 
 commands:
 {commands}
@@ -110,6 +110,11 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
+        return 0
+    if argv[0] in ("-V", "--version", "version"):
+        from importlib.metadata import version
+
+        print(f"dlopt {version('dlopt')}")
         return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:

@@ -27,6 +27,10 @@ log = logging.getLogger("dlopt")
 logging.raiseExceptions = False  # a log line that cannot be written (a full disk) prints no traceback over the error
 if not OmegaConf.has_resolver("dlopt.fresh"):  # conf/hydra/dlopt.yaml: a run folder of the command's own
     OmegaConf.register_new_resolver("dlopt.fresh", folders.claim, use_cache=True)
+if not OmegaConf.has_resolver("dlopt.defaults"):  # --help: each config group's default option
+    OmegaConf.register_new_resolver("dlopt.defaults", lambda choices: ", ".join(
+        f"{group}={option if option is not None else '(none)'}" for group, option in sorted(choices.items())
+        if not group.startswith("hydra")))
 if not OmegaConf.has_resolver("dlopt.member"):  # an ensemble member's folder: its seed minus the ensemble's
     OmegaConf.register_new_resolver("dlopt.member", lambda seed, base: str(int(seed) - int(base)))
     OmegaConf.register_new_resolver("dlopt.fold", lambda fold: str(fold).partition("/")[0])  # 'k/K' -> k
@@ -83,6 +87,7 @@ def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
     def task_function(cfg: DictConfig) -> Any:
         hydra = HydraConfig.get()
         run_dir = Path(hydra.runtime.output_dir)
+        problems_to_stderr()
         if not rank_zero():  # the terminal shows rank 0's messages; each rank's log file has all of its own
             for handler in logging.getLogger().handlers:
                 if type(handler) is logging.StreamHandler:
@@ -106,6 +111,23 @@ def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
             raise SystemExit(2) from None
 
     return task_function
+
+
+def problems_to_stderr() -> None:
+    """Warnings and errors of the run's log to stderr, the rest to stdout: Hydra's console handler writes every
+    level to stdout, where `dlopt train ... > out.txt` would hide the one line saying why it failed. The log file
+    keeps everything."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler.stream is sys.stdout \
+                and not getattr(handler, "dlopt_split", False):
+            handler.addFilter(lambda record: record.levelno < logging.WARNING)
+            handler.dlopt_split = True
+            problems = logging.StreamHandler(sys.stderr)
+            problems.setLevel(max(handler.level, logging.WARNING))
+            problems.setFormatter(handler.formatter)
+            problems.dlopt_split = True
+            root.addHandler(problems)
 
 
 def yaml_error(err: BaseException) -> str | None:

@@ -1,11 +1,14 @@
 """`dlopt eval run=RUN_DIR | ckpt_path=FILE`: test metrics of a trained run, rebuilt from its own config."""
 
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from dlopt.apps import app, task, trusted_targets
 from dlopt.errors import UserError
+
+log = logging.getLogger("dlopt")
 
 
 @task
@@ -17,7 +20,9 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     saved = find(cfg.run, cfg.ckpt_path)  # before torch is imported: a wrong path is told at once
     from dlopt.training.run import evaluate as run_evaluation
 
-    return run_evaluation(saved, cfg.split, run_dir, trusted_targets(cfg))
+    metrics = run_evaluation(saved, cfg.split, run_dir, trusted_targets(cfg))
+    log.info("wrote metrics.json and predictions.npz to %s", run_dir)
+    return metrics
 
 
 main = app("eval", evaluate)
