@@ -238,8 +238,13 @@ class DataModule(L.LightningDataModule):
         without a trainer, for predictions and explanations."""
         raise NotImplementedError
 
+    def overfitting(self) -> bool:
+        """trainer.overfit_batches is set: training sees the same first batches every epoch, unshuffled and
+        unaugmented, so that a network able to learn drives their loss to 0."""
+        return self.trainer is not None and self.trainer.overfit_batches > 0
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.augment is not None and self.trainer is not None and self.trainer.training:
+        if self.augment is not None and self.trainer is not None and self.trainer.training and not self.overfitting():
             return self.augment(*batch)
         return batch
 
@@ -307,7 +312,8 @@ class InMemoryDataModule(DataModule):
         return TensorBatches(x, y, self.batch_size, shuffle, seed=self.seed, rank=rank, world=world)
 
     def train_dataloader(self) -> TensorBatches:
-        return self._batches("train", shuffle=True)
+        # Lightning turns off a DataLoader's shuffling for overfit_batches; these batches shuffle themselves
+        return self._batches("train", shuffle=not self.overfitting())
 
     def val_dataloader(self) -> TensorBatches:
         return self._batches("val", shuffle=False)

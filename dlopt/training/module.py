@@ -17,6 +17,7 @@ dropout masks and augmentations as one that was never interrupted.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -35,6 +36,10 @@ from dlopt.training.clipping import adaptive_clip_grad, grad_norm
 from dlopt.training.report import write_json
 
 SPLITS = ("train", "val", "test")
+PROGRESS = ("loss", "acc")  # the epoch metrics of train and val that the progress bar and the epoch log line show
+FILE_ONLY = {"file_only": True}  # `extra` of a log record that goes to the run's log file only (dlopt.training.run)
+
+log = logging.getLogger(__name__)
 
 
 class Diverged(UserError):
@@ -135,7 +140,7 @@ class Classifier(L.LightningModule):
             if self.range_test:  # skip this step; Lightning's range test records its loss as NaN
                 self.trainer.should_stop = True
                 return None
-            raise self._diverged("training", loss.item(), f"epoch {self.current_epoch}, step {self.global_step}")
+            raise self._diverged("training", loss.item(), f"epoch {self.current_epoch + 1}, step {self.global_step}")
         if self.l1:
             penalty = self.l1 * sum(p.abs().sum() for p in self.parameters() if p.dim() > 1)
             self.l1_penalty.update(penalty.detach())
@@ -156,7 +161,9 @@ class Classifier(L.LightningModule):
         if split == "train" and self.l1:
             values["train/l1"] = self.l1_penalty.compute()
             self.l1_penalty.reset()
-        self.log_dict(values, on_epoch=True)
+        shown = {k: v for k, v in values.items() if split != "test" and k.split("/")[1] in PROGRESS}
+        self.log_dict({k: v for k, v in values.items() if k not in shown}, on_epoch=True)
+        self.log_dict(shown, on_epoch=True, prog_bar=True)
         return {k: float(v) for k, v in values.items()}
 
     def on_fit_start(self) -> None:
@@ -168,16 +175,29 @@ class Classifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._val_row = self._log_epoch("val")
         if not math.isfinite(self._val_row["val/loss"]) and self.trainer.state.fn == "fit" and not self.range_test:
-            raise self._diverged("validation", self._val_row["val/loss"], f"epoch {self.current_epoch}")
+            raise self._diverged("validation", self._val_row["val/loss"], f"epoch {self.current_epoch + 1}")
 
     def on_train_epoch_start(self) -> None:
         self._epoch_lr = self.trainer.optimizers[0].param_groups[0]["lr"]  # before the scheduler steps
 
     def on_train_epoch_end(self) -> None:
-        row = {"epoch": self.current_epoch, "lr": self._epoch_lr}
+        # epochs are numbered from 1 in everything dlopt writes (Lightning's current_epoch counts from 0)
+        row = {"epoch": self.current_epoch + 1, "lr": self._epoch_lr}
         self.history.append({**row, **self._log_epoch("train"), **self._val_row})
         if self.history_file is not None:
             write_json(self.history, self.history_file, indent=None)
+        if not self.range_test:
+            self._log_line(self.history[-1])
+
+    def _log_line(self, row: dict[str, float]) -> None:
+        """One line per epoch, `epoch 3/30: train/loss 0.41 train/acc 0.88 val/loss 0.35 val/acc 0.9`: to the run's
+        log file only while a progress bar shows the same numbers, to the terminal too without one."""
+        total = self.trainer.max_epochs
+        shown = " ".join(f"{split}/{k} {row[f'{split}/{k}']:.4g}" for split in ("train", "val") for k in PROGRESS
+                         if f"{split}/{k}" in row)
+        bar = self.trainer.progress_bar_callback
+        log.info("epoch %d%s: %s", row["epoch"], f"/{total}" if total and total > 0 else "", shown,
+                 extra=FILE_ONLY if bar is not None and bar.is_enabled else None)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
@@ -279,6 +299,8 @@ class Classifier(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("dlopt", {})
         self.history = list(saved.get("history", []))
+        if self.history and self.history[0].get("epoch") == 0:  # saved by a dlopt that counted epochs from 0
+            self.history = [{**row, "epoch": row["epoch"] + 1} for row in self.history]
         self.earlier_wall_time = float(saved.get("wall_time_s", 0.0))
         if "rng" in saved and self._trainer is not None and self.trainer.state.fn == "fit":  # resuming
             torch.set_rng_state(saved["rng"])

@@ -7,7 +7,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from dlopt.errors import naming
 
@@ -53,18 +53,32 @@ def pyplot():
     return plt
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
-    """Loss and accuracy per epoch, train and val, side by side."""
-    plt = pyplot()
+def plot_curves(history: list[dict], path: Path, best: Optional[int] = None, monitor: str = "",
+                tested: Optional[dict[str, float]] = None, tested_epoch: Optional[int] = None) -> None:
+    """Loss and accuracy per epoch (numbered from 1, as history.json has them), train and val, side by side; a dashed
+    line at the `best` epoch by `monitor`, and the `tested` metrics (test/loss, test/acc) as a star at the epoch
+    whose weights were tested."""
+    from matplotlib.ticker import MaxNLocator
 
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = [row["epoch"] + 1 for row in history]
+    epochs = [row["epoch"] for row in history]
     for ax, metric in zip(axes, ("loss", "acc")):
         for split in ("train", "val"):
             key = f"{split}/{metric}"
             if any(key in row for row in history):
                 ax.plot(epochs, [row.get(key, float("nan")) for row in history], marker=".", label=split)
+        if best is not None:
+            ax.axvline(best, color="grey", linestyle="--", linewidth=1,
+                       label=f"best epoch {best}" + (f" ({monitor})" if monitor else ""))
+        value = (tested or {}).get(f"test/{metric}")
+        if value is not None and tested_epoch is not None and math.isfinite(value):
+            ax.plot([tested_epoch], [value], marker="*", markersize=12, linestyle="none", color="tab:red",
+                    label=f"test {value:.4g}")
         ax.set(xlabel="epoch", ylabel=metric, title=metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, also for a run of 1 or 2
+        if epochs and len(epochs) <= 2:
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

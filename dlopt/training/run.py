@@ -34,8 +34,8 @@ from dlopt.models.weights import describe_mismatches, mismatches
 from dlopt.saved_run import SavedEnsemble, SavedRun, checkpoint_config, read_checkpoint
 from dlopt.training import report
 from dlopt.training.checkpoint_io import AtomicCheckpointIO
-from dlopt.training.module import Classifier, Diverged
-from dlopt.training.processes import check_accelerator, check_processes
+from dlopt.training.module import FILE_ONLY, Classifier, Diverged
+from dlopt.training.processes import NoRelaunch, check_accelerator, check_processes
 from dlopt.training.transfer import apply as apply_transfer
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,23 @@ warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning
 # epoch metrics are torchmetrics results, already synced across processes (DDP) when computed
 warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "Tip:" not in record.getMessage())
+# trainer.overfit_batches: dlopt's in-memory batches stop shuffling themselves (DataModule.overfitting)
+warnings.filterwarnings("ignore", message=".*requested to overfit but enabled train.*shuffling.*")
+
+
+class _FileOnly(logging.Filter):
+    """Keeps the records marked FILE_ONLY (dlopt.training.module) to the run's log file: off the terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False)
+
+
+def _terminal_skips_file_only() -> None:
+    """Put _FileOnly on the root logger's console handlers (plain StreamHandlers: Hydra's console; not its file
+    handler, nor a test's capture handler)."""
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and not any(isinstance(f, _FileOnly) for f in handler.filters):
+            handler.addFilter(_FileOnly())
 
 
 def build(cfg: DictConfig, data: Optional[DataModule] = None) -> tuple[DataModule, Classifier]:
@@ -116,11 +133,12 @@ class _Net(L.LightningModule):
         return self.net(x)
 
 
-def summarize(net: torch.nn.Module, in_shape: tuple[int, ...], depth: int = 3) -> ModelSummary:
-    """Log the layer table (parameters, FLOPs per sample, shapes) and return the summary."""
+def summarize(net: torch.nn.Module, in_shape: tuple[int, ...], depth: int = 3, file_only: bool = False) -> ModelSummary:
+    """Log the layer table (parameters, FLOPs per sample, shapes) and return the summary; `file_only`: to the run's
+    log file, not the terminal (a sweep's runs: one table per run would drown its results)."""
     summary = ModelSummary(_Net(net, in_shape), max_depth=depth)
     log.info("model: %s parameters, %s FLOPs per sample\n%s", f"{summary.total_parameters:,}",
-             f"{summary.total_flops:,}", summary)
+             f"{summary.total_flops:,}", summary, extra=FILE_ONLY if file_only else None)
     return summary
 
 
@@ -195,14 +213,22 @@ def lightning_config_errors():
 
 
 def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), data: Optional[DataModule] = None,
-          resume: Optional[Path] = None, hparams: Optional[dict[str, Any]] = None) -> float:
+          resume: Optional[Path] = None, hparams: Optional[dict[str, Any]] = None,
+          sweep: Optional[bool] = None) -> float:
     """Train, test the best checkpoint, write metrics.json, predictions.npz and curves.png; return the best monitored
     value.
 
     `callbacks` are added to the ones the config declares (a sweeper's pruning callback, a timer);
     `data` replaces the configured DataModule; `resume` is a last.ckpt of this run to continue from;
-    `hparams` (what this run set, e.g. its overrides) go to TensorBoard's HPARAMS view with the results."""
+    `hparams` (what this run set, e.g. its overrides) go to TensorBoard's HPARAMS view with the results;
+    `sweep`: the run is one of a sweep's (default: it carries the NoRelaunch mark dlopt train gives a sweep's runs),
+    so its layer table goes to its log file only.
+
+    Epochs are numbered from 1 in everything written here (history.json, metrics.json, the log, curves.png)."""
     start = time.perf_counter()
+    _terminal_skips_file_only()
+    if sweep is None:
+        sweep = any(isinstance(callback, NoRelaunch) for callback in callbacks)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     resume_step = read_checkpoint(resume, f"resume={run_dir}")["global_step"] if resume else None
     recorder = _recorder(cfg)
@@ -215,7 +241,10 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
     if trainer.is_global_zero:
         module.history_file = run_dir / "history.json"
     module.configure_optimizers()  # settings torch.optim refuses are told now, before anything is written
-    size = summarize(module.net, data.in_shape)
+    size = summarize(module.net, data.in_shape, file_only=sweep)
+    if trainer.overfit_batches:
+        log.info("trainer.overfit_batches=%s: every epoch trains on the same first training batches, unshuffled and "
+                 "unaugmented", trainer.overfit_batches)
     if cfg.model.get("compile"):
         module.net.compile()  # in place: the state_dict keys (and so the checkpoints) stay those of the plain net
     with lightning_config_errors():
@@ -231,7 +260,9 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         logged = sorted(k for k in (history[-1] if history else {}) if "/" in k)
         raise UserError(f"monitor={cfg.monitor} was never logged; choose one of: {', '.join(logged)}")
     checkpoint = trainer.checkpoint_callback  # None with callbacks.checkpoint=null: test the final weights
+    tested_epoch = history[-1]["epoch"] if history else None
     if checkpoint is not None and checkpoint.best_model_path:
+        tested_epoch = best["epoch"]
         # its state_dict, as `dlopt eval` loads it (with weight averaging: the averaged weights, which
         # validation saw; Trainer.test(ckpt_path=...) would restore the raw weights saved beside them)
         saved = torch.load(checkpoint.best_model_path, map_location=module.device, weights_only=True)
@@ -250,7 +281,10 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         "stopped_early": stopped is not None,
         "pruned": any(getattr(callback, "pruned", False) for callback in trainer.callbacks),
         "stopped_epoch": stopped[0] if stopped else None,
-        "stop_reason": stopped[1] if stopped else f"trainer.max_epochs={cfg.trainer.max_epochs} reached",
+        "stop_reason": stopped[1] if stopped else _dev_run(cfg, trainer) or
+        f"trainer.max_epochs={cfg.trainer.max_epochs} reached",
+        **({"dev_run": _dev_run(cfg, trainer)} if trainer.fast_dev_run else {}),
+        **({"overfit_batches": trainer.overfit_batches} if trainer.overfit_batches else {}),
         "classes": data.num_classes,
         "warnings": recorder.warnings if recorder else [],
         "params": size.total_parameters,
@@ -264,15 +298,26 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         if hparams is not None and isinstance(trainer.logger, TensorBoardLogger):
             trainer.logger.log_hyperparams(hparams, {f"hparams/{k}": metrics[k] for k in ("objective", "test/acc")
                                                      if isinstance(metrics.get(k), float)})
-        report.plot_curves(history, run_dir / "curves.png")
+        report.plot_curves(history, run_dir / "curves.png", best=best["epoch"], monitor=cfg.monitor,
+                           tested={k: float(v) for k, v in tested.items()}, tested_epoch=tested_epoch)
         # a resampled run's predictions of its whole training split too: boosting weighs its errors
         splits = ("val", "test", "train") if data.train_index is not None else ("val", "test")
         held_out = {"fold_index": data.fold_index.numpy()} if data.fold_index is not None else {}
         report.write_npz({**predictions(module, data, splits), **held_out}, run_dir / "predictions.npz")
         report.write_json(metrics, run_dir / "metrics.json")
-    log.info("%s: %s=%.4f (best of %d epochs), test/acc=%.4f -> %s", run_dir.name, cfg.monitor,
-             metrics["objective"], metrics["epochs"], metrics.get("test/acc", float("nan")), run_dir)
+    log.info("%s: best epoch %d of %d: %s=%.4f; test/acc=%.4f%s -> %s", run_dir.name, metrics["best_epoch"],
+             metrics["epochs"], cfg.monitor, metrics["objective"], metrics.get("test/acc", float("nan")),
+             " (a fast_dev_run: no measurement)" if trainer.fast_dev_run else "", run_dir)
     return metrics["objective"]
+
+
+def _dev_run(cfg: DictConfig, trainer: L.Trainer) -> Optional[str]:
+    """What metrics.json says of a trainer.fast_dev_run (None for a real run): its numbers measure nothing."""
+    if not trainer.fast_dev_run:
+        return None
+    batches = int(trainer.fast_dev_run)
+    return (f"trainer.fast_dev_run={cfg.trainer.get('fast_dev_run')}: a dev run of 1 epoch on {batches} batch"
+            f"{'es' if batches > 1 else ''} of each split, without checkpoints or logger; not a measurement")
 
 
 def predictions(module: Classifier, data: DataModule, splits: Sequence[str]) -> dict[str, Any]:
@@ -305,7 +350,7 @@ def _follows_monitor(cfg: DictConfig) -> bool:
 
 def _fit(trainer: L.Trainer, module: Classifier, data: DataModule, resume: Optional[Path],
          key: str) -> Optional[tuple[int, str]]:
-    """trainer.fit; returns the epoch at which and the reason why training stopped before
+    """trainer.fit; returns the epoch (from 1) at which and the reason why training stopped before
     max_epochs, or None. `key` names early stopping's monitor in messages.
 
     A non-finite loss stops the run like early stopping does when the early stopping callback has
@@ -320,7 +365,7 @@ def _fit(trainer: L.Trainer, module: Classifier, data: DataModule, resume: Optio
         if diverged is not None and stopping is not None and stopping.check_finite \
                 and checkpoint is not None and checkpoint.best_model_path:
             log.warning("stopped: %s; testing the best epoch", diverged)
-            return trainer.current_epoch, str(diverged)
+            return trainer.current_epoch + 1, str(diverged)
         refused = cause_of(err, OSError)
         last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
         if refused is not None and refused.filename is None:  # a library's write that failed after its file opened
@@ -336,15 +381,16 @@ def _fit(trainer: L.Trainer, module: Classifier, data: DataModule, resume: Optio
         raise
     finally:
         threading.excepthook = default_hook
-    for callback in trainer.callbacks:  # a search trial's pruning (dlopt/search/pruning.py)
+    for callback in trainer.callbacks:  # a search trial's pruning (dlopt/search/pruning.py): its epoch counts from 0
         if getattr(callback, "stopped", None):
-            log.info("stopped at epoch %d: %s", *callback.stopped)
-            return callback.stopped
+            epoch, reason = callback.stopped
+            log.info("stopped at epoch %d: %s", epoch + 1, reason)
+            return epoch + 1, reason
     if stopping is None or not stopping.stopped_epoch:
         return None
     reason = (stopping.stopping_reason_message or "").replace(" Signaling Trainer to stop.", "")
-    log.info("early stopping at epoch %d: %s", stopping.stopped_epoch, reason)
-    return stopping.stopped_epoch, f"early stopping: {reason}"
+    log.info("early stopping at epoch %d: %s", stopping.stopped_epoch + 1, reason)
+    return stopping.stopped_epoch + 1, f"early stopping: {reason}"
 
 
 def _writer_thread_errors(args: threading.ExceptHookArgs) -> None:
