@@ -161,7 +161,7 @@ def test_nan_training_loss_names_epoch_and_step(cli, tmp_path):
     result = cli.run("train", *cli.TINY, *DIVERGE, "trainer.limit_train_batches=5", cwd=tmp_path)
     line = assert_fails_clearly(result, tmp_path, "the training loss became nan", "optimizer.lr",
                                 "trainer.gradient_clip_val", leave_run_folder=True)
-    assert re.search(r"at epoch 0, step \d+", line), line
+    assert re.search(r"at epoch 1, step \d+", line), line  # epochs count from 1
     assert "lower optimizer.lr" in line
     # the folder keeps its logs for the post-mortem, but no results
     [run_dir] = run_folders(tmp_path)

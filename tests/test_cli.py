@@ -151,7 +151,7 @@ def test_default_metrics(cli, default_run):
     assert metrics["monitor"] == "val/loss" and metrics["mode"] == "min"
     assert metrics["seed"] == 0 and metrics["epochs"] == 2 and metrics["stopped_early"] is False
     assert isinstance(metrics["objective"], float)
-    assert metrics["best_epoch"] in (0, 1)
+    assert metrics["best_epoch"] in (1, 2)  # epochs count from 1
     assert 0 < metrics["wall_time_s"] < 300
     # 2 batches of 64 per epoch: train/acc counts correct samples out of 128
     assert metrics["train/acc"] * 128 == pytest.approx(round(metrics["train/acc"] * 128), abs=1e-4)
@@ -167,7 +167,7 @@ def test_objective_is_best_epoch_val_loss_in_tensorboard(cli, default_run):
     val_loss = [v for _, v in sorted(logged["val/loss"])]
     assert len(val_loss) == 2, logged["val/loss"]
     assert metrics["objective"] == pytest.approx(min(val_loss), abs=1e-6)
-    assert metrics["best_epoch"] == val_loss.index(min(val_loss))
+    assert metrics["best_epoch"] == val_loss.index(min(val_loss)) + 1
     assert metrics["val/loss"] == pytest.approx(val_loss[-1], abs=1e-6)  # the last epoch's value
     assert len(logged["train/loss"]) == 2
     assert [v for _, v in logged["test/acc"]] == [pytest.approx(metrics["test/acc"], abs=1e-6)]

@@ -128,7 +128,7 @@ def test_default_run_writes_records_in_network_order(cli, runs):
     steps = of_kind(rows, "step")  # every 20 optimizer steps by default: of 10 steps, step 0 only
     assert [r["step"] for r in steps] == expected_steps(20) == [0]
     for row in steps:
-        assert row["epoch"] == row["step"] // BATCHES
+        assert row["epoch"] == row["step"] // BATCHES + 1  # epochs count from 1
         for key in ("grad_norm", "weight_norm", "update_ratio"):
             if key == "update_ratio" and row["step"] == 0:  # Adam's first step moves every weight by lr: not recorded
                 assert row[key] == {}
@@ -139,7 +139,7 @@ def test_default_run_writes_records_in_network_order(cli, runs):
         assert math.isfinite(row["loss"]) and 0 < row["loss"] < 10
 
     acts = of_kind(rows, "activations")  # one per epoch, on the same validation samples
-    assert [r["epoch"] for r in acts] == list(range(EPOCHS))
+    assert [r["epoch"] for r in acts] == list(range(1, EPOCHS + 1))
     assert [r["step"] for r in acts] == [BATCHES * (e + 1) for e in range(EPOCHS)]
     for row in acts:
         assert list(row["dead"]) == list(activations) and row["saturated"] == {}
@@ -192,7 +192,7 @@ def test_every_n_steps_sets_how_often_steps_are_recorded(runs, every):
     assert rows[0]["every_n_steps"] == every
     steps = of_kind(rows, "step")
     assert [r["step"] for r in steps] == expected_steps(every)  # 10 records for N=1, steps 0, 3, 6, 9 for N=3
-    assert [r["epoch"] for r in steps] == [s // BATCHES for s in expected_steps(every)]
+    assert [r["epoch"] for r in steps] == [s // BATCHES + 1 for s in expected_steps(every)]
     assert len(of_kind(rows, "activations")) == EPOCHS  # activations stay once per epoch
 
 
@@ -217,17 +217,17 @@ def test_a_run_that_fails_mid_training_keeps_the_earlier_epochs_records(cli, tmp
     assert result.returncode == code, result.describe()
     assert "Traceback" not in result.output, result.describe()
     if fault == "nan":
-        assert "the training loss became nan at epoch 2" in result.output, result.describe()
+        assert "the training loss became nan at epoch 3" in result.output, result.describe()
     [run_dir] = cli.run_dirs(tmp_path)
     assert not (run_dir / "metrics.json").exists()
     rows = records(run_dir)  # every line a complete JSON record
     assert rows[0]["kind"] == "layers" and rows[0]["weights"] == ["features.1", "features.5", "head"]
     steps = [r["step"] for r in of_kind(rows, "step")]
     assert steps[:5] == [0, 2, 4, 6, 8] and all(s >= 10 for s in steps[5:]), steps  # epochs 0 and 1 in full
-    assert all(r["epoch"] <= 2 for r in rows[1:])
-    assert [r["epoch"] for r in of_kind(rows, "activations")] == [0, 1]
+    assert all(r["epoch"] <= 3 for r in rows[1:])  # epochs count from 1: the third is the one that failed
+    assert [r["epoch"] for r in of_kind(rows, "activations")] == [1, 2]
     history = json.loads((run_dir / "history.json").read_text())
-    assert [row["epoch"] for row in history] == [0, 1]
+    assert [row["epoch"] for row in history] == [1, 2]
     if fault == "nan":  # the failure reached the recorder, which drew what it had
         assert (run_dir / "diagnostics.png").read_bytes()[:8] == PNG_MAGIC
 

@@ -248,9 +248,9 @@ def test_a_run_stopped_while_still_improving_is_not_converged(cli, runs, tmp_pat
 def test_a_run_stopped_on_a_nan_loss_is_diagnosed_from_what_it_recorded(cli, runs, tmp_path):
     run_dir = runs(*NAN)
     metrics = cli.metrics(run_dir)
-    assert "the training loss became nan at epoch 1" in metrics["stop_reason"], metrics
+    assert "the training loss became nan at epoch 2" in metrics["stop_reason"], metrics
     result = doctor(cli, tmp_path, f"run={run_dir}")
-    assert "run ended: the training loss became nan at epoch 1" in result.stdout, result.describe()
+    assert "run ended: the training loss became nan at epoch 2" in result.stdout, result.describe()
     found = report(run_dir)
     assert found["recorded_layers"] is True
     entry = symptom(found, "lr_too_high")

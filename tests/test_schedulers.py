@@ -104,7 +104,7 @@ def test_warmup_rises_linearly_then_follows_the_cosine(watched):
     [config] = watch.configs
     assert type(config.scheduler) is torch.optim.lr_scheduler.SequentialLR and config.interval == "epoch"
     epoch_lrs = [row["lr"] for row in watch.history]
-    assert [row["epoch"] for row in watch.history] == [0, 1, 2, 3, 4]
+    assert [row["epoch"] for row in watch.history] == [1, 2, 3, 4, 5]
     # epoch e < 2 at lr x (e+1)/3, then the cosine (T_max = max_epochs) from its start
     assert epoch_lrs == pytest.approx([LR / 3, 2 * LR / 3, cosine(0, 5), cosine(1, 5), cosine(2, 5)])
     assert epoch_lrs[0] < epoch_lrs[1] < epoch_lrs[2] > epoch_lrs[3] > epoch_lrs[4]

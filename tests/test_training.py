@@ -104,12 +104,12 @@ def test_a_run_writes_metrics_curves_and_checkpoints(trained):
     assert len(val_losses) == 2
     assert metrics["objective"] == pytest.approx(min(val_losses), rel=1e-6)
     assert best == pytest.approx(metrics["objective"], rel=1e-6)
-    assert metrics["best_epoch"] == val_losses.index(min(val_losses))
+    assert metrics["best_epoch"] == val_losses.index(min(val_losses)) + 1
     # the final train/val metrics are those of the last epoch
     for key in ("train/loss", "train/acc", "val/loss", "val/acc"):
         assert metrics[key] == pytest.approx(logged(run_dir, key)[-1], rel=1e-6)
     rows = saved_history(run_dir)
-    assert [row["epoch"] for row in rows] == list(range(metrics["best_epoch"] + 1))
+    assert [row["epoch"] for row in rows] == list(range(1, metrics["best_epoch"] + 1))
     assert rows[-1]["val/loss"] == pytest.approx(metrics["objective"], rel=1e-6)
 
     png = (run_dir / "curves.png").read_bytes()
@@ -126,7 +126,7 @@ def test_mode_max_returns_the_highest_monitored_value(trained):
     accs = logged(run_dir, "val/acc")
     assert len(accs) == 2
     assert metrics["objective"] == pytest.approx(max(accs), rel=1e-6) == best
-    assert metrics["best_epoch"] == accs.index(max(accs))
+    assert metrics["best_epoch"] == accs.index(max(accs)) + 1
 
 
 def test_same_seed_gives_identical_metrics_and_another_seed_does_not(trained):
@@ -368,7 +368,7 @@ STALLED = ("trainer.max_epochs=6", "callbacks.early_stopping.patience=0", "optim
 def test_early_stopping_ends_the_run(trained):
     _, run_dir, _ = trained(*STALLED)
     metrics = read_metrics(run_dir)
-    assert metrics["epochs"] == 2 and metrics["best_epoch"] == 0
+    assert metrics["epochs"] == 2 and metrics["best_epoch"] == 1
     assert len(logged(run_dir, "val/loss")) == 2
 
 
@@ -380,8 +380,8 @@ def test_stopped_early_is_recorded_in_metrics(trained):
 def test_last_checkpoint_holds_the_last_epoch(trained):
     _, run_dir, _ = trained(*STALLED)
     last = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    assert last["epoch"] == read_metrics(run_dir)["epochs"] - 1
-    assert [row["epoch"] for row in last["dlopt"]["history"]] == [0, 1]
+    assert last["epoch"] == read_metrics(run_dir)["epochs"] - 1  # Lightning's own count, from 0
+    assert [row["epoch"] for row in last["dlopt"]["history"]] == [1, 2]
 
 
 # a loss that blows up
@@ -390,7 +390,7 @@ def test_last_checkpoint_holds_the_last_epoch(trained):
 def test_a_non_finite_loss_raises_user_error_naming_epoch_and_step(tmp_path):
     cfg = composed(*TINY, "model=mlp", "model.norm=none", "optimizer=sgd", "optimizer.lr=1e8", "scheduler=none",
                    "trainer.limit_train_batches=10")
-    with pytest.raises(UserError, match=r"at epoch 0, step \d+") as err:
+    with pytest.raises(UserError, match=r"at epoch 1, step \d+") as err:  # epochs count from 1
         train(cfg, tmp_path)
     message = str(err.value)
     assert "optimizer.lr=1e+08" in message and ("nan" in message or "inf" in message)

@@ -49,7 +49,7 @@ def test_early_stopping_patience_and_min_delta_stop_the_run_with_the_reason(tmp_
     # no epoch improves val/loss by more than 10: the second epoch exhausts patience=1
     metrics = run(tmp_path, "trainer.max_epochs=8", "callbacks.early_stopping.patience=1",
                   "callbacks.early_stopping.min_delta=10")
-    assert metrics["stopped_early"] is True and metrics["stopped_epoch"] == 1 and metrics["epochs"] == 2
+    assert metrics["stopped_early"] is True and metrics["stopped_epoch"] == 2 and metrics["epochs"] == 2
     assert metrics["stop_reason"].startswith("early stopping: Monitored metric val/loss did not improve")
     assert "Signaling" not in metrics["stop_reason"]
 
@@ -71,16 +71,17 @@ def test_an_early_stopping_monitor_that_is_never_logged_names_the_logged_metrics
 
 def test_a_non_finite_loss_stops_the_run_and_tests_its_best_epoch(tmp_path):
     metrics = run(tmp_path, "trainer.max_epochs=5", callbacks=[BlowUpAt(epoch=2)])
-    assert metrics["stopped_early"] is True and metrics["stopped_epoch"] == 2 and metrics["epochs"] == 2
-    assert "training loss became" in metrics["stop_reason"] and "epoch 2" in metrics["stop_reason"]
-    assert metrics["best_epoch"] <= 1
+    # BlowUpAt counts epochs from 0 (Lightning's current_epoch), metrics.json from 1: the third epoch diverged
+    assert metrics["stopped_early"] is True and metrics["stopped_epoch"] == 3 and metrics["epochs"] == 2
+    assert "training loss became" in metrics["stop_reason"] and "epoch 3" in metrics["stop_reason"]
+    assert metrics["best_epoch"] <= 2
     assert all(math.isfinite(metrics[k]) for k in ("test/loss", "test/acc", "objective"))
     weights = load_checkpoint(tmp_path / "checkpoints" / "best.ckpt")["state_dict"]
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
 
 
 def test_a_non_finite_loss_fails_the_run_without_check_finite(tmp_path):
-    with pytest.raises(UserError, match=r"the training loss became (nan|inf|-inf) at epoch 2"):
+    with pytest.raises(UserError, match=r"the training loss became (nan|inf|-inf) at epoch 3"):
         run(tmp_path, "trainer.max_epochs=5", "callbacks.early_stopping.check_finite=false",
             callbacks=[BlowUpAt(epoch=2)])
     assert not (tmp_path / "metrics.json").exists()

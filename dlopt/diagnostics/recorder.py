@@ -5,9 +5,10 @@ batch every epoch (the fraction of units that never fired, the fraction saturate
 Written by hand because no maintained library records these cheaply: Cockpit is unmaintained and
 fails to import on current setuptools; Lightning's `grad_norm` utility gives gradient norms only.
 Records go to `diagnostics.jsonl` in the run folder, one JSON line each, flushed as they are
-written (a run that fails at epoch 7 keeps epochs 0-6); the numbers also go to TensorBoard under
-`diagnostics/` with histograms of gradients and activations; `diagnostics.png` is drawn when the
-fit ends. The first time a symptom shows (dlopt.diagnostics.symptoms), one warning names it.
+written (a run that fails in epoch 7 keeps epochs 1-6; epochs count from 1, as in history.json); the
+numbers also go to TensorBoard under `diagnostics/` with histograms of gradients and activations;
+`diagnostics.png` is drawn when the fit ends. The first time a symptom shows (dlopt.diagnostics.symptoms), one
+warning names it.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class Recorder(L.Callback):
         weights = self.weights(module)
         grads = {name: p.grad for name, p in weights.items() if p.grad is not None}
         grad_norm = {name: float(g.norm()) for name, g in grads.items()}
-        self._row = {"kind": "step", "epoch": trainer.current_epoch, "step": trainer.global_step,
+        self._row = {"kind": "step", "epoch": trainer.current_epoch + 1, "step": trainer.global_step,
                      "grad_norm": grad_norm,
                      "weight_norm": {name: float(p.detach().norm()) for name, p in weights.items()},
                      "total_grad_norm": math.sqrt(sum(v * v for v in grad_norm.values()))}
@@ -188,7 +189,7 @@ class Recorder(L.Callback):
         captured, kinds, self._outputs = self._outputs, self._kinds, {}
         if not captured or not all(captured.values()):
             return
-        row: dict[str, Any] = {"kind": "activations", "epoch": trainer.current_epoch, "step": trainer.global_step,
+        row: dict[str, Any] = {"kind": "activations", "epoch": trainer.current_epoch + 1, "step": trainer.global_step,
                                "dead": {}, "saturated": {}, "mean": {}, "std": {}}
         for name, chunks in captured.items():
             out = torch.cat(chunks)[: self.samples].float()

@@ -111,6 +111,7 @@ class Classifier(L.LightningModule):
         self.started_at = time.perf_counter()  # when this process started the run (set by dlopt.training.run)
         self.earlier_wall_time = 0.0  # seconds the run took in the processes before a resume
         self._val_row: dict[str, float] = {}
+        self.epoch_lines_to_file = False  # epoch log lines to the run's log file only (a sweep's run: training.run)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.input_shift) / self.input_scale)
@@ -191,13 +192,13 @@ class Classifier(L.LightningModule):
 
     def _log_line(self, row: dict[str, float]) -> None:
         """One line per epoch, `epoch 3/30: train/loss 0.41 train/acc 0.88 val/loss 0.35 val/acc 0.9`: to the run's
-        log file only while a progress bar shows the same numbers, to the terminal too without one."""
+        log file only while a progress bar shows the same numbers or in a sweep, to the terminal too otherwise."""
         total = self.trainer.max_epochs
         shown = " ".join(f"{split}/{k} {row[f'{split}/{k}']:.4g}" for split in ("train", "val") for k in PROGRESS
                          if f"{split}/{k}" in row)
         bar = self.trainer.progress_bar_callback
         log.info("epoch %d%s: %s", row["epoch"], f"/{total}" if total and total > 0 else "", shown,
-                 extra=FILE_ONLY if bar is not None and bar.is_enabled else None)
+                 extra=FILE_ONLY if self.epoch_lines_to_file or bar is not None and bar.is_enabled else None)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")

@@ -55,6 +55,12 @@ def pyplot():
 
 def plot_curves(history: list[dict], path: Path, best: Optional[int] = None, monitor: str = "",
                 tested: Optional[dict[str, float]] = None, tested_epoch: Optional[int] = None) -> None:
+    """curves.png: `curves_figure`."""
+    save_figure(curves_figure(history, best, monitor, tested, tested_epoch), path)
+
+
+def curves_figure(history: list[dict], best: Optional[int] = None, monitor: str = "",
+                  tested: Optional[dict[str, float]] = None, tested_epoch: Optional[int] = None):
     """Loss and accuracy per epoch (numbered from 1, as history.json has them), train and val, side by side; a dashed
     line at the `best` epoch by `monitor`, and the `tested` metrics (test/loss, test/acc) as a star at the epoch
     whose weights were tested."""
@@ -76,14 +82,15 @@ def plot_curves(history: list[dict], path: Path, best: Optional[int] = None, mon
             ax.plot([tested_epoch], [value], marker="*", markersize=12, linestyle="none", color="tab:red",
                     label=f"test {value:.4g}")
         ax.set(xlabel="epoch", ylabel=metric, title=metric)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, also for a run of 1 or 2
-        if epochs and len(epochs) <= 2:
+        if epochs and len(epochs) <= 2:  # whole epochs: MaxNLocator(integer=True) falls back to fractions here
+            ax.set_xticks(epochs)
             ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def plot_samples(rows: Sequence[tuple[str, "torch.Tensor", list[str]]], title: str):

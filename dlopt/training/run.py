@@ -47,7 +47,7 @@ warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")  # Lightning
 warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "Tip:" not in record.getMessage())
 # trainer.overfit_batches: dlopt's in-memory batches stop shuffling themselves (DataModule.overfitting)
-warnings.filterwarnings("ignore", message=".*requested to overfit but enabled train.*shuffling.*")
+warnings.filterwarnings("ignore", message=".*requested to overfit but enabled .* shuffling.*")
 
 
 class _FileOnly(logging.Filter):
@@ -238,6 +238,7 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
     data.resample(cfg.seed, cfg.data.get("split_seed", cfg.seed),
                   **{k: cfg.data.get(k) for k in RESAMPLING if cfg.data.get(k) is not None})
     module.started_at = start
+    module.epoch_lines_to_file = sweep
     if trainer.is_global_zero:
         module.history_file = run_dir / "history.json"
     module.configure_optimizers()  # settings torch.optim refuses are told now, before anything is written
@@ -283,7 +284,8 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         "stopped_epoch": stopped[0] if stopped else None,
         "stop_reason": stopped[1] if stopped else _dev_run(cfg, trainer) or
         f"trainer.max_epochs={cfg.trainer.max_epochs} reached",
-        **({"dev_run": _dev_run(cfg, trainer)} if trainer.fast_dev_run else {}),
+        **({"dev_run": f"trainer.fast_dev_run={_setting(cfg.trainer.get('fast_dev_run'))}"}
+           if trainer.fast_dev_run else {}),
         **({"overfit_batches": trainer.overfit_batches} if trainer.overfit_batches else {}),
         "classes": data.num_classes,
         "warnings": recorder.warnings if recorder else [],
@@ -316,8 +318,12 @@ def _dev_run(cfg: DictConfig, trainer: L.Trainer) -> Optional[str]:
     if not trainer.fast_dev_run:
         return None
     batches = int(trainer.fast_dev_run)
-    return (f"trainer.fast_dev_run={cfg.trainer.get('fast_dev_run')}: a dev run of 1 epoch on {batches} batch"
-            f"{'es' if batches > 1 else ''} of each split, without checkpoints or logger; not a measurement")
+    return (f"trainer.fast_dev_run={_setting(cfg.trainer.get('fast_dev_run'))}: a dev run of 1 epoch on {batches} "
+            f"batch{'es' if batches > 1 else ''} of each split, without checkpoints or logger; not a measurement")
+
+
+def _setting(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def predictions(module: Classifier, data: DataModule, splits: Sequence[str]) -> dict[str, Any]:
