@@ -1,8 +1,8 @@
 """Sweep summary: a Hydra callback that tabulates every run of a multirun when the sweep ends.
 
 Reads each run folder's metrics.json and .hydra/overrides.yaml and writes summary.csv and
-summary.md in the sweep folder, best run first by the monitored metric (then pruned and failed
-runs), and best.yaml: the overrides that reproduce the best run. Imports no torch.
+summary.md in the sweep folder, best run first by the monitored metric (then pruned, failed and
+interrupted runs), and best.yaml: the overrides that reproduce the best run. Imports no torch.
 """
 
 from __future__ import annotations
@@ -31,18 +31,21 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     for run in sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: p.name):
         overrides = [o for o in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
                      if not o.startswith("search.trial=")]  # the sweeper's note to the trial, not a choice
-        error = run / "error.txt"
+        error, interrupted = run / "error.txt", run / "interrupted.txt"
         row: dict[str, Any] = {"run": run.name, "overrides": " ".join(overrides), "status": "failed",
                                "error": error.read_text().strip() if error.is_file() else "no metrics.json"}
+        if not error.is_file() and interrupted.is_file():  # a killed search's trial; the sweeper ran it again
+            row.update(status="interrupted", error=interrupted.read_text().strip())
         if (run / "metrics.json").is_file():
             metrics = json.loads((run / "metrics.json").read_text())
             row.update({k: metrics.get(k) for k in COLUMNS[3:-1]}, error="",
                        status="pruned" if metrics.get("pruned") else "done", mode=metrics.get("mode", "min"))
         rows.append(row)
-    finished = [r for r in rows if r["status"] != "failed"]
+    finished = [r for r in rows if r["status"] in ("done", "pruned")]
     sign = -1 if finished and finished[0]["mode"] == "max" else 1
     finished.sort(key=lambda r: (r["status"] != "done", sign * r["objective"]))
-    return finished + [r for r in rows if r["status"] == "failed"]  # pruned, then failed runs last
+    # pruned, then failed, then interrupted runs last
+    return finished + [r for r in rows if r["status"] == "failed"] + [r for r in rows if r["status"] == "interrupted"]
 
 
 def common_overrides(rows: list[dict[str, Any]]) -> list[str]:
@@ -76,20 +79,42 @@ def _cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else "" if value is None else str(value)
 
 
+def rounded_overrides(overrides: str, digits: int = 4) -> str:
+    """Overrides as a person reads them: a float value to `digits` significant digits (optimizer.lr=0.001235);
+    summary.csv, best.yaml and each run's config keep the full value."""
+    def one(override: str) -> str:
+        key, sep, value = override.partition("=")
+        if sep and any(c in value for c in ".eE"):
+            try:
+                number = float(value)
+            except ValueError:
+                return override
+            short = f"{number:.{digits}g}"
+            return f"{key}={short}" if float(short) != number else override  # 3.0 stays 3.0
+        return override
+    return " ".join(one(o) for o in overrides.split())
+
+
+def columns(monitor: str) -> list[str]:
+    """COLUMNS without the monitored metric's own column: the objective column is it (monitor=val/acc)."""
+    return [c for c in COLUMNS if c != monitor]
+
+
 def write(rows: list[dict[str, Any]], sweep_dir: Path, monitor: str) -> None:
     """summary.csv (every run's overrides) and summary.md (the overrides all runs share above the table,
     the ones that differ in it)."""
-    header = [monitor if c == "objective" else c for c in COLUMNS]
+    shown = columns(monitor)
+    header = [monitor if c == "objective" else c for c in shown]
     with open(sweep_dir / "summary.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
-        writer.writerows([[row.get(c, "") for c in COLUMNS] for row in rows])
+        writer.writerows([[row.get(c, "") for c in shown] for row in rows])
     common = common_overrides(rows)
     lines = [f"All runs: `{' '.join(common)}`", ""] if common else []
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        own = {**row, "overrides": own_overrides(row, common)}
-        lines.append("| " + " | ".join(_cell(own.get(c)) for c in COLUMNS) + " |")
+        own = {**row, "overrides": rounded_overrides(own_overrides(row, common))}
+        lines.append("| " + " | ".join(_cell(own.get(c)) for c in shown) + " |")
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
 
 
@@ -107,13 +132,14 @@ class SweepSummary(Callback):
         monitor = config.get("monitor", "objective")
         write(rows, sweep_dir, monitor)
         best = write_best(rows, sweep_dir, monitor, command)
-        count = {status: sum(row["status"] == status for row in rows) for status in ("pruned", "failed")}
-        log.info("sweep summary (%d runs, %d pruned, %d failed; best first by %s): %s", len(rows), count["pruned"],
-                 count["failed"], monitor, sweep_dir / "summary.md")
+        count = {status: sum(row["status"] == status for row in rows) for status in ("pruned", "failed", "interrupted")}
+        interrupted = f", {count['interrupted']} interrupted" if count["interrupted"] else ""
+        log.info("sweep summary (%d runs, %d pruned, %d failed%s; best first by %s): %s", len(rows), count["pruned"],
+                 count["failed"], interrupted, monitor, sweep_dir / "summary.md")
         common = common_overrides(rows)
         for row in rows[:10]:
             log.info("  %s  %s=%s  %s  %s", row["run"], monitor, _cell(row.get("objective")), row["status"],
-                     own_overrides(row, common))
+                     rounded_overrides(own_overrides(row, common)))
         if len(rows) > 10:
             log.info("  ... %d more in summary.md", len(rows) - 10)
         if best is not None:

@@ -122,8 +122,8 @@ def test_search_without_dash_m_runs_a_study_of_n_trials(cli, random_search):
         assert cfg["optimizer"]["lr"] == trial.params["optimizer.lr"]
         assert cfg["model"]["depth"] == trial.params["model.depth"]
         assert cfg["search"]["trial"] == trial.number
-    for n in (1, 2, 3):
-        assert f"trial {n}/3 (#" in result.output, result.describe()
+    for n in (0, 1, 2):  # trials are numbered from 0, as their run folders
+        assert f"search: trial {n} ({n + 1} of 3 finished): " in result.output, result.describe()
 
 
 def test_a_failing_trial_is_recorded_with_its_reason_and_the_search_goes_on(cli, random_search):
@@ -188,6 +188,7 @@ def test_the_same_study_name_continues_the_study(cli, random_search, tmp_path):
     trials = study_of(sweep).trials
     assert len(trials) == 5  # 3 done, the interrupted one (now failed), its rerun
     assert trials[3].state == TrialState.FAIL and "error" not in trials[3].user_attrs
+    assert trials[3].user_attrs["interrupted"] is True
     assert trials[4].params == trials[3].params and trials[4].state != TrialState.RUNNING
     assert (sweep / "4").is_dir() and not (sweep / "5").exists()  # earlier run folders are kept, not rewritten
     assert len(summary(sweep)) == 4  # the folders 0-2 and 4; the interrupted trial never had one

@@ -92,7 +92,7 @@ def test_loss_that_diverges_at_once_still_gives_the_plot(cli, tmp_path):
     ("lr_find.num_training=1", "lr_find.num_training=1 is not valid: expected an integer >= 2"),
     ("lr_find.num_training=2.5", "lr_find.num_training=2.5 is not valid: expected an integer >= 2"),
     ("lr_find.schedule=cosine", "lr_find.schedule=cosine is not valid; choose one of exponential, linear"),
-    ("+trainer.fast_dev_run=true", "trainer.fast_dev_run=True makes Lightning skip the range test"),
+    ("trainer.fast_dev_run=true", "trainer.fast_dev_run=True makes Lightning skip the range test"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_folder(cli, tmp_path, override, needle):
     result = cli.run("tune-lr", override, cwd=tmp_path, timeout=120)

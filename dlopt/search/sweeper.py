@@ -87,7 +87,7 @@ class Search:
             study.sampler = studies.sampler(search, seed=cfg.seed + len(study.trials), grid=grid)
         OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
         if owned:
-            self._retry_interrupted(study)
+            self._retry_interrupted(study, sweep_dir)
         done = len(_counted(study))
         if done:
             log.info("search %s: continuing, %d of %d trials done (%s)", search.study_name, done, n_trials, url)
@@ -120,6 +120,7 @@ class Search:
                 self._tell(study, trial, result)
                 log.info("%s", _progress(study, trial.number, len(_counted(study)), n_trials, self.config.monitor))
             returns.append(results)
+        log.info("%s", _ended(study, self.config.monitor))
         write_plots(study, sweep_dir, self.config.monitor)
         return returns
 
@@ -145,12 +146,21 @@ class Search:
         return checked
 
     @staticmethod
-    def _retry_interrupted(study: optuna.Study) -> None:
-        """Trials left running by a sweep that was killed: failed, and their parameters asked again."""
+    def _retry_interrupted(study: optuna.Study, sweep_dir: Path) -> None:
+        """Trials left running by a sweep that was killed: marked interrupted (a FAIL state in the study, told
+        apart from failures by the user attribute "interrupted") and their parameters asked again, as a new
+        trial. The interrupted run's folder (if it was made) says so in interrupted.txt, for the summary."""
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            study.tell(trial.number, state=TrialState.FAIL)
             study.enqueue_trial(trial.params)
-            log.info("search: trial %d was interrupted; its parameters run again", trial.number)
+            rerun = study.get_trials(deepcopy=False)[-1].number  # enqueue_trial makes the waiting trial now
+            running = optuna.Trial(study, trial._trial_id)  # noqa: SLF001 (the id of a trial still running)
+            running.set_user_attr("interrupted", True)
+            running.set_user_attr("rerun", rerun)
+            study.tell(trial.number, state=TrialState.FAIL)
+            run = sweep_dir / str(trial.number)
+            if (run / ".hydra").is_dir() and not (run / "metrics.json").is_file():
+                (run / "interrupted.txt").write_text(f"interrupted; re-run as trial {rerun}\n")
+            log.info("search: trial %d was interrupted; its parameters run again as trial %d", trial.number, rerun)
 
     @staticmethod
     def _tell(study: optuna.Study, trial: optuna.Trial, result: JobReturn) -> None:
@@ -212,24 +222,67 @@ def _counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (t.state == TrialState.FAIL and "error" in t.user_attrs)]
 
 
+def rounded(value: Any, digits: int = 4) -> str:
+    """A sampled value as a person reads it: floats to `digits` significant digits (study.db, each run's
+    config and metrics.json keep the full value)."""
+    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+
+
 def _progress(study: optuna.Study, number: int, done: int, total: int, monitor: str) -> str:
+    """One line per trial. Trials are numbered as Optuna numbers them, from 0, and trial N runs in folder N."""
     trial = study.get_trials(deepcopy=False)[number]
     if trial.state == TrialState.COMPLETE:
-        outcome = f"{monitor}={trial.value:.4f}"
+        outcome = f"{monitor}={rounded(trial.value)}"
     elif trial.state == TrialState.PRUNED:
-        outcome = trial.user_attrs.get("stop_reason", "pruned")
+        outcome = f"pruned ({trial.user_attrs.get('stop_reason', 'behind the others')})"
     else:
         outcome = f"failed: {trial.user_attrs.get('error', '')}"
     try:
-        best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
+        best = f"best {monitor}={rounded(study.best_value)} (trial {study.best_trial.number})"
     except ValueError:
         best = "no trial finished yet"
-    params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
-    return f"trial {done}/{total} (#{number} {params}): {outcome} | {best}"
+    params = " ".join(f"{k}={rounded(v)}" for k, v in trial.params.items())
+    return f"search: trial {number} ({done} of {total} finished): {outcome} | {params} | {best}"
+
+
+def tally(study: optuna.Study) -> dict[str, int]:
+    """The study's trials by outcome: done, pruned, failed, interrupted (a killed sweep's, not a failure)."""
+    count = dict.fromkeys(("done", "pruned", "failed", "interrupted"), 0)
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.COMPLETE:
+            count["done"] += 1
+        elif t.state == TrialState.PRUNED:
+            count["pruned"] += 1
+        elif t.state == TrialState.FAIL:
+            count["interrupted" if t.user_attrs.get("interrupted") else "failed"] += 1
+    return count
+
+
+def _ended(study: optuna.Study, monitor: str) -> str:
+    """The search's own summary line."""
+    count = tally(study)
+    text = ", ".join(f"{n} {name}" for name, n in count.items() if n or name != "interrupted")
+    if count["interrupted"]:
+        text += " (re-run)"
+    try:
+        best = study.best_trial
+        params = " ".join(f"{k}={rounded(v)}" for k, v in best.params.items())
+        text += f"; best {monitor}={rounded(best.value)} in trial {best.number} ({params})"
+    except ValueError:
+        text += "; no trial finished"
+    return f"search {study.study_name} ended: {text}"
+
+
+def short_names(names: Sequence[str]) -> dict[str, str]:
+    """Knob names short enough for an axis: the last part of a dotted key (regularization.dropout -> dropout),
+    the whole key where two knobs share their last part."""
+    last = [name.rsplit(".", 1)[-1] for name in names]
+    return {name: short if last.count(short) == 1 else name for name, short in zip(names, last)}
 
 
 def write_plots(study: optuna.Study, sweep_dir: Path, monitor: str) -> None:
-    """history.png, importances.png, parallel_coordinates.png: Optuna's matplotlib figures of the study."""
+    """history.png (dlopt's own: every trial, pruned ones marked apart), parallel_coordinates.png (Optuna's,
+    with short knob names and their full names beneath) and importances.png (Optuna's)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -240,9 +293,13 @@ def write_plots(study: optuna.Study, sweep_dir: Path, monitor: str) -> None:
     if not complete:
         log.info("search: no trial completed, nothing to plot")
         return
-    figures = {"history.png": plots.plot_optimization_history, "parallel_coordinates.png": plots.plot_parallel_coordinate}
+    _history(study, sweep_dir / "history.png", monitor)
+    figures = {"parallel_coordinates.png": plots.plot_parallel_coordinate}
     if len(complete) >= 2 and len({str(t.params) for t in complete}) >= 2:
         figures["importances.png"] = plots.plot_param_importances
+    names = sorted({k for t in complete for k in t.params})
+    short = short_names(names)
+    truncated = {(n if len(n) < 20 else f"{n[:17]}..."): n for n in names}  # Optuna's own axis labels
     for name, plot in figures.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -251,8 +308,55 @@ def write_plots(study: optuna.Study, sweep_dir: Path, monitor: str) -> None:
             except (ValueError, RuntimeError) as err:  # e.g. importances of a parameter with one value
                 log.info("search: %s not drawn: %s", name, err)
                 continue
-        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
-        figure.set_size_inches(9, 5.5)
-        figure.tight_layout()
+        ax = axes.flat[0] if hasattr(axes, "flat") else axes
+        figure = ax.figure
+        if name == "parallel_coordinates.png":
+            labels = [label.get_text() for label in ax.get_xticklabels()]
+            full = [truncated.get(label, label) for label in labels]
+            ax.set_xticks(ax.get_xticks(), [short.get(f, f) for f in full], rotation=0)
+            legend = [f"{short[f]} = {f}" for f in full if f in short and short[f] != f]
+            figure.set_size_inches(max(9, 1.6 * len(labels)), 6)
+            if legend:
+                figure.text(0.01, 0.01, "   ".join(legend), fontsize=8, va="bottom")
+            figure.tight_layout(rect=(0, 0.05, 1, 1))
+        else:
+            figure.set_size_inches(9, 5.5)
+            figure.tight_layout()
         figure.savefig(sweep_dir / name, dpi=110)
         plt.close(figure)
+
+
+def _history(study: optuna.Study, path: Path, monitor: str) -> list[str]:
+    """The objective of each trial by trial number: done trials as dots with the best so far as a line, pruned
+    trials as crosses at the last value they reported, failed and interrupted ones as ticks on the axis."""
+    import matplotlib.pyplot as plt
+
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    better = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
+    figure, ax = plt.subplots(figsize=(9, 5.5))
+    ax.plot([t.number for t in done], [t.value for t in done], "o", color="tab:blue", label=f"done ({len(done)})")
+    best, so_far = [], None
+    for t in done:
+        so_far = t.value if so_far is None else better(so_far, t.value)
+        best.append(so_far)
+    ax.step([t.number for t in done], best, where="post", color="tab:red", label="best so far")
+    if pruned:
+        last = [t.intermediate_values[max(t.intermediate_values)] for t in pruned]
+        ax.plot([t.number for t in pruned], last, "x", color="tab:orange", markersize=8,
+                label=f"pruned ({len(pruned)}; value when stopped)")
+    if failed:
+        ax.plot([t.number for t in failed], [0] * len(failed), "|", color="tab:gray", markersize=14,
+                transform=ax.get_xaxis_transform(), clip_on=False, label=f"failed or interrupted ({len(failed)})")
+    ax.set_xlabel("trial (run folder)")
+    ax.set_ylabel(monitor)
+    ax.set_title(f"search {study.study_name}: {monitor} by trial")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    labels = [text.get_text() for text in ax.legend().get_texts()]
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return labels
