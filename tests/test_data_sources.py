@@ -82,6 +82,24 @@ def test_mnist1d_shapes_and_global_rng_untouched():
     assert labels(dm, "val") == set(range(10))
 
 
+def test_mnist1d_default_is_the_published_dataset_whatever_the_run_seed():
+    """conf/data/mnist1d.yaml: split_seed 42, mnist1d's own default, gives the published 4000/1000 signals; the
+    run's seed does not change the data."""
+    from hydra import compose, initialize_config_dir
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    from dlopt.apps import config_dir
+    from dlopt.training.run import _data
+
+    published = make_dataset(get_dataset_args())  # the package's defaults: seed 42, 5000 samples
+    with initialize_config_dir(config_dir=config_dir(), version_base=None):
+        data = [_data(compose("train", [f"seed={seed}", "data=mnist1d"])) for seed in (0, 7)]
+    assert sizes(data[0]) == sizes(data[1]) == {"train": 3400, "val": 600, "test": 1000}
+    for dm in data:
+        assert np.array_equal(dm.splits["test"][0].squeeze(1).numpy(), published["x_test"].astype(np.float32))
+        assert np.array_equal(dm.splits["test"][1].numpy(), published["y_test"])
+
+
 # synthetic
 
 
