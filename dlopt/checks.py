@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from dlopt import threads
 from dlopt.errors import UserError, did_you_mean
 
 
@@ -105,6 +106,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
                           "a factor in (0, 1] of optimizer.lr (transfer.strategy=linear_probe freezes the backbone)"),
     "unfreeze_at_epoch": (lambda x: integer(x) and x >= 0, "an integer >= 0"),
     "seed": (integer, "an integer"),
+    "threads": (threads.valid, threads.VALID),
     "split_seed": (integer, "an integer"),
     "val_fraction": (lambda x: _number(x) and 0 < x < 1, "a fraction in (0, 1)"),
     "test_fraction": (lambda x: _number(x) and 0 < x < 1, "a fraction in (0, 1)"),

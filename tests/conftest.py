@@ -79,13 +79,12 @@ class Cli:
         return env
 
     def run(self, *args: str, cwd: Path, timeout: float = 300, offline: bool = False,
-            env: dict[str, str] | None = None) -> Result:
-        """The installed `dlopt ARGS` in cwd; `env` adds to its environment."""
+            env: dict[str, str | None] | None = None) -> Result:
+        """The installed `dlopt ARGS` in cwd; `env` adds to its environment (None: removes the variable)."""
         argv = [self.exe, *map(str, args)]
         start = time.perf_counter()
-        proc = subprocess.run(
-            argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**self.env(offline), **(env or {})}
-        )
+        env = {k: v for k, v in {**self.env(offline), **(env or {})}.items() if v is not None}
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
         return Result(argv, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
 
     def imported(self, *args: str, cwd: Path, timeout: float = 300) -> tuple[Result, set[str]]:

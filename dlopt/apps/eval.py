@@ -5,6 +5,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from dlopt import threads
 from dlopt.apps import app, task, trusted_targets
 from dlopt.errors import UserError
 
@@ -17,7 +18,9 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
 
     if cfg.split not in ("test", "val"):
         raise UserError(f"split={cfg.split} is not valid: expected test or val")
+    threads.check(cfg.threads)
     saved = find(cfg.run, cfg.ckpt_path)  # before torch is imported: a wrong path is told at once
+    threads.use(cfg.threads)
     from dlopt.training.run import evaluate as run_evaluation
 
     metrics = run_evaluation(saved, cfg.split, run_dir, trusted_targets(cfg))

@@ -6,6 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
+from dlopt import threads
 from dlopt.apps import app, task, trusted_targets
 from dlopt.checks import check_integer, integer
 from dlopt.errors import UserError, did_you_mean
@@ -30,6 +31,7 @@ def check(cfg: DictConfig) -> None:
         raise UserError(f"split={cfg.split} is not valid: expected test or val")
     options = cfg.explain
     check_integer("seed", cfg.seed)
+    threads.check(cfg.threads)
     check_integer("explain.sample_seed", options.sample_seed)
     for key in ("samples", "steps", "evaluations", "repeats", "batch_size"):
         check_integer(f"explain.{key}", options[key], least=1)

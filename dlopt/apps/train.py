@@ -8,6 +8,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from dlopt import threads
 from dlopt.apps import app, task, trusted_targets
 from dlopt.apps import resume as resuming
 from dlopt.errors import SweepError, UserError
@@ -29,6 +30,7 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         cfg = resuming.resumed_config(cfg, run_dir, new, trusted_targets(cfg))
         last = run_dir / "checkpoints" / "last.ckpt"
     check(cfg)
+    threads.use(cfg.threads)  # imports torch
     from dlopt.training.processes import NoRelaunch  # heavy imports (torch, Lightning) only now
     from dlopt.training.run import train as run_training
 

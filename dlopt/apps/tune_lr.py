@@ -7,6 +7,7 @@ from typing import Optional
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from dlopt import threads
 from dlopt.apps import app, task
 
 
@@ -21,6 +22,7 @@ def tune_lr(cfg: DictConfig, run_dir: Path) -> Optional[float]:
     from dlopt.checks import check
 
     check(cfg)
+    threads.use(cfg.threads)
     from dlopt.training.lr_find import find  # heavy imports (torch, Lightning) only now
 
     return find(cfg, run_dir, command=train_command(list(HydraConfig.get().overrides.task)))

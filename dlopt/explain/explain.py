@@ -6,7 +6,6 @@ TensorBoard."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
+from dlopt import threads
 from dlopt.errors import UserError, naming
 from dlopt.explain import faithfulness as faith
 from dlopt.explain.features import Features, baseline, default_patch, features, pick
@@ -38,14 +38,6 @@ class Explanation:
     curve: torch.Tensor  # (N, len(FRACTIONS)): the deletion curve
     sd: Optional[torch.Tensor] = None  # permutation: sd over repeats, per feature
     randomization: Optional[float] = None
-
-
-def threads() -> int:
-    """One intra-op thread unless the user chose (OMP_NUM_THREADS): the models are small, and extra threads only
-    slow a busy machine down."""
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(1)
-    return torch.get_num_threads()
 
 
 def tensors(loader) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +65,7 @@ def targets(option: Any, labels: torch.Tensor, predicted: torch.Tensor, classes:
 
 
 def explain(cfg: DictConfig, saved: SavedRun, run_dir: Path, allowed: frozenset[str]) -> dict[str, Any]:
-    used = threads()
+    used = threads.use(cfg.threads)
     run_cfg, data, module = rebuild(saved, allowed)
     module.eval()
     options = cfg.explain

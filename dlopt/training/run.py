@@ -292,6 +292,7 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         "params": size.total_parameters,
         "flops_per_sample": size.total_flops,
         "seed": cfg.seed,
+        "threads": torch.get_num_threads(),
         **({"transfer": module.transfer.summary()} if module.transfer else {}),
         "wall_time_s": round(module.wall_time_s(), 3),  # with the earlier processes of a resumed run
         "process_wall_time_s": round(time.perf_counter() - start, 3),
