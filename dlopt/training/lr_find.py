@@ -1,12 +1,15 @@
 """The learning-rate range test of `dlopt tune-lr`: Lightning's Tuner.lr_find on the run `dlopt train` would make.
 
 Lightning raises the lr from lr_find.min_lr to max_lr over num_training training steps (one batch
-each), records a smoothed training loss, stops once it exceeds four times its best, and restores the
-weights from a temporary checkpoint it then deletes. While it runs, Lightning swaps the config's
-callbacks (checkpoints, early stopping) and logger for its own recorder, so they write nothing.
-Its smoothing makes the loss of the first steps rise (Lightning-AI/pytorch-lightning#14167): a
-rise is never the steepest fall, so the suggestion (worked out here, see `steepest`) does not move.
-Writes lr_find.png (also a TensorBoard figure) and lr_find.json.
+each) and restores the weights from a temporary checkpoint it then deletes. While it runs, Lightning
+swaps the config's callbacks (checkpoints, early stopping) and logger for its own recorder, so they
+write nothing. That recorder's smoothed loss is biased low at the start (it divides the moving
+average of the first step by 1 - 0.98^2 instead of 1 - 0.98, so the first value is half the true
+loss and the curve seems to rise: Lightning-AI/pytorch-lightning#14167), and its early stop compares
+with that too-low start. So `StepLosses` records every step's loss itself, smooths it with the same
+moving average correctly bias-corrected, and stops the test once that exceeds EARLY_STOP x its lowest;
+the plot, the suggestion and the stop reason use these values. Writes lr_find.png (also a
+TensorBoard figure) and lr_find.json.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Optional
 
 import lightning.pytorch as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig
@@ -30,7 +34,8 @@ log = logging.getLogger(__name__)
 # missing suggestion: `find` says how the test ended, in dlopt's words
 logging.getLogger("lightning.pytorch.tuner.lr_finder").addFilter(lambda record: False)
 
-EARLY_STOP = 4.0  # Lightning's default: stop once the smoothed loss exceeds 4 x its best
+EARLY_STOP = 4.0  # Lightning's default: stop once the smoothed loss exceeds 4 x its lowest
+BETA = 0.98  # Lightning's smoothing: each step's loss enters the moving average with weight 1 - BETA
 
 
 def steepest(lrs: list[float], losses: list[float], schedule: str, skip_begin: int = 10,
@@ -51,6 +56,31 @@ def steepest(lrs: list[float], losses: list[float], schedule: str, skip_begin: i
     return int(index[slope.argmin()])
 
 
+class StepLosses(Callback):
+    """Every step's training loss (`raw`) and its moving average with weight BETA on the past, divided by
+    1 - BETA^steps so that it is an average from the first step on (`smoothed`); sets trainer.should_stop
+    once that average exceeds EARLY_STOP x its lowest, or the loss is not finite (`diverged`).
+
+    One value per optimizer step, as Lightning's range test records one lr per optimizer step."""
+
+    def __init__(self) -> None:
+        self.raw: list[float] = []
+        self.smoothed: list[float] = []
+        self.diverged = False
+        self._average = 0.0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return
+        loss = float(outputs["loss"]) if outputs else math.nan  # no outputs: dlopt's step skipped a non-finite loss
+        self._average = BETA * self._average + (1 - BETA) * loss
+        self.raw.append(loss)
+        self.smoothed.append(self._average / (1 - BETA ** len(self.raw)))
+        if not math.isfinite(self.smoothed[-1]) or self.smoothed[-1] > EARLY_STOP * min(self.smoothed):
+            self.diverged = trainer.should_stop = True
+
+
 def find(cfg: DictConfig, run_dir: Path, command: str = "dlopt train") -> Optional[float]:
     """Run the range test of cfg.lr_find on cfg's data and model; write lr_find.png and lr_find.json.
 
@@ -59,25 +89,28 @@ def find(cfg: DictConfig, run_dir: Path, command: str = "dlopt train") -> Option
     spec = cfg.lr_find
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     data, module = build(cfg)
-    module.range_test = True  # a loss that becomes NaN ends the test instead of the run
+    module.range_test = steps = StepLosses()
     with lightning_config_errors():
         trainer = _trainer(cfg, run_dir)
-        finder = Tuner(trainer).lr_find(
+        finder = Tuner(trainer).lr_find(  # no early stop of Lightning's: StepLosses stops the test
             module, datamodule=data, min_lr=spec.min_lr, max_lr=spec.max_lr, num_training=spec.num_training,
-            mode=spec.schedule, early_stop_threshold=EARLY_STOP, update_attr=False,
+            mode=spec.schedule, early_stop_threshold=None, update_attr=False,
         )
-    lrs, losses = finder.results["lr"], finder.results["loss"]
-    best = steepest(lrs, losses, spec.schedule)
-    suggested = None if best is None else float(lrs[best])
-    stopped, diverged = _stopped(losses, spec.num_training)
+    module.range_test = None
+    lrs, raw, smoothed = [float(x) for x in finder.results["lr"]], steps.raw, steps.smoothed
+    best = steepest(lrs, smoothed, spec.schedule)
+    suggested = None if best is None else lrs[best]
+    stopped = _stopped(steps, spec.num_training)
 
-    fig = finder.plot(suggest=False)  # log lr axis for the exponential schedule, as Lightning draws it
-    ax = fig.axes[0]
+    plt = report.pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(lrs, raw, color="tab:blue", alpha=0.3, linewidth=1, label="loss of each step")
+    ax.plot(lrs, smoothed, color="tab:blue", label=f"smoothed: moving average, weight {BETA:g} on the past")
     if best is not None:
-        ax.plot(lrs[best], losses[best], marker="o", markersize=10, color="red", label=f"suggested {suggested:.2g}")
-        ax.legend()
-    ax.set(xlabel="learning rate", ylabel="training loss (smoothed)",
+        ax.plot(lrs[best], smoothed[best], marker="o", markersize=10, color="red", label=f"suggested {suggested:.2g}")
+    ax.set(xlabel="learning rate", ylabel="training loss", xscale="log" if spec.schedule == "exponential" else "linear",
            title="LR range test" + ("" if best is not None else ": no suggestion"))
+    ax.legend()
     ax.grid(alpha=0.3, which="both")
     if isinstance(trainer.logger, TensorBoardLogger):
         trainer.logger.experiment.add_figure("lr_find", fig, close=False)
@@ -85,13 +118,13 @@ def find(cfg: DictConfig, run_dir: Path, command: str = "dlopt train") -> Option
     report.save_figure(fig, run_dir / "lr_find.png")
     report.write_json({
         "suggested_lr": suggested, "min_lr": spec.min_lr, "max_lr": spec.max_lr, "schedule": spec.schedule,
-        "num_training": spec.num_training, "steps": len(losses), "diverged": diverged,
-        "lr": [float(x) for x in lrs], "loss": [x if math.isfinite(x) else None for x in map(float, losses)],
+        "num_training": spec.num_training, "steps": len(raw), "diverged": steps.diverged, "smoothing": BETA,
+        "lr": lrs, "loss": smoothed, "raw_loss": raw,
     }, run_dir / "lr_find.json")
 
     if suggested is None:
-        remedy = ("lower lr_find.min_lr" if diverged else "raise lr_find.num_training"
-                  if len(losses) == spec.num_training else "raise trainer.max_epochs or trainer.limit_train_batches")
+        remedy = ("lower lr_find.min_lr" if steps.diverged else "raise lr_find.num_training"
+                  if len(raw) == spec.num_training else "raise trainer.max_epochs or trainer.limit_train_batches")
         log.warning("no lr suggested: %s; the slope needs 2 finite losses after the first 10 steps: %s -> %s",
                     stopped, remedy, run_dir / "lr_find.png")
         return None
@@ -101,11 +134,13 @@ def find(cfg: DictConfig, run_dir: Path, command: str = "dlopt train") -> Option
     return suggested
 
 
-def _stopped(losses: list[float], num_training: int) -> tuple[str, bool]:
-    """How the test ended, in words, and whether the loss diverged (non-finite, or above EARLY_STOP x its best)."""
-    steps, finite = len(losses), [x for x in losses if math.isfinite(x)]
-    if steps == num_training:
-        return f"all {steps} steps ran", False
-    if len(finite) < steps or finite and finite[-1] > EARLY_STOP * min(finite):
-        return f"the loss diverged after {steps} of {num_training} steps", True
-    return f"the data ran out after {steps} of {num_training} steps (trainer.max_epochs x batches per epoch)", False
+def _stopped(steps: StepLosses, num_training: int) -> str:
+    """How the test ended, in words."""
+    done, last = len(steps.raw), steps.smoothed[-1] if steps.smoothed else math.nan
+    if done == num_training and not steps.diverged:
+        return f"all {done} steps ran"
+    if steps.diverged:
+        why = (f"the smoothed loss {last:.3g} > {EARLY_STOP:g} x its lowest {min(steps.smoothed):.3g}"
+               if math.isfinite(last) else f"the loss became {steps.raw[-1]}")
+        return f"the loss diverged after {done} of {num_training} steps ({why})"
+    return f"the data ran out after {done} of {num_training} steps (trainer.max_epochs x batches per epoch)"

@@ -92,7 +92,10 @@ class Classifier(L.LightningModule):
         self.label_smoothing, self.monitor = label_smoothing, monitor
         self.clip_factor, self.clip_eps = clip_factor, clip_eps  # adaptive clipping (clip=agc) when set
         self.config = config
-        self.range_test = False  # dlopt tune-lr: a non-finite loss ends the lr range test, not the run
+        # dlopt tune-lr: the range test's recorder (dlopt.training.lr_find.StepLosses), called from
+        # on_train_batch_end since Lightning's range test runs its own callback only; while it is set, a
+        # non-finite loss ends the test, not the run
+        self.range_test: Optional[L.Callback] = None
         self.transfer = None  # dlopt.training.transfer.Transfer when the network comes from another run
 
         def scores(f1: bool) -> MetricCollection:
@@ -138,7 +141,7 @@ class Classifier(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
         if not torch.isfinite(loss):
-            if self.range_test:  # skip this step; Lightning's range test records its loss as NaN
+            if self.range_test:  # skip this step; the range test records its loss as NaN
                 self.trainer.should_stop = True
                 return None
             raise self._diverged("training", loss.item(), f"epoch {self.current_epoch + 1}, step {self.global_step}")
@@ -147,6 +150,10 @@ class Classifier(L.LightningModule):
             self.l1_penalty.update(penalty.detach())
             loss = loss + penalty
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.range_test:
+            self.range_test.on_train_batch_end(self.trainer, self, outputs, batch, batch_idx)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")
