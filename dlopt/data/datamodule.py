@@ -194,6 +194,7 @@ class DataModule(L.LightningDataModule):
         self.shift = self.scale = None  # set by the subclass from its training split
         # vectors read from a table: the column each input value comes from (a one-hot column's values share it)
         self.columns: Optional[list[str]] = None
+        self.feature_names: Optional[list[str]] = None  # and each input value's name (a one-hot one's: column=value)
         # the training samples an epoch draws from (data.bootstrap, data.sample_weights, data.fold); None: the whole
         # split; and the samples data.fold leaves out
         self.train_index: Optional[torch.Tensor] = None

@@ -190,5 +190,5 @@ def csv(
 
     splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="csv")
     module = _module(splits, class_names, "csv", loader, split_seed)
-    module.columns = columns
+    module.columns, module.feature_names = columns, names
     return module

@@ -93,26 +93,41 @@ def curves_figure(history: list[dict], best: Optional[int] = None, monitor: str 
     return fig
 
 
-def plot_samples(rows: Sequence[tuple[str, "torch.Tensor", list[str]]], title: str):
-    """A figure with one row per (name, batch, captions): images as pictures, 1-D signals and
-    vectors as lines. Returns the matplotlib figure (for a PNG and for TensorBoard)."""
+def plot_samples(rows: Sequence[tuple[str, "torch.Tensor", list[str]]], title: str,
+                 names: Optional[Sequence[str]] = None):
+    """A figure with one row per (name, batch, captions): images as pictures, 1-D signals as lines, vectors (a
+    table's rows) as horizontal bars, one per feature, labelled with the feature `names` (a CSV file's columns,
+    column=value for a one-hot one; the feature index without them). Returns the matplotlib figure (for a PNG and
+    for TensorBoard)."""
     plt = pyplot()
     first = rows[0][1]
     n, kind = len(first), ("image" if first.dim() == 4 else "signal" if first.dim() == 3 else "vector")
     low, high = float(first.min()), float(first.max())
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n, 1.6 * len(rows)), squeeze=False)
+    features = first.shape[-1] if kind == "vector" else 0
+    labelled = kind == "vector" and features <= 40  # beyond that the names would overlap
+    height = max(1.6, 0.14 * features + 0.6) if labelled else 1.6
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.6 * n + (1.2 if labelled else 0), height * len(rows)),
+                             squeeze=False)
     for r, (name, batch, captions) in enumerate(rows):
         for c in range(n):
             ax, sample = axes[r][c], batch[c].detach().float().cpu()
+            ax.set_xticks([])
+            ax.set_yticks([])
             if kind == "image":
                 picture = sample.permute(1, 2, 0) if sample.shape[0] == 3 else sample[0]
                 ax.imshow(((picture - low) / max(high - low, 1e-12)).clamp(0, 1), cmap="gray", vmin=0, vmax=1)
-            else:
-                for line in (sample if kind == "signal" else sample[None]):
+            elif kind == "signal":
+                for line in sample:
                     ax.plot(line, linewidth=0.8)
                 ax.set_ylim(low - 0.1 * (high - low), high + 0.1 * (high - low))
-            ax.set_xticks([])
-            ax.set_yticks([])
+            else:
+                ax.barh(range(features), sample, color=["tab:blue" if v >= 0 else "tab:red" for v in sample.tolist()])
+                ax.axvline(0, color="grey", linewidth=0.5)
+                ax.set_xlim(low - 0.1 * (high - low), high + 0.1 * (high - low))
+                ax.set_ylim(features - 0.5, -0.5)  # the first feature on top
+                if labelled and c == 0:
+                    ax.set_yticks(range(features), list(names) if names else [str(i) for i in range(features)],
+                                  fontsize=6)
             ax.set_title(captions[c], fontsize=7)
         axes[r][0].set_ylabel(name, fontsize=8)
     fig.suptitle(title, fontsize=9)
