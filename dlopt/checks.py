@@ -264,6 +264,7 @@ def check(cfg: DictConfig) -> None:
         raise UserError(f"model.width={model.width} is not divisible by model.heads={model.heads}; "
                         f"choose heads that divide the width")
     _check_monitors(cfg)
+    _check_label_changing(cfg)
     _check_warmup(cfg)
     _check_lr_find(cfg)
 
@@ -293,6 +294,18 @@ def _check_monitors(cfg: DictConfig) -> None:
         if str(name).startswith("val/") and trainer.get("limit_val_batches") in (0, 0.0):
             raise UserError(f"trainer.limit_val_batches=0 skips validation, so {key}={name} is never logged; "
                             f"validate at least one batch or monitor a train/ metric")
+
+
+def _check_label_changing(cfg: DictConfig) -> None:
+    """data.label_changing lists augmentation knobs (dlopt.data.augment.keeping_labels)."""
+    data, augmentation = cfg.get("data"), cfg.get("augmentation")
+    if not isinstance(data, DictConfig) or not isinstance(augmentation, DictConfig):
+        return
+    value = data.get("label_changing")
+    knobs = [str(k) for k in augmentation]
+    if value is not None and not (isinstance(value, ListConfig) and all(v in knobs for v in value)):
+        raise UserError(f"data.label_changing={value} is not valid: expected a list of augmentation knobs whose "
+                        f"transform changes the class, e.g. [hflip_p,vflip_p], or []; the knobs are {', '.join(knobs)}")
 
 
 def _check_warmup(cfg: DictConfig) -> None:
@@ -325,7 +338,8 @@ def _check_lr_find(cfg: DictConfig) -> None:
 
 
 # keys of a target's node that dlopt reads itself instead of passing them to the target
-OWN_KEYS = {"model.compile", "scheduler.warmup_epochs", "data.bootstrap", "data.sample_weights", "data.fold"}
+OWN_KEYS = {"model.compile", "scheduler.warmup_epochs", "data.bootstrap", "data.sample_weights", "data.fold",
+            "data.label_changing"}
 
 
 def check_arguments(node: DictConfig, path: str) -> None:

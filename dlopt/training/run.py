@@ -26,7 +26,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf
 
-from dlopt.data.augment import build_augment
+from dlopt.data.augment import build_augment, keeping_labels
 from dlopt.data.datamodule import DataModule
 from dlopt.checks import check_arguments, not_a_setting
 from dlopt.errors import UserError, cause_of, did_you_mean, os_error_message
@@ -65,15 +65,19 @@ def _terminal_skips_file_only() -> None:
             handler.addFilter(_FileOnly())
 
 
-def build(cfg: DictConfig, data: Optional[DataModule] = None) -> tuple[DataModule, Classifier]:
+def build(cfg: DictConfig, data: Optional[DataModule] = None,
+          set_by_user: Sequence[str] = ()) -> tuple[DataModule, Classifier]:
     """The DataModule and the LightningModule the config describes (fresh weights); `data`
-    replaces the configured data (a DataModule of one's own, a benchmark's reference)."""
+    replaces the configured data (a DataModule of one's own, a benchmark's reference). `set_by_user`: the keys
+    the command line set (augmentation.hflip_p): a transform the data declares label-changing is refused when
+    the user set it, skipped when a preset did (keeping_labels)."""
     for key in ("data", "model", "optimizer", "scheduler"):
         if cfg.get(key):
             check_arguments(cfg[key], key)
     data = data if data is not None else _data(cfg)
-    data.augment = build_augment(data.in_shape, data.num_classes, data.scale,
-                                 **OmegaConf.to_container(cfg.augmentation, resolve=True))
+    knobs = keeping_labels(OmegaConf.to_container(cfg.augmentation, resolve=True), cfg.data.get("label_changing") or (),
+                           [k.partition(".")[2] for k in set_by_user if k.startswith("augmentation.")], data.name)
+    data.augment = build_augment(data.in_shape, data.num_classes, data.scale, **knobs)
     torch.manual_seed(cfg.seed)  # weights depend on the seed only, not on how the data was made
     make_net = instantiate(cfg.model, _convert_="all")
     make_net.keywords.pop("compile", None)  # a run option (see train), not an argument of the net
@@ -97,19 +101,20 @@ def build(cfg: DictConfig, data: Optional[DataModule] = None) -> tuple[DataModul
         clip_factor=clip.get("factor"),
         clip_eps=clip.get("eps", 1e-3),
         warmup_epochs=warmup_epochs,
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config={**OmegaConf.to_container(cfg, resolve=True), "augmentation": knobs},  # as built
     )
     apply_transfer(cfg, module)  # transfer.from: the network of an earlier run, and how it trains
     return data, module
 
 
 RESAMPLING = ("bootstrap", "sample_weights", "fold")  # data keys the run applies to the built DataModule (resample)
+OWN_DATA_KEYS = (*RESAMPLING, "label_changing")  # data keys the run reads itself, not passed to the data source
 
 
 def _data(cfg: DictConfig) -> DataModule:
     """The configured DataModule. A data source passes most keys on to its DataModule (**loader), so a key
     that neither takes is known only when it is built: one line naming it, as check_arguments does."""
-    node = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k not in RESAMPLING])
+    node = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k not in OWN_DATA_KEYS])
     try:
         return instantiate(node, seed=cfg.seed, _convert_="all")
     except InstantiationException as err:
@@ -160,7 +165,10 @@ def preview_augmentation(data, run_dir: Path, logger, n: int = 8, draws: int = 3
                     captions = [data.classes[int(i)] for i in ya]
                 rows.append((f"augmented {draw + 1}", xa, captions))
     title = "training samples and their augmentation" if data.augment is not None else "training samples (augmentation: none)"
-    fig = report.plot_samples(rows, title)
+    if x.dim() == 2 and data.shift is not None:  # a table's features on one scale: as the network sees them
+        rows = [(name, (batch - data.shift) / data.scale, captions) for name, batch, captions in rows]
+        title += ", features normalized"
+    fig = report.plot_samples(rows, title, names=data.feature_names)
     if isinstance(logger, TensorBoardLogger):
         logger.experiment.add_figure("augmentations", fig, close=False)
     report.save_figure(fig, run_dir / "augmentations.png")
@@ -220,7 +228,8 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
 
     `callbacks` are added to the ones the config declares (a sweeper's pruning callback, a timer);
     `data` replaces the configured DataModule; `resume` is a last.ckpt of this run to continue from;
-    `hparams` (what this run set, e.g. its overrides) go to TensorBoard's HPARAMS view with the results;
+    `hparams` (what this run set, e.g. its overrides) go to TensorBoard's HPARAMS view with the results, and
+    tell a user's augmentation knob from a preset's (build's `set_by_user`);
     `sweep`: the run is one of a sweep's (default: it carries the NoRelaunch mark dlopt train gives a sweep's runs),
     so its layer table goes to its log file only.
 
@@ -234,7 +243,7 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
     recorder = _recorder(cfg)
     with lightning_config_errors():  # devices and accelerator are checked before anything is built
         trainer = _trainer(cfg, run_dir, [*callbacks, *([recorder] if recorder else [])], purge_step=resume_step)
-    data, module = build(cfg, data)
+    data, module = build(cfg, data, set_by_user=list(hparams or {}))
     data.resample(cfg.seed, cfg.data.get("split_seed", cfg.seed),
                   **{k: cfg.data.get(k) for k in RESAMPLING if cfg.data.get(k) is not None})
     module.started_at = start
