@@ -106,7 +106,7 @@ def _warmup(config: dict) -> list[Remedy]:
 
 def _regularize(config: dict) -> list[Remedy]:
     remedies = []
-    if not _model(config).get("dropout"):
+    if _has(config, "model", "dropout") and not _model(config)["dropout"]:
         remedies.append(Remedy(["regularization=dropout"], "dropout 0.3 keeps units from co-adapting to the "
                                "training samples"))
     if not (config.get("regularization") or {}).get("weight_decay"):
@@ -123,9 +123,11 @@ def _source(config: dict) -> str:
 
 def _bigger(config: dict) -> list[Remedy]:
     model, remedies = _model(config), []
-    if str(model.get("_target_", "")).endswith("MLP") and _source(config) != "csv":
-        remedies.append(Remedy(["model=cnn"], "a CNN sees the images' and signals' local structure that an MLP "
-                               "must learn from scratch"))
+    if str(model.get("_target_", "")).endswith(".Linear"):
+        remedies.append(Remedy(["model=mlp"], "hidden layers let the network fit what a linear model cannot"))
+    if str(model.get("_target_", "")).endswith(("MLP", ".Linear")) and _source(config) != "csv":
+        remedies.append(Remedy(["model=cnn"], "a CNN sees the images' and signals' local structure that a fully "
+                               "connected network must learn from scratch"))
     if isinstance(model.get("width"), int) and not isinstance(model.get("width"), bool):
         factor = 4 if model["width"] <= 16 else 2
         remedies.append(Remedy([f"model.width={factor * model['width']}"], "a wider network has room to fit the data"))

@@ -5,8 +5,9 @@ dropout, init) mean the same in every model that has them. Every model calls its
 layer `head` (transfer learning replaces it when the classes change)."""
 
 from dlopt.models.cnn import CNN
+from dlopt.models.linear import Linear
 from dlopt.models.mlp import MLP
 from dlopt.models.resnet import ResNet
 from dlopt.models.vit import ViT
 
-__all__ = ["CNN", "MLP", "ResNet", "ViT"]
+__all__ = ["CNN", "Linear", "MLP", "ResNet", "ViT"]
