@@ -29,8 +29,8 @@ def check(threads: Any) -> None:
         raise UserError(f"threads={threads} is not valid: expected {VALID}")
 
 
-def use(threads: Any) -> int:
-    """Set torch's intra-op thread count from the knob's value, log it, and return it."""
+def use(threads: Any, quiet: bool = False) -> int:
+    """Set torch's intra-op thread count from the knob's value, log it (unless the caller does), and return it."""
     check(threads)
     import torch
 
@@ -42,6 +42,6 @@ def use(threads: Any) -> int:
     else:
         torch.set_num_threads(1)
         why = "threads=auto: one per process; threads=N for more"
-    log.info("torch computes with %d thread%s (%s)", torch.get_num_threads(),
+    (log.debug if quiet else log.info)("torch computes with %d thread%s (%s)", torch.get_num_threads(),
              "" if torch.get_num_threads() == 1 else "s", why)
     return torch.get_num_threads()

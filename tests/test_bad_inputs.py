@@ -47,7 +47,7 @@ def assert_fails_clearly(result, cwd: Path, *needles: str, leave_run_folder: boo
 def test_unknown_model_option_lists_valid_ones(cli, tmp_path):
     result = cli.run("train", "model=resnot", *cli.TINY, cwd=tmp_path, timeout=60)
     line = assert_fails_clearly(result, tmp_path, "model=resnot is not an option of model")
-    assert line.endswith("(did you mean resnet?); choose one of cnn, mlp, resnet, vit"), result.describe()
+    assert line.endswith("(did you mean resnet?); choose one of cnn, linear, mlp, resnet, vit"), result.describe()
     assert result.returncode == 2 and not (tmp_path / "outputs").exists()
 
 

@@ -96,7 +96,7 @@ def test_train_help_lists_every_group_and_option(cli, tmp_path):
     assert set(shipped) == {"data", "model", "optimizer", "scheduler", "augmentation", "regularization", "search",
                             "trainer", "callbacks", "logger", "experiment", "clip", "diagnostics"}
     assert listed == shipped
-    assert listed["model"] == ["cnn", "mlp", "resnet", "vit"]
+    assert listed["model"] == ["cnn", "linear", "mlp", "resnet", "vit"]
     assert {"digits", "mnist1d", "synthetic", "image_folder", "cifar10"} <= set(listed["data"])
     assert not (tmp_path / "outputs").exists()
 

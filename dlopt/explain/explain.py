@@ -65,7 +65,7 @@ def targets(option: Any, labels: torch.Tensor, predicted: torch.Tensor, classes:
 
 
 def explain(cfg: DictConfig, saved: SavedRun, run_dir: Path, allowed: frozenset[str]) -> dict[str, Any]:
-    used = threads.use(cfg.threads)
+    used = threads.use(cfg.threads, quiet=True)  # said in the 'explaining' line
     run_cfg, data, module = rebuild(saved, allowed)
     module.eval()
     options = cfg.explain
