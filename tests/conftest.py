@@ -166,3 +166,12 @@ class Cli:
 @pytest.fixture(scope="session")
 def cli() -> Cli:
     return Cli()
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """`python -m pytest -m "not slow"` is the quick subset: every test that starts the real `dlopt` command (through
+    the `cli` fixture, directly or through a fixture of finished runs) is slow, since each start costs seconds of
+    imports, as are the in-process tests marked slow by hand."""
+    for item in items:
+        if "cli" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
