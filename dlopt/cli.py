@@ -15,6 +15,8 @@ COMMANDS = {
     "explain": ("dlopt.apps.explain", "which inputs a trained run (run=RUN_DIR) relies on: LIME, SHAP, gradients, permutation"),
     "ensemble": ("dlopt.apps.ensemble", "an ensemble scored beside its members: method=bagging|boosting|stacking trains "
                  "them, runs=SWEEP_DIR combines finished runs"),
+    "runs": ("dlopt.apps.runs", "list, compare (compare=[A,B]) and aggregate (by=optimizer: mean ± sd, a t-test) "
+             "finished runs; imports no torch"),
     "tune-lr": ("dlopt.apps.tune_lr", "learning-rate range test on the train config; plots loss vs lr, suggests one"),
 }
 
@@ -35,6 +37,8 @@ examples:
   dlopt ensemble method=bagging ensemble.members=5        five members on bootstrap resamples, averaged
   dlopt ensemble runs=outputs/train/multirun/DATE/TIME    the best ensemble of a sweep's runs
   dlopt tune-lr model=resnet optimizer=sgd     suggest optimizer.lr for that run (outputs/tune_lr/...)
+  dlopt runs where='model=cnn' sort=test/acc   the runs under outputs/, filtered, best first
+  dlopt runs path=outputs/train/multirun/DATE/TIME by=optimizer    mean ± sd per optimizer, and is the gap real
 """
 
 
@@ -106,6 +110,20 @@ def additive_lists(args: list[str]) -> list[str]:
     return out
 
 
+# keys whose value holds KEY=VALUE conditions, which Hydra's grammar takes only quoted
+CONDITIONS = ("where",)
+
+
+def quoted_conditions(args: list[str]) -> list[str]:
+    """`where=model=cnn` -> `where="model=cnn"`: the value reaches the command as one string."""
+    out = []
+    for arg in args:
+        key, _, value = arg.partition("=")
+        plain = value and value[0] not in "'\"[" and "=" in value and '"' not in value
+        out.append(f'{key}="{value}"' if key in CONDITIONS and plain else arg)
+    return out
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -125,7 +143,7 @@ def main(argv=None) -> int:
     if clash:
         print(f"dlopt {command}: {clash}", file=sys.stderr)
         return 2
-    args = additive_lists(flags_first(rest))
+    args = quoted_conditions(additive_lists(flags_first(rest)))
     script = sys.argv[0]  # the console script, or dlopt/__main__.py under `python -m dlopt`
     sys.argv = [f"dlopt {command}", *args]  # Hydra parses sys.argv
     try:

@@ -8,7 +8,6 @@ interrupted runs), and best.yaml: the overrides that reproduce the best run. Imp
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import shlex
 from pathlib import Path
@@ -18,6 +17,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from dlopt.runs import listing
+
 log = logging.getLogger(__name__)
 
 SUMMARIZED = ("train", "eval")  # the commands whose runs write metrics.json; the others' results stay in their runs
@@ -26,34 +27,29 @@ COLUMNS = ("run", "overrides", "status", "objective", "val/acc", "test/acc", "te
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per run folder of the sweep, sorted best first; runs without metrics.json are 'failed'."""
+    """One row per run folder of the sweep, read by dlopt.runs.listing (as `dlopt runs` reads them), sorted best
+    first; a run that left no result is 'failed' (the sweep has ended: nothing runs in it any more)."""
     rows = []
-    for run in sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: p.name):
-        overrides = [o for o in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) or []
-                     if not o.startswith("search.trial=")]  # the sweeper's note to the trial, not a choice
-        error, interrupted = run / "error.txt", run / "interrupted.txt"
-        row: dict[str, Any] = {"run": run.name, "overrides": " ".join(overrides), "status": "failed",
-                               "error": error.read_text().strip() if error.is_file() else "no metrics.json"}
-        if not error.is_file() and interrupted.is_file():  # a killed search's trial; the sweeper ran it again
-            row.update(status="interrupted", error=interrupted.read_text().strip())
-        if (run / "metrics.json").is_file():
-            metrics = json.loads((run / "metrics.json").read_text())
-            row.update({k: metrics.get(k) for k in COLUMNS[3:-1]}, error="",
-                       status="pruned" if metrics.get("pruned") else "done", mode=metrics.get("mode", "min"))
+    for folder in sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()), key=lambda p: p.name):
+        run = listing.read(folder, ended=True)
+        overrides = [o for o in run.overrides if not o.startswith("search.trial=")]  # the sweeper's note to the trial
+        status = {"dev run": "done", "corrupt": "failed", "running": "failed"}.get(run.status, run.status)
+        row: dict[str, Any] = {"run": folder.name, "overrides": " ".join(overrides), "status": status,
+                               "error": run.reason}
+        if run.metrics:
+            row.update({k: run.metrics.get(k) for k in COLUMNS[3:-1]}, mode=run.metrics.get("mode", "min"))
         rows.append(row)
-    finished = [r for r in rows if r["status"] in ("done", "pruned")]
+    finished = [r for r in rows if r["status"] in ("done", "pruned") and r.get("objective") is not None]
     sign = -1 if finished and finished[0]["mode"] == "max" else 1
     finished.sort(key=lambda r: (r["status"] != "done", sign * r["objective"]))
     # pruned, then failed, then interrupted runs last
-    return finished + [r for r in rows if r["status"] == "failed"] + [r for r in rows if r["status"] == "interrupted"]
+    return finished + [r for r in rows if r not in finished and r["status"] != "interrupted"] + \
+        [r for r in rows if r["status"] == "interrupted"]
 
 
 def common_overrides(rows: list[dict[str, Any]]) -> list[str]:
     """The overrides every run of a sweep of several runs shares (search=bayes, trainer.max_epochs=5)."""
-    if len(rows) < 2:
-        return []
-    shared = set.intersection(*(set(row["overrides"].split()) for row in rows))
-    return [o for o in rows[0]["overrides"].split() if o in shared]
+    return listing.shared([row["overrides"].split() for row in rows])
 
 
 def own_overrides(row: dict[str, Any], common: list[str]) -> str:
@@ -80,19 +76,8 @@ def _cell(value: Any) -> str:
 
 
 def rounded_overrides(overrides: str, digits: int = 4) -> str:
-    """Overrides as a person reads them: a float value to `digits` significant digits (optimizer.lr=0.001235);
-    summary.csv, best.yaml and each run's config keep the full value."""
-    def one(override: str) -> str:
-        key, sep, value = override.partition("=")
-        if sep and any(c in value for c in ".eE"):
-            try:
-                number = float(value)
-            except ValueError:
-                return override
-            short = f"{number:.{digits}g}"
-            return f"{key}={short}" if float(short) != number else override  # 3.0 stays 3.0
-        return override
-    return " ".join(one(o) for o in overrides.split())
+    """Overrides as a person reads them (dlopt.runs.listing.rounded); the files keep the full value."""
+    return listing.rounded(overrides.split(), digits)
 
 
 def columns(monitor: str) -> list[str]:

@@ -1,0 +1,125 @@
+"""`dlopt runs compare=[A,B,...]`: the keys of the runs' composed configs that differ (not only the overrides: a
+changed default shows too), their metrics side by side, and compare.png with val loss and val accuracy per epoch
+overlaid from each run's history.json. Configs and histories are read as data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dlopt.errors import UserError
+from dlopt.runs.listing import Run, cell, markdown, read, rounded, shared
+
+METRICS = ("objective", "val/loss", "val/acc", "test/loss", "test/acc", "test/ece", "best_epoch", "epochs",
+           "wall_time_s", "params")
+CURVES = ("val/loss", "val/acc")
+ABSENT = "(absent)"
+
+
+def open_runs(paths: list[Any]) -> list[Run]:
+    if len(paths) < 2:
+        raise UserError(f"compare={paths}: give at least two run folders, e.g. compare=[outputs/train/A,"
+                        "outputs/train/B]")
+    runs = []
+    for path in paths:
+        folder = Path(str(path)).expanduser()
+        if not (folder / ".hydra" / "config.yaml").is_file():
+            what = "does not exist" if not folder.exists() else "is not a run folder (it has no .hydra/config.yaml)"
+            raise UserError(f"compare: {path} {what}; give folders of dlopt runs (outputs/train/DATE/TIME)")
+        runs.append(read(folder))
+    return runs
+
+
+def flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{'optimizer.lr': 0.01, ...}: every leaf of a config, by its dotted key."""
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def differences(runs: list[Run]) -> dict[str, list[Any]]:
+    """Each config group's option (optimizer: sgd) and config key whose value is not the same in every run, with
+    each run's value (ABSENT where it has none)."""
+    configs = [{**{group: option for group, option in run.choices().items()}, **flat(run.config())} for run in runs]
+    keys = list(dict.fromkeys(k for config in configs for k in config))
+    return {k: [c.get(k, ABSENT) for c in configs] for k in keys if len({json.dumps(c.get(k, ABSENT), default=str)
+                                                                          for c in configs}) > 1}
+
+
+def names(runs: list[Run]) -> list[str]:
+    """Short distinct names: the last parts of the folders' paths that tell them apart."""
+    parts = [run.folder.resolve().parts for run in runs]
+    for depth in range(1, max(map(len, parts)) + 1):
+        short = ["/".join(p[-depth:]) for p in parts]
+        if len(set(short)) == len(short):
+            return short
+    return [str(run.folder) for run in runs]
+
+
+def history(run: Run) -> list[dict[str, Any]]:
+    try:
+        rows = json.loads((run.folder / "history.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return []
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
+def report(runs: list[Run]) -> str:
+    labels = names(runs)
+    diff = differences(runs)
+    lines = [f"compared: {', '.join(f'{label} ({run.status})' for label, run in zip(labels, runs))}", ""]
+    columns = ["key", *labels]
+    if diff:
+        lines += ["config keys that differ:", "",
+                  markdown(columns, [{"key": k, **{label: _shown(v) for label, v in zip(labels, values)}}
+                                     for k, values in diff.items()]), ""]
+    else:
+        lines += ["their configs are the same", ""]
+    shown = [m for m in METRICS if any(m in run.metrics for run in runs)]
+    lines += ["metrics:", "", markdown(["metric", *labels],
+                                       [{"metric": m, **{label: run.metrics.get(m) for label, run in zip(labels, runs)}}
+                                        for m in shown])]
+    return "\n".join(lines)
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else cell(value) if isinstance(value, float) else json.dumps(value)
+
+
+def plot(runs: list[Run], path: Path) -> list[str]:
+    """compare.png: val loss and val accuracy per epoch, one line per run; returns the runs without a history."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(CURVES), figsize=(12, 4.5))
+    missing = []
+    common = shared([run.overrides for run in runs])
+    for label, run in zip(names(runs), runs):
+        own = rounded(o for o in run.overrides if o not in common)
+        label = f"{label}: {own}" if own else label
+        rows = history(run)
+        if not rows:
+            missing.append(str(run.folder))
+            continue
+        for ax, metric in zip(axes, CURVES):
+            points = [(r["epoch"], r[metric]) for r in rows if isinstance(r.get(metric), (int, float))
+                      and isinstance(r.get("epoch"), (int, float))]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+    for ax, metric in zip(axes, CURVES):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return missing

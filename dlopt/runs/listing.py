@@ -1,0 +1,335 @@
+"""Run folders below a path, one `Run` each, read as data (JSON and YAML, never code), and tables of them.
+
+A run folder is any folder with a `.hydra/` below the path: runs of train, eval, ensemble, explain and tune-lr,
+a sweep's or search's runs, an ensemble's members. Its status comes from what it left: metrics.json (done, pruned,
+or a dev run), error.txt (failed, with the reason), interrupted.txt (a killed search's trial, run again), a result
+file of a command that writes no metrics.json; without any of them the run is running if its log changed in the
+last ACTIVE_S seconds, else failed with its log's last error, else interrupted. A metrics.json that does not parse
+is listed as corrupt. Imports neither torch nor numpy: listing 1000 runs takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import yaml
+
+from dlopt.errors import UserError, did_you_mean
+
+REPORTS = ("runs", "doctor")  # commands whose folders are reports on other runs, not runs
+RESULTS = {"explain": "explain.json", "tune_lr": "lr_find.json"}  # the result of a command without metrics.json
+ACTIVE_S = 120  # a run without a result whose log changed this recently is still running
+INSIDE = {".hydra", "tensorboard", "checkpoints", "sample_weights"}  # folders of a run that hold no runs
+COLUMNS = ("run", "time", "kind", "status", "overrides", "objective", "test/acc", "test/ece", "epochs",
+           "wall_time_s", "params", "note")
+LOWER_IS_BETTER = ("loss", "ece", "nll", "wall_time", "flops", "params", "epochs")
+FIELDS = ("run", "time", "kind", "status")  # what every run has besides its metrics and config
+
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_JOB_NAME = re.compile(r"^  job:\n    name: (\S+)", re.M)
+_CHOICES = re.compile(r"^    choices:\n((?:      .*\n)+)", re.M)
+_ERROR_LINE = re.compile(r"\]\[ERROR\] - (.+)$", re.M)
+
+
+@dataclass
+class Run:
+    folder: Path
+    kind: str
+    status: str  # done | pruned | dev run | failed | interrupted | running | corrupt
+    reason: str = ""
+    overrides: list[str] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    started: float = 0.0  # when Hydra wrote the run's config (seconds since the epoch)
+    _choices: Optional[dict[str, Any]] = None
+    _config: Optional[dict[str, Any]] = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "pruned")
+
+    def choices(self) -> dict[str, Any]:
+        """Each config group's option (model: cnn), from Hydra's record of the run (.hydra/hydra.yaml)."""
+        if self._choices is None:
+            text = _text(self.folder / ".hydra" / "hydra.yaml")
+            block = _CHOICES.search(text)
+            parsed = _yaml(block.group(1)) if block else None
+            self._choices = {str(k): v for k, v in parsed.items() if not str(k).startswith("hydra")} \
+                if isinstance(parsed, dict) else {}
+        return self._choices
+
+    def config(self) -> dict[str, Any]:
+        """The run's composed config (.hydra/config.yaml), as YAML data: nothing in it is resolved or built."""
+        if self._config is None:
+            parsed = _yaml(_text(self.folder / ".hydra" / "config.yaml"))
+            self._config = parsed if isinstance(parsed, dict) else {}
+        return self._config
+
+    def value(self, key: str) -> tuple[bool, Any]:
+        """(found, value) of `key` for this run: its status or kind, an override, a group's option, a key of its
+        config (optimizer.lr), or a metric (test/acc)."""
+        if key in ("status", "kind"):
+            return True, getattr(self, key)
+        for override in reversed(self.overrides):
+            name, sep, value = override.lstrip("+~").partition("=")
+            if sep and name == key:
+                return True, value
+        if key in self.choices():
+            return True, self.choices()[key]
+        node: Any = self.config()
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            return True, node
+        if key in self.metrics:
+            return True, self.metrics[key]
+        return False, None
+
+    def keys(self) -> set[str]:
+        """Every key `value` finds, for 'did you mean'."""
+        found = {"status", "kind", *self.choices(), *self.metrics}
+        found |= {o.lstrip("+~").partition("=")[0] for o in self.overrides}
+
+        def walk(node: Any, prefix: str) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    found.add(f"{prefix}{k}")
+                    walk(v, f"{prefix}{k}.")
+
+        walk(self.config(), "")
+        return found
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _yaml(text: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_LOADER)
+    except yaml.YAMLError:
+        return None
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def find(path: Path) -> list[Path]:
+    """Every run folder at or below `path` (a folder with .hydra/), in path order."""
+    found = []
+    for folder, subfolders, _ in os.walk(path):
+        if ".hydra" in subfolders:
+            found.append(Path(folder))
+        subfolders[:] = sorted(s for s in subfolders if s not in INSIDE and not s.startswith("."))
+    return found
+
+
+def read(folder: Path, ended: bool = False, now: Optional[float] = None) -> Run:
+    """The run of `folder`. `ended`: the caller knows nothing runs in it any more (a sweep that finished), so a run
+    without a result failed."""
+    hydra = folder / ".hydra"
+    overrides = _yaml(_text(hydra / "overrides.yaml"))
+    job = _JOB_NAME.search(_text(hydra / "hydra.yaml"))
+    run = Run(folder, job.group(1) if job else "train", "done",
+              overrides=[str(o) for o in overrides] if isinstance(overrides, list) else [],
+              started=_mtime(hydra / "config.yaml") or _mtime(hydra))
+    metrics_file = folder / "metrics.json"
+    if metrics_file.is_file():
+        try:
+            metrics = json.loads(metrics_file.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            run.status, run.reason = "corrupt", f"metrics.json is unreadable: {str(err).splitlines()[0]}"
+            return run
+        if not isinstance(metrics, dict):
+            run.status, run.reason = "corrupt", "metrics.json holds no metrics"
+            return run
+        run.metrics = metrics
+        run.status = "dev run" if metrics.get("dev_run") else "pruned" if metrics.get("pruned") else "done"
+        return run
+    for name, status in (("error.txt", "failed"), ("interrupted.txt", "interrupted")):
+        if (folder / name).is_file():
+            run.status, run.reason = status, " ".join(_text(folder / name).split())
+            return run
+    if run.kind in RESULTS and (folder / RESULTS[run.kind]).is_file():
+        return run
+    logs = list(folder.glob("*.log"))
+    errors = [m.group(1) for log in logs for m in _ERROR_LINE.finditer(_text(log))]
+    if errors:
+        run.status, run.reason = "failed", errors[-1].strip()
+    elif not ended and (now or time.time()) - max(map(_mtime, logs), default=run.started) < ACTIVE_S:
+        run.status = "running"
+    else:
+        run.status = "failed" if ended else "interrupted"
+        run.reason = "no metrics.json" if ended else "no result and no error: stopped before the end (killed?)"
+    return run
+
+
+def collect(path: Path, now: Optional[float] = None) -> list[Run]:
+    """The runs below `path`, without the folders of commands that report on runs (runs, doctor)."""
+    runs = [read(folder, now=now) for folder in find(path)]
+    return [run for run in runs if run.kind not in REPORTS]
+
+
+def conditions(where: Any) -> list[tuple[str, str]]:
+    """`where='model=cnn optimizer=adam'` (or a list of such) as (key, value) pairs."""
+    items = [where] if isinstance(where, str) else list(where or [])
+    pairs = []
+    for item in items:
+        for condition in str(item).split():
+            key, sep, value = condition.partition("=")
+            if not sep or not key:
+                raise UserError(f"where={where}: '{condition}' is not KEY=VALUE; e.g. where='model=cnn "
+                                "optimizer.lr=0.01'")
+            pairs.append((key, value))
+    return pairs
+
+
+def same(value: Any, wanted: str) -> bool:
+    """A run's value against the one typed: as numbers when both are (0.01 == 1e-2), else as text."""
+    if isinstance(value, bool) or str(value).lower() in ("true", "false"):
+        return str(value).lower() == wanted.lower()
+    try:
+        return float(value) == float(wanted)
+    except (TypeError, ValueError):
+        return "null" if value is None else str(value) == wanted
+
+
+def known(runs: list[Run], key: str, knob: str) -> None:
+    """UserError when no run has `key` (`knob` names the option: where, by), with the closest key."""
+    if any(run.value(key)[0] for run in runs):
+        return
+    keys = set().union(*(run.keys() for run in runs[:50])) if runs else set()
+    raise UserError(f"{knob}: no run has the key {key}{did_you_mean(key, keys)}; give a config group (model), a "
+                    "config key (optimizer.lr), a metric (test/acc), status or kind")
+
+
+def select(runs: list[Run], where: Any) -> list[Run]:
+    pairs = conditions(where)
+    for key, _ in pairs:
+        known(runs, key, f"where={where}")
+    return [run for run in runs if all(matches(run.value(key), value) for key, value in pairs)]
+
+
+def matches(found: tuple[bool, Any], wanted: str) -> bool:
+    return found[0] and same(found[1], wanted)
+
+
+def metric_keys(runs: Iterable[Run]) -> set[str]:
+    return {k for run in runs for k, v in run.metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def lower_is_better(key: str, runs: list[Run]) -> bool:
+    if key == "objective":
+        modes = {run.metrics.get("mode", "min") for run in runs if run.metrics}
+        return modes != {"max"}
+    return any(word in key for word in LOWER_IS_BETTER)
+
+
+def order(runs: list[Run], sort: Optional[str]) -> list[Run]:
+    """Newest first, or best first by a metric (runs without it last)."""
+    if sort in (None, "time"):
+        return sorted(runs, key=lambda r: r.started, reverse=True)
+    valid = metric_keys(runs) | {"objective"}
+    if sort not in valid:
+        raise UserError(f"sort={sort} is not a metric of these runs{did_you_mean(sort, valid)}; give time or one "
+                        f"of {', '.join(sorted(valid))}")
+    sign = 1 if lower_is_better(sort, runs) else -1
+    have = [r for r in runs if isinstance(r.metrics.get(sort), (int, float))]
+    return sorted(have, key=lambda r: sign * r.metrics[sort]) + [r for r in runs if r not in have]
+
+
+def shared(overrides: list[list[str]]) -> list[str]:
+    """The overrides every one of several runs has (search=bayes, trainer.max_epochs=5), in the first's order."""
+    if len(overrides) < 2:
+        return []
+    common = set.intersection(*(set(o) for o in overrides))
+    return [o for o in overrides[0] if o in common]
+
+
+def rounded(overrides: Iterable[str], digits: int = 4) -> str:
+    """Overrides as a person reads them: a float value to `digits` significant digits (optimizer.lr=0.001235);
+    the files keep the full value."""
+    def one(override: str) -> str:
+        key, sep, value = override.partition("=")
+        if sep and any(c in value for c in ".eE"):
+            try:
+                number = float(value)
+            except ValueError:
+                return override
+            short = f"{number:.{digits}g}"
+            return f"{key}={short}" if float(short) != number else override  # 3.0 stays 3.0
+        return override
+    return " ".join(one(o) for o in overrides)
+
+
+def cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) >= 1000 else f"{value:.4f}"
+    return "" if value is None else str(value)
+
+
+def rows(runs: list[Run], base: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """(the overrides all runs share, one row per run with the overrides that differ)."""
+    common = shared([run.overrides for run in runs])
+    table = []
+    for run in runs:
+        try:
+            name = str(run.folder.relative_to(base)) if run.folder != base else run.folder.name
+        except ValueError:
+            name = str(run.folder)
+        table.append({"run": name, "time": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.started)),
+                      "kind": run.kind, "status": run.status,
+                      "overrides": rounded(o for o in run.overrides if o not in common),
+                      **{k: run.metrics.get(k) for k in COLUMNS[5:-1]}, "note": run.reason})
+    return common, table
+
+
+def render(runs: list[Run], base: Path, form: str) -> str:
+    """The runs as a terminal table, markdown, CSV or JSON."""
+    if form == "json":
+        return json.dumps([{"run": str(r.folder), "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(r.started)),
+                            "kind": r.kind, "status": r.status, "note": r.reason, "overrides": r.overrides,
+                            "metrics": r.metrics} for r in runs], indent=1)
+    common, table = rows(runs, base)
+    used = [c for c in COLUMNS if c in FIELDS or any(row.get(c) not in (None, "") for row in table)]
+    if form == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(used)
+        writer.writerows([[row.get(c) if row.get(c) is not None else "" for c in used] for row in table])
+        return out.getvalue().rstrip("\n")
+    head = f"{len(runs)} run{'s' * (len(runs) != 1)} in {base}" + (f"; all with {' '.join(common)}" if common else "")
+    return head + "\n\n" + (markdown(used, table) if form == "md" else aligned(used, table))
+
+
+def markdown(columns: list[str], table: list[dict[str, Any]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)).replace("|", "\\|") for c in columns) + " |" for row in table]
+    return "\n".join(lines)
+
+
+def aligned(columns: list[str], table: list[dict[str, Any]], widest: int = 60) -> str:
+    """A plain table for the terminal: columns padded, long cells cut at `widest` characters."""
+    def cut(text: str) -> str:
+        return text if len(text) <= widest else text[:widest - 3] + "..."
+
+    cells = [columns] + [[cut(cell(row.get(c))) for c in columns] for row in table]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
