@@ -711,6 +711,36 @@ CASES += [
          files({"ens/.hydra/config.yaml": "seed: 0\n", "ens/.hydra/hydra.yaml": "hydra:\n  job:\n    name: ensemble\n"})),
 ]
 
+RUN_FILES = {"runs/0/.hydra/config.yaml": "seed: 0\noptimizer:\n  lr: 0.01\n",
+             "runs/0/.hydra/overrides.yaml": "- seed=0\n",
+             "runs/0/.hydra/hydra.yaml":
+                 "hydra:\n  job:\n    name: train\n  runtime:\n    choices:\n      model: cnn\n",
+             "runs/0/metrics.json": '{"objective": 0.1, "mode": "min", "test/acc": 0.9}'}
+CASES += [
+    Case("issue16 threads=0", ["train", "threads=0"], "threads=0"),
+    Case("issue16 threads=many", ["train", "threads=many"], "threads=many"),
+    Case("issue16 eval threads=-1", ["eval", "run={run}", "threads=-1"], "threads=-1", real_run()),
+    Case("issue16 augmentation.hflip_p=0.5 on digits", ["train", "augmentation.hflip_p=0.5"],
+         ("augmentation.hflip_p=0.5", "data.label_changing")),
+    Case("issue17 runs of a folder without runs", ["runs", "path=empty"], "path=empty",
+         files({"empty/notes.txt": "no runs here\n"})),
+    Case("issue17 runs of a missing folder", ["runs", "path=nowhere"], "path=nowhere"),
+    Case("issue17 runs where= an unknown key", ["runs", "path=runs", "where=modle=cnn"],
+         ("modle", "did you mean model"), files(RUN_FILES)),
+    Case("issue17 runs where= no KEY=VALUE", ["runs", "path=runs", "where=cnn"], "where=cnn", files(RUN_FILES)),
+    Case("issue17 runs by= an unknown key", ["runs", "path=runs", "by=optimiser"], ("optimiser", "did you mean"),
+         files(RUN_FILES)),
+    Case("issue17 runs sort= not a metric", ["runs", "path=runs", "sort=test/accc"], ("sort=test/accc", "test/acc"),
+         files(RUN_FILES)),
+    Case("issue17 runs format=xml", ["runs", "path=runs", "format=xml"], "format=xml", files(RUN_FILES)),
+    Case("issue17 runs limit=0", ["runs", "path=runs", "limit=0"], "limit=0", files(RUN_FILES)),
+    Case("issue17 runs compare= one run", ["runs", "compare=[runs/0]"], "at least two", files(RUN_FILES)),
+    Case("issue17 runs compare= a folder that is not a run", ["runs", "compare=[runs/0,empty]"], "empty",
+         files({**RUN_FILES, "empty/notes.txt": "no runs here\n"})),
+    Case("issue17 runs metric= not a metric", ["runs", "path=runs", "by=seed", "metric=acc"], "metric=acc",
+         files(RUN_FILES)),
+]
+
 # --- the runner ------------------------------------------------------------------------------------
 
 @dataclass

@@ -19,7 +19,7 @@ ABSENT = "(absent)"
 
 def open_runs(paths: list[Any]) -> list[Run]:
     if len(paths) < 2:
-        raise UserError(f"compare={paths}: give at least two run folders, e.g. compare=[outputs/train/A,"
+        raise UserError(f"compare=[{','.join(map(str, paths))}]: give at least two run folders, e.g. compare=[outputs/train/A,"
                         "outputs/train/B]")
     runs = []
     for path in paths:

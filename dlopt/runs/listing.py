@@ -96,7 +96,7 @@ class Run:
 
     def keys(self) -> set[str]:
         """Every key `value` finds, for 'did you mean'."""
-        found = {"status", "kind", *self.choices(), *self.metrics}
+        found = {"status", "kind", *self.choices(), *metric_keys([self])}
         found |= {o.lstrip("+~").partition("=")[0] for o in self.overrides}
 
         def walk(node: Any, prefix: str) -> None:
