@@ -15,6 +15,7 @@ which is why the allowlist is here. Finding a run imports no torch.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,11 +137,43 @@ def find(run: Optional[str], ckpt_path: Optional[str]) -> SavedRun | SavedEnsemb
 
 
 def _command(folder: Path) -> Optional[str]:
-    """The dlopt command a run folder was made by (Hydra's job name in .hydra/hydra.yaml), None if unknown."""
+    """The dlopt command a run folder was made by (tune-lr), None if unknown."""
+    job = job_name(folder)
+    return job.replace("_", "-") if job else None
+
+
+def text(path: Path) -> str:
+    """A file's text, '' when it cannot be read."""
     try:
-        return str(OmegaConf.load(folder / ".hydra" / "hydra.yaml").hydra.job.name).replace("_", "-")
-    except Exception:  # no such file, or not Hydra's: the caller says what is missing instead
-        return None
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+# Hydra's job name and the config groups' options in .hydra/hydra.yaml, found in its text: parsing the whole file
+# costs milliseconds a run, too slow to list a thousand
+_JOB_NAME = re.compile(r"^  job:\n    name: (\S+)", re.M)
+_CHOICES = re.compile(r"^    choices:\n((?:      .*\n)+)", re.M)
+
+
+def job_name(folder: Path) -> Optional[str]:
+    """Hydra's job name of a run folder (train, tune_lr, ...: the dlopt command), None if unknown."""
+    found = _JOB_NAME.search(text(folder / ".hydra" / "hydra.yaml"))
+    return found.group(1) if found else None
+
+
+def choices(folder: Path) -> dict[str, Any]:
+    """Each config group's option a run was composed with (model: cnn), from .hydra/hydra.yaml, read as YAML data;
+    {} when the file is missing or not Hydra's."""
+    import yaml
+
+    block = _CHOICES.search(text(folder / ".hydra" / "hydra.yaml"))
+    try:
+        parsed = yaml.load(block.group(1), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if block else None
+    except yaml.YAMLError:
+        parsed = None
+    return {str(k): v for k, v in parsed.items() if not str(k).startswith("hydra")} if isinstance(parsed, dict) \
+        else {}
 
 
 def read_checkpoint(path: Path, named: str) -> dict[str, Any]:
@@ -185,9 +218,17 @@ def is_run_folder(folder: Path) -> bool:
     return (folder / ".hydra" / "config.yaml").is_file()
 
 
+INSIDE = {".hydra", "tensorboard", "checkpoints", "sample_weights"}  # folders of a run that hold no runs
+
+
 def run_folders(folder: Path) -> list[Path]:
-    """The run folders below `folder` (the runs of a sweep, its trials), in name order (numbers by value)."""
-    found = [p.parent.parent for p in folder.rglob(".hydra/config.yaml")]
+    """The run folders at and below `folder` (the runs of a sweep, its trials, an ensemble's members), in name
+    order (numbers by value)."""
+    found = []
+    for parent, subfolders, _ in os.walk(folder):
+        if is_run_folder(Path(parent)):
+            found.append(Path(parent))
+        subfolders[:] = [s for s in subfolders if s not in INSIDE and not s.startswith(".")]
     return sorted(found, key=lambda p: [(0, int(part), "") if part.isdigit() else (1, 0, part)
                                         for part in p.relative_to(folder).parts])
 
@@ -242,8 +283,16 @@ def run_config(folder: Path, named: str) -> dict[str, Any]:
 
 def run_overrides(folder: Path, named: str) -> list[str]:
     """The command-line overrides a run was started with (.hydra/overrides.yaml)."""
+    import yaml
+
     path = folder / ".hydra" / "overrides.yaml"
-    overrides = read_yaml(path, named) if path.is_file() else []
+    try:  # a plain list of strings: the C loader reads it in microseconds, OmegaConf in milliseconds
+        overrides = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) \
+            if path.is_file() else []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise UserError(f"{named}: {path} is not a readable list of overrides ({' '.join(str(err).split())[:200]})")
+    if not isinstance(overrides, (list, type(None))):
+        raise UserError(f"{named}: {path} is not a list of overrides")
     return [str(o) for o in overrides or []]
 
 

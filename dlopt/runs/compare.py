@@ -1,6 +1,6 @@
-"""`dlopt runs compare=[A,B,...]`: the keys of the runs' composed configs that differ (not only the overrides: a
-changed default shows too), their metrics side by side, and compare.png with val loss and val accuracy per epoch
-overlaid from each run's history.json. Configs and histories are read as data."""
+"""`dlopt runs compare=[A,B,...]`: the keys of the runs' composed and resolved configs that differ (not only the
+overrides: a changed default shows too), their metrics side by side, and compare.png with val loss and val accuracy
+per epoch overlaid from each run's history.json. Configs and histories are read as data, by dlopt.saved_run."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dlopt import saved_run
 from dlopt.errors import UserError
 from dlopt.runs.listing import Run, cell, markdown, read, rounded, shared
 
@@ -19,12 +20,12 @@ ABSENT = "(absent)"
 
 def open_runs(paths: list[Any]) -> list[Run]:
     if len(paths) < 2:
-        raise UserError(f"compare=[{','.join(map(str, paths))}]: give at least two run folders, e.g. compare=[outputs/train/A,"
-                        "outputs/train/B]")
+        raise UserError(f"compare=[{','.join(map(str, paths))}]: give at least two run folders, e.g. "
+                        "compare=[outputs/train/A,outputs/train/B]")
     runs = []
     for path in paths:
         folder = Path(str(path)).expanduser()
-        if not (folder / ".hydra" / "config.yaml").is_file():
+        if not saved_run.is_run_folder(folder):
             what = "does not exist" if not folder.exists() else "is not a run folder (it has no .hydra/config.yaml)"
             raise UserError(f"compare: {path} {what}; give folders of dlopt runs (outputs/train/DATE/TIME)")
         runs.append(read(folder))
@@ -61,11 +62,11 @@ def names(runs: list[Run]) -> list[str]:
 
 
 def history(run: Run) -> list[dict[str, Any]]:
+    """The run's metrics per epoch ([] when it has none or they do not read: the run is named instead)."""
     try:
-        rows = json.loads((run.folder / "history.json").read_text())
-    except (OSError, UnicodeDecodeError, ValueError):
+        return saved_run.history(run.folder, str(run.folder))
+    except UserError:
         return []
-    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
 
 
 def report(runs: list[Run]) -> str:

@@ -13,29 +13,23 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-import yaml
-
+from dlopt import saved_run
 from dlopt.errors import UserError, did_you_mean
 
 REPORTS = ("runs", "doctor")  # commands whose folders are reports on other runs, not runs
 RESULTS = {"explain": "explain.json", "tune_lr": "lr_find.json"}  # the result of a command without metrics.json
 ACTIVE_S = 120  # a run without a result whose log changed this recently is still running
-INSIDE = {".hydra", "tensorboard", "checkpoints", "sample_weights"}  # folders of a run that hold no runs
 COLUMNS = ("run", "time", "kind", "status", "overrides", "objective", "test/acc", "test/ece", "epochs",
            "wall_time_s", "params", "note")
 LOWER_IS_BETTER = ("loss", "ece", "nll", "wall_time", "flops", "params", "epochs")
 FIELDS = ("run", "time", "kind", "status")  # what every run has besides its metrics and config
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_JOB_NAME = re.compile(r"^  job:\n    name: (\S+)", re.M)
-_CHOICES = re.compile(r"^    choices:\n((?:      .*\n)+)", re.M)
 _ERROR_LINE = re.compile(r"\]\[ERROR\] - (.+)$", re.M)
 
 
@@ -56,20 +50,19 @@ class Run:
         return self.status in ("done", "pruned")
 
     def choices(self) -> dict[str, Any]:
-        """Each config group's option (model: cnn), from Hydra's record of the run (.hydra/hydra.yaml)."""
+        """Each config group's option (model: cnn), from Hydra's record of the run."""
         if self._choices is None:
-            text = _text(self.folder / ".hydra" / "hydra.yaml")
-            block = _CHOICES.search(text)
-            parsed = _yaml(block.group(1)) if block else None
-            self._choices = {str(k): v for k, v in parsed.items() if not str(k).startswith("hydra")} \
-                if isinstance(parsed, dict) else {}
+            self._choices = saved_run.choices(self.folder)
         return self._choices
 
     def config(self) -> dict[str, Any]:
-        """The run's composed config (.hydra/config.yaml), as YAML data: nothing in it is resolved or built."""
+        """The run's composed config, resolved with the resolvers saved_run allows, as data: nothing is built; {} when
+        it does not read."""
         if self._config is None:
-            parsed = _yaml(_text(self.folder / ".hydra" / "config.yaml"))
-            self._config = parsed if isinstance(parsed, dict) else {}
+            try:
+                self._config = saved_run.run_config(self.folder, str(self.folder))
+            except UserError:
+                self._config = {}
         return self._config
 
     def value(self, key: str) -> tuple[bool, Any]:
@@ -109,20 +102,6 @@ class Run:
         return found
 
 
-def _text(path: Path) -> str:
-    try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError):
-        return ""
-
-
-def _yaml(text: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_LOADER)
-    except yaml.YAMLError:
-        return None
-
-
 def _mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
@@ -131,45 +110,40 @@ def _mtime(path: Path) -> float:
 
 
 def find(path: Path) -> list[Path]:
-    """Every run folder at or below `path` (a folder with .hydra/), in path order."""
-    found = []
-    for folder, subfolders, _ in os.walk(path):
-        if ".hydra" in subfolders:
-            found.append(Path(folder))
-        subfolders[:] = sorted(s for s in subfolders if s not in INSIDE and not s.startswith("."))
-    return found
+    """Every run folder at or below `path`."""
+    return saved_run.run_folders(path)
 
 
 def read(folder: Path, ended: bool = False, now: Optional[float] = None) -> Run:
     """The run of `folder`. `ended`: the caller knows nothing runs in it any more (a sweep that finished), so a run
     without a result failed."""
     hydra = folder / ".hydra"
-    overrides = _yaml(_text(hydra / "overrides.yaml"))
-    job = _JOB_NAME.search(_text(hydra / "hydra.yaml"))
-    run = Run(folder, job.group(1) if job else "train", "done",
-              overrides=[str(o) for o in overrides] if isinstance(overrides, list) else [],
+    try:
+        overrides = saved_run.run_overrides(folder, str(folder))
+    except UserError:
+        overrides = []
+    run = Run(folder, saved_run.job_name(folder) or "train", "done", overrides=overrides,
               started=_mtime(hydra / "config.yaml") or _mtime(hydra))
-    metrics_file = folder / "metrics.json"
-    if metrics_file.is_file():
-        try:
-            metrics = json.loads(metrics_file.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            run.status, run.reason = "corrupt", f"metrics.json is unreadable: {str(err).splitlines()[0]}"
-            return run
-        if not isinstance(metrics, dict):
-            run.status, run.reason = "corrupt", "metrics.json holds no metrics"
-            return run
+    try:
+        metrics = saved_run.metrics(folder, "metrics.json")
+    except UserError as err:  # half-written, or not dlopt's
+        run.status, run.reason = "corrupt", str(err).partition(": ")[2][:200]
+        return run
+    except OSError as err:
+        run.status, run.reason = "corrupt", f"metrics.json: {err.strerror}"
+        return run
+    if metrics is not None:
         run.metrics = metrics
         run.status = "dev run" if metrics.get("dev_run") else "pruned" if metrics.get("pruned") else "done"
         return run
     for name, status in (("error.txt", "failed"), ("interrupted.txt", "interrupted")):
         if (folder / name).is_file():
-            run.status, run.reason = status, " ".join(_text(folder / name).split())
+            run.status, run.reason = status, " ".join(saved_run.text(folder / name).split())
             return run
     if run.kind in RESULTS and (folder / RESULTS[run.kind]).is_file():
         return run
     logs = list(folder.glob("*.log"))
-    errors = [m.group(1) for log in logs for m in _ERROR_LINE.finditer(_text(log))]
+    errors = [m.group(1) for log in logs for m in _ERROR_LINE.finditer(saved_run.text(log))]
     if errors:
         run.status, run.reason = "failed", errors[-1].strip()
     elif not ended and (now or time.time()) - max(map(_mtime, logs), default=run.started) < ACTIVE_S:
