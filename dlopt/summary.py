@@ -96,10 +96,11 @@ def write(rows: list[dict[str, Any]], sweep_dir: Path, monitor: str) -> None:
         writer.writerows([[row.get(c, "") for c in shown] for row in rows])
     common = common_overrides(rows)
     lines = [f"All runs: `{' '.join(common)}`", ""] if common else []
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        own = {**row, "overrides": rounded_overrides(own_overrides(row, common))}
-        lines.append("| " + " | ".join(_cell(own.get(c)) for c in shown) + " |")
+    table = [{h: _cell(own_overrides(row, common) if c == "overrides" else row.get(c)) for h, c in zip(header, shown)}
+             for row in rows]
+    for row in table:
+        row["overrides"] = rounded_overrides(row["overrides"])
+    lines.append(listing.markdown(header, table))  # the table of `dlopt runs format=md`
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
 
 
