@@ -296,6 +296,28 @@ def _check_monitors(cfg: DictConfig) -> None:
                             f"validate at least one batch or monitor a train/ metric")
 
 
+# each augmentation knob's value that switches its transform off (dlopt.data.augment)
+OFF = {"hflip_p": 0, "vflip_p": 0, "rotate_deg": 0, "translate": 0, "scale": None, "crop_padding": 0,
+       "resized_crop": None, "color_jitter": 0, "erasing_p": 0, "policy": "none", "cutmix_alpha": 0,
+       "noise_std": 0, "mixup_alpha": 0}
+
+
+def refuse_label_changing(knobs: dict, label_changing: Any, set_by_user: Any, data: str) -> list[str]:
+    """The knobs of `label_changing` (data.label_changing) that `knobs` switch on; UserError when the user set one
+    (`set_by_user`: knob names from the command line). dlopt train calls it before torch is imported, the
+    augmentation's builder again (dlopt.data.augment.keeping_labels, which skips a preset's)."""
+    changing = [key for key in label_changing or () if knobs.get(key, OFF.get(key)) != OFF.get(key)]
+    refused = [key for key in changing if key in set_by_user]
+    if refused:  # every one of them in one line, so that one retry suffices
+        one = len(refused) == 1
+        listed = f"data.label_changing=[{','.join(label_changing)}], transforms that change what class a sample is"
+        raise UserError(f"{' and '.join(f'augmentation.{k}={knobs[k]}' for k in refused)} refused: data={data} lists "
+                        f"{'it' if one else 'them'} in {listed}; set "
+                        f"{' '.join(f'augmentation.{k}={OFF[k]}' for k in refused)}, or data.label_changing=[] if "
+                        f"your classes survive {'it' if one else 'them'}")
+    return changing
+
+
 def _check_label_changing(cfg: DictConfig) -> None:
     """data.label_changing lists augmentation knobs (dlopt.data.augment.keeping_labels)."""
     data, augmentation = cfg.get("data"), cfg.get("augmentation")

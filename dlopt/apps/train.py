@@ -6,7 +6,7 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dlopt import threads
 from dlopt.apps import app, task, trusted_targets
@@ -30,11 +30,17 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         cfg = resuming.resumed_config(cfg, run_dir, new, trusted_targets(cfg))
         last = run_dir / "checkpoints" / "last.ckpt"
     check(cfg)
+    hydra = HydraConfig.get()
+    if isinstance(cfg.get("augmentation"), DictConfig) and isinstance(cfg.get("data"), DictConfig):
+        from dlopt.checks import refuse_label_changing
+
+        user = [k.partition(".")[2] for k in hparams(cfg, hydra.overrides.task) if k.startswith("augmentation.")]
+        refuse_label_changing(OmegaConf.to_container(cfg.augmentation, resolve=True), cfg.data.get("label_changing"),
+                              user, hydra.runtime.choices.get("data"))
     threads.use(cfg.threads)  # imports torch
     from dlopt.training.processes import NoRelaunch  # heavy imports (torch, Lightning) only now
     from dlopt.training.run import train as run_training
 
-    hydra = HydraConfig.get()
     in_sweep = hydra.mode == RunMode.MULTIRUN
     marks = [NoRelaunch(SweepError(DDP_IN_SWEEP.format(devices=cfg.trainer.get("devices"))))] if in_sweep else []
     if (cfg.get("search") or {}).get("trial") is not None:  # a trial of search=...: report to its pruner

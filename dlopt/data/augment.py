@@ -27,7 +27,7 @@ from typing import Any, Collection, Optional, Sequence
 import torch
 from torch import nn
 
-from dlopt.checks import CHOICES
+from dlopt.checks import CHOICES, OFF, refuse_label_changing
 from dlopt.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -50,23 +50,13 @@ FITS = {
     "noise_std": ("image", "signal", "vector"),
     "mixup_alpha": ("image", "signal", "vector"),
 }
-OFF = {"hflip_p": 0, "vflip_p": 0, "rotate_deg": 0, "translate": 0, "scale": None, "crop_padding": 0,
-       "resized_crop": None, "color_jitter": 0, "erasing_p": 0, "policy": "none", "cutmix_alpha": 0,
-       "noise_std": 0, "mixup_alpha": 0}
 
 
 def keeping_labels(knobs: dict, label_changing: Collection[str], set_by_user: Collection[str], data: str) -> dict:
     """`knobs` with the transforms `label_changing` (data.label_changing) names switched off: one the user set
     (`set_by_user`: knob names from the command line) is a UserError, a preset's is skipped with one log line."""
-    changing = [key for key in label_changing if knobs.get(key, OFF.get(key)) != OFF.get(key)]
-    refused = [key for key in changing if key in set_by_user]
+    changing = refuse_label_changing(knobs, label_changing, set_by_user, data)
     listed = f"data.label_changing=[{','.join(label_changing)}], transforms that change what class a sample is"
-    if refused:  # every one of them in one line, so that one retry suffices
-        one = len(refused) == 1
-        raise UserError(f"{' and '.join(f'augmentation.{k}={knobs[k]}' for k in refused)} refused: data={data} lists "
-                        f"{'it' if one else 'them'} in {listed}; set "
-                        f"{' '.join(f'augmentation.{k}={OFF[k]}' for k in refused)}, or data.label_changing=[] if "
-                        f"your classes survive {'it' if one else 'them'}")
     for key in changing:
         log.info("augmentation: %s skipped: data=%s lists it in %s", key, data, listed)
     return {**knobs, **{key: OFF[key] for key in changing}}
