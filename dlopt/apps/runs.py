@@ -51,7 +51,7 @@ def runs(cfg: DictConfig, run_dir: Path) -> dict:
         text = compare.report(chosen)
         (run_dir / "compare.md").write_text(text + "\n")
         missing = compare.plot(chosen, run_dir / "compare.png")
-        print(text)
+        print(compare.as_json(chosen) if cfg.format == "json" else text)  # md and the terminal: the report
         if missing:
             log.info("no history.json (no curves drawn) in: %s", ", ".join(missing))
         (log.info if cfg.format in ("table", "md") else log.debug)("wrote compare.md and compare.png to %s", run_dir)

@@ -87,6 +87,14 @@ def report(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def as_json(runs: list[Run]) -> str:
+    """The comparison as JSON (format=json): each run's folder and status, the differing keys, the metrics."""
+    return json.dumps({"runs": [{"run": str(r.folder), "status": r.status} for r in runs],
+                       "differences": differences(runs),
+                       "metrics": {m: [r.metrics.get(m) for r in runs] for m in METRICS
+                                   if any(m in r.metrics for r in runs)}}, indent=1, default=str)
+
+
 def _shown(value: Any) -> str:
     return value if isinstance(value, str) else cell(value) if isinstance(value, float) else json.dumps(value)
 

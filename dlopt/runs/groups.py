@@ -54,7 +54,7 @@ def aggregate(runs: list[Run], by: list[str], metric: str) -> list[Group]:
     groups: dict[tuple, Group] = {}
     for run in runs:
         values = tuple(run.value(key)[1] for key in by)
-        groups.setdefault(tuple(str(v) for v in values), Group(values)).runs.append(run)
+        groups.setdefault(tuple(map(_key, values)), Group(values)).runs.append(run)
     lower = lower_is_better(metric, runs)
     scored = sorted((g for g in groups.values() if g.numbers(metric)),
                     key=lambda g: g.mean_sd(metric)[0] * (1 if lower else -1))
@@ -65,6 +65,11 @@ def aggregate(runs: list[Run], by: list[str], metric: str) -> list[Group]:
         for group in scored[1:]:
             group.p = welch(best.numbers(metric), group.numbers(metric))
     return scored + unscored
+
+
+def _key(value: Any) -> Any:
+    """What groups a value: a number by its value (1e-2 and 0.01 typed on two command lines are one group)."""
+    return float(value) if _number(value) or _numeric_text(value) else str(value)
 
 
 def welch(a: list[float], b: list[float]) -> Optional[float]:

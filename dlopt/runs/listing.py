@@ -226,7 +226,8 @@ def order(runs: list[Run], sort: Optional[str]) -> list[Run]:
                         f"of {', '.join(sorted(valid))}")
     sign = 1 if lower_is_better(sort, runs) else -1
     have = [r for r in runs if isinstance(r.metrics.get(sort), (int, float))]
-    return sorted(have, key=lambda r: sign * r.metrics[sort]) + [r for r in runs if r not in have]
+    return sorted(have, key=lambda r: sign * r.metrics[sort]) + \
+        [r for r in runs if not isinstance(r.metrics.get(sort), (int, float))]
 
 
 def shared(overrides: list[list[str]]) -> list[str]:
@@ -254,8 +255,9 @@ def rounded(overrides: Iterable[str], digits: int = 4) -> str:
 
 
 def cell(value: Any) -> str:
+    """A value as a table shows it: floats to 4 decimals, or 4 significant digits when small or large (1e-05)."""
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) >= 1000 else f"{value:.4f}"
+        return f"{value:.4g}" if value and not 1e-3 <= abs(value) < 1000 else f"{value:.4f}"
     return "" if value is None else str(value)
 
 

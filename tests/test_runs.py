@@ -1,0 +1,464 @@
+"""`dlopt runs` (issue 17): list, filter, sort, group and compare run folders (dlopt/apps/runs.py, dlopt/runs/).
+
+Most tests build run folders by hand (.hydra/, metrics.json, history.json, error.txt, logs) and call
+dlopt.runs.listing, groups and compare directly; the end-to-end tests run the real command on such folders, and
+one module fixture trains a tiny sweep of 4 runs to read with it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from scipy.stats import ttest_ind
+
+from dlopt.errors import UserError
+from dlopt.runs import compare, groups, listing
+
+CONFIG = {"seed": 0, "model": {"depth": 3}, "optimizer": {"lr": 0.001}, "trainer": {"max_epochs": 3}}
+ERROR_LINE = "[2026-01-01 10:00:00,000][dlopt.training.run][ERROR] - {}\n"
+
+
+def make_run(root, name, overrides=(), metrics=None, choices=None, config=None, history=None, job="train",
+             files=None, age=None) -> Path:
+    """A run folder as dlopt leaves it: .hydra/{overrides,config,hydra}.yaml and the files given; `age` seconds old."""
+    run = Path(root) / name
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides) or "[]\n")
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config or CONFIG))
+    picks = {"model": "cnn", "optimizer": "adam", **(choices or {})}
+    (run / ".hydra" / "hydra.yaml").write_text(
+        f"hydra:\n  job:\n    name: {job}\n    chdir: false\n  runtime:\n    version: 1.3.8\n    choices:\n"
+        + "".join(f"      {k}: {v}\n" for k, v in picks.items()) + "      hydra/env: default\n  verbose: false\n")
+    if metrics is not None:
+        (run / "metrics.json").write_text(metrics if isinstance(metrics, str) else json.dumps(metrics))
+    if history is not None:
+        (run / "history.json").write_text(json.dumps(history))
+    for file, text in (files or {}).items():
+        (run / file).write_text(text)
+    if age is not None:
+        for path in [*run.rglob("*"), run]:
+            os.utime(path, (time.time() - age,) * 2)
+    return run
+
+
+def done(objective, acc=None, **extra) -> dict:
+    return {"objective": objective, "mode": "min", "monitor": "val/loss", "test/acc": acc, "test/loss": objective,
+            "test/ece": 0.05, "epochs": 3, "wall_time_s": 1.5, "params": 1000, "pruned": False, **extra}
+
+
+def curve(*losses) -> list[dict]:
+    return [{"epoch": i + 1, "val/loss": v, "val/acc": 1 - v} for i, v in enumerate(losses)]
+
+
+def named(runs) -> list[str]:
+    return [run.folder.name for run in runs]
+
+
+# --- finding and reading run folders ------------------------------------------------------------------------
+
+
+def test_find_walks_sweeps_and_ensemble_members_and_skips_what_a_run_holds(tmp_path):
+    sweep = tmp_path / "train" / "multirun" / "2026-01-01" / "10-00-00"
+    for name in ("10", "2", "0"):
+        make_run(sweep, name, metrics=done(0.5))
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    ensemble = make_run(tmp_path / "ensemble", "E", job="ensemble", metrics=done(0.4))
+    for name in ("0", "1"):
+        member = make_run(ensemble / "members", name, metrics=done(0.5))
+        for inside in ("tensorboard", "checkpoints", ".hydra/x"):  # a run's own folders hold no runs
+            make_run(member / inside, "fake")
+    (tmp_path / "notes").mkdir()
+    found = listing.find(tmp_path)
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == [
+        "ensemble/E", "ensemble/E/members/0", "ensemble/E/members/1",
+        *(f"train/multirun/2026-01-01/10-00-00/{n}" for n in ("0", "2", "10"))]
+    assert [run.kind for run in listing.collect(tmp_path)] == ["ensemble"] + ["train"] * 5
+
+
+def test_collect_leaves_out_the_folders_of_commands_that_report_on_runs(tmp_path):
+    make_run(tmp_path, "train", metrics=done(0.5))
+    make_run(tmp_path, "report", job="runs", files={"groups.md": "x\n"})
+    make_run(tmp_path, "doctor", job="doctor", files={"doctor.json": "{}"})
+    assert named(listing.collect(tmp_path)) == ["train"]
+
+
+STATUSES = {  # name: (make_run arguments, status, words of the reason)
+    "done": (dict(metrics=done(0.5, 0.9)), "done", ""),
+    "pruned": (dict(metrics=done(0.5, 0.9, pruned=True)), "pruned", ""),
+    "failed": (dict(files={"error.txt": "the training loss became nan\n at epoch 2\n"}, age=9999), "failed",
+               "the training loss became nan at epoch 2"),
+    "interrupted.txt": (dict(files={"interrupted.txt": "killed\n"}), "interrupted", "killed"),
+    "corrupt": (dict(metrics="{not json"), "corrupt", "not valid JSON"),
+    "not metrics": (dict(metrics='{"test/acc": "high"}'), "corrupt", "test/acc"),
+    "fresh log": (dict(files={"train.log": "[...][INFO] - epoch 1\n"}), "running", ""),
+    "no log, fresh": (dict(), "running", ""),
+    "log error": (dict(files={"train.log": ERROR_LINE.format("first") + ERROR_LINE.format("the last error")}),
+                  "failed", "the last error"),
+    "old log": (dict(files={"train.log": "[...][INFO] - epoch 1\n"}, age=3600), "interrupted", "stopped"),
+    "ended sweep": (dict(files={"train.log": "[...][INFO] - epoch 1\n"}, ended=True), "failed", "no metrics.json"),
+}
+
+
+@pytest.mark.parametrize("case", STATUSES)
+def test_read_gives_each_status_with_its_reason(tmp_path, case):
+    kwargs, status, reason = STATUSES[case]
+    folder = make_run(tmp_path, "r", **{k: v for k, v in kwargs.items() if k != "ended"})
+    run = listing.read(folder, ended=kwargs.get("ended", False))  # ended: the sweep is over, nothing runs
+    assert run.status == status, (case, run)
+    assert reason in run.reason and (reason or not run.reason), (case, run.reason)
+
+
+# --- where, sort, the table ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def three(tmp_path) -> list:
+    """a: sgd with optimizer.lr=1e-2 typed; b: an mlp at the default lr; c: a changed default lr 0.01, no override."""
+    make_run(tmp_path, "a", ["optimizer=sgd", "optimizer.lr=1e-2", "trainer.max_epochs=3"], done(0.5, 0.8),
+             choices={"optimizer": "sgd"}, config={**CONFIG, "optimizer": {"lr": 0.01}}, age=300)
+    make_run(tmp_path, "b", ["model=mlp", "trainer.max_epochs=3"], done(0.2, 0.9), choices={"model": "mlp"}, age=100)
+    make_run(tmp_path, "c", ["trainer.max_epochs=3"], done(0.3, 0.7), config={**CONFIG, "optimizer": {"lr": 0.01}},
+             age=200)
+    return listing.collect(tmp_path)
+
+
+@pytest.mark.parametrize("where, expected", [
+    ("model=cnn", ["a", "c"]),  # a group's option, from hydra.yaml
+    ("model=cnn optimizer=adam", ["c"]),  # every condition holds
+    ("optimizer.lr=0.01", ["a", "c"]),  # a config key; 1e-2 typed == 0.01
+    ("optimizer.lr=1e-2", ["a", "c"]),
+    ("model.depth=3", ["a", "b", "c"]),
+    ("test/acc=0.9", ["b"]),  # a metric
+    ("status=done", ["a", "b", "c"]),
+])
+def test_where_matches_groups_config_keys_metrics_and_numbers(three, where, expected):
+    assert named(listing.select(three, where)) == expected
+
+
+def test_where_with_a_key_no_run_has_says_did_you_mean(three):
+    with pytest.raises(UserError, match=r"no run has the key optimiser \(did you mean optimizer\?\)"):
+        listing.select(three, "optimiser=adam")
+    with pytest.raises(UserError, match="not KEY=VALUE"):
+        listing.select(three, "cnn")
+
+
+def test_order_is_newest_first_or_best_first_by_a_metric(three, tmp_path):
+    assert named(listing.order(three, None)) == ["b", "c", "a"]
+    assert named(listing.order(three, "test/acc")) == ["b", "a", "c"]  # higher is better
+    assert named(listing.order(three, "test/loss")) == ["b", "c", "a"]  # lower is better
+    assert named(listing.order(three, "wall_time_s")) == named(three)  # ties keep the order
+    maxed = [make_run(tmp_path / "max", n, metrics={**done(v), "mode": "max"}) for n, v in (("x", 0.6), ("y", 0.9))]
+    assert named(listing.order([listing.read(m) for m in maxed], "objective")) == ["y", "x"]  # mode max
+    failed = listing.read(make_run(tmp_path, "f", files={"error.txt": "x"}))
+    assert named(listing.order([failed, *three], "test/acc"))[-1] == "f"  # without the metric: last
+    with pytest.raises(UserError, match=r"sort=test/accuracy is not a metric.*did you mean test/acc"):
+        listing.order(three, "test/accuracy")
+
+
+def test_overrides_every_run_shares_are_shown_once(three, tmp_path):
+    common, table = listing.rows(three, tmp_path)
+    assert common == ["trainer.max_epochs=3"]
+    assert [row["overrides"] for row in table] == ["optimizer=sgd optimizer.lr=1e-2", "model=mlp", ""]
+    text = listing.render(three, tmp_path, "table")
+    assert text.splitlines()[0] == f"3 runs in {tmp_path}; all with trainer.max_epochs=3"
+    assert text.count("trainer.max_epochs=3") == 1
+    assert listing.shared([["a=1", "b=2"]]) == []  # one run: nothing is shared
+
+
+def test_render_in_each_format(three, tmp_path):
+    make_run(tmp_path, "bad", ["trainer.max_epochs=3"], metrics="{not json")  # corrupt: listed, never a crash
+    runs = listing.order(listing.collect(tmp_path), "test/acc")
+    rows = list(csv.DictReader(io.StringIO(listing.render(runs, tmp_path, "csv"))))
+    assert [(r["run"], r["status"]) for r in rows] == [("b", "done"), ("a", "done"), ("c", "done"), ("bad", "corrupt")]
+    assert float(rows[0]["test/acc"]) == 0.9 and rows[0]["overrides"] == "model=mlp" and rows[0]["kind"] == "train"
+    assert "not valid JSON" in rows[-1]["note"] and rows[-1]["objective"] == ""
+    data = json.loads(listing.render(runs, tmp_path, "json"))
+    assert [Path(d["run"]).name for d in data] == ["b", "a", "c", "bad"]
+    assert data[0]["metrics"]["test/acc"] == 0.9 and data[0]["overrides"] == ["model=mlp", "trainer.max_epochs=3"]
+    md = listing.render(runs, tmp_path, "md").splitlines()
+    assert md[2].startswith("| run | time | kind | status | overrides | objective | test/acc |")
+    assert len(md) == 2 + 2 + 4 and md[4].startswith("| b | ")
+    table = listing.render(runs, tmp_path, "table").splitlines()
+    assert table[2].split()[:4] == ["run", "time", "kind", "status"]
+    assert [line.split()[0] for line in table[3:]] == ["b", "a", "c", "bad"]
+
+
+# --- groups: mean ± sd and Welch's t-test ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def by_optimizer(tmp_path) -> list:
+    values = {"adam": [0.30, 0.32, 0.31], "sgd": [0.50, 0.52, 0.49], "rmsprop": [0.29, 0.40, 0.36],
+              "momentum": [0.45]}
+    for optimizer, objectives in values.items():
+        for seed, objective in enumerate(objectives):
+            make_run(tmp_path, f"{optimizer}{seed}", [f"optimizer={optimizer}", f"seed={seed}"],
+                     done(objective, 1 - objective), choices={"optimizer": optimizer})
+    make_run(tmp_path, "sgd-pruned", ["optimizer=sgd"], done(0.01, 0.99, pruned=True))  # would be best if counted
+    make_run(tmp_path, "sgd-failed", ["optimizer=sgd"], files={"error.txt": "the loss became nan\n"})
+    return listing.collect(tmp_path)
+
+
+def test_groups_test_each_against_the_best_with_welch(by_optimizer):
+    found = groups.aggregate(by_optimizer, ["optimizer"], "objective")
+    assert [g.values for g in found] == [("adam",), ("rmsprop",), ("momentum",), ("sgd",)]
+    best, rmsprop, momentum, sgd = found
+    assert best.best and best.p is None
+    assert sgd.p == pytest.approx(ttest_ind([0.30, 0.32, 0.31], [0.50, 0.52, 0.49], equal_var=False).pvalue)
+    assert rmsprop.p == pytest.approx(ttest_ind([0.30, 0.32, 0.31], [0.29, 0.40, 0.36], equal_var=False).pvalue)
+    assert sgd.p < 0.05 < rmsprop.p
+    assert groups.verdict(sgd, "objective") == f"worse (p={sgd.p:.2g})"
+    assert groups.verdict(rmsprop, "objective") == f"within noise (p={rmsprop.p:.2g})"
+    assert groups.verdict(momentum, "objective") == "no test (n < 2)"
+    assert groups.verdict(best, "objective") == "best"
+    with pytest.raises(UserError, match=r"by=optimiser: no run has the key optimiser \(did you mean optimizer\?\)"):
+        groups.aggregate(by_optimizer, ["optimiser"], "objective")
+
+
+def test_groups_count_only_finished_runs_and_say_n_of_m(by_optimizer):
+    found = groups.aggregate(by_optimizer, ["optimizer"], "objective")
+    columns, rows = groups.table(found, ["optimizer"], "objective")
+    assert columns == ["optimizer", "n", "objective", "test/acc", "test/loss", "test/ece", "vs best"]
+    row = {r["optimizer"]: r for r in rows}
+    assert [row[o]["n"] for o in ("adam", "sgd", "momentum")] == ["3", "3 of 5", "1"]
+    sd = statistics.stdev([0.50, 0.52, 0.49])
+    assert row["sgd"]["objective"] == f"{statistics.fmean([0.50, 0.52, 0.49]):.4f} ± {sd:.4f}"  # pruned not counted
+    assert row["momentum"]["objective"] == "0.4500"
+    text = groups.report(found, ["optimizer"], "objective")
+    assert "Welch's t-test of objective" in text and "| sgd | 3 of 5 |" in text
+    assert groups.welch([0.5, 0.5], [0.5, 0.5]) == 1.0
+    assert groups.welch([0.5, 0.5], [0.7, 0.7]) == 0.0
+    assert groups.welch([0.5], [0.7, 0.8]) is None
+
+
+def test_by_a_number_groups_the_runs_of_one_value_however_it_was_typed(tmp_path):
+    """BUG (groups.py, aggregate): groups are keyed by the text of the value, so optimizer.lr=1e-2 typed in one
+    sweep and 0.01 in another make two groups of the same learning rate; where= calls them equal."""
+    for name, lr in (("a0", "1e-2"), ("a1", "1e-2"), ("b0", "0.01"), ("b1", "0.01")):
+        make_run(tmp_path, name, [f"optimizer.lr={lr}"], done(0.3 + len(name) / 100))
+    runs = listing.collect(tmp_path)
+    assert len(listing.select(runs, "optimizer.lr=0.01")) == 4
+    found = groups.aggregate(runs, ["optimizer.lr"], "objective")
+    assert [len(g.runs) for g in found] == [4], [(g.values, len(g.runs)) for g in found]
+
+
+def test_group_table_tells_small_values_apart(tmp_path):
+    """BUG (listing.cell, used by groups.report): a knob's value from the config is a float printed to 4 decimals,
+    so weight decays 1e-5 and 1e-6 are both '0.0000' in the group table."""
+    for name, decay, objective in (("x", 1e-5, 0.3), ("y", 1e-6, 0.4)):
+        make_run(tmp_path, name, metrics=done(objective), config={**CONFIG, "weight_decay": decay})
+    runs = listing.collect(tmp_path)
+    lines = groups.report(groups.aggregate(runs, ["weight_decay"], "objective"), ["weight_decay"], "objective")
+    labels = [line.split("|")[1].strip() for line in lines.splitlines()[-2:]]
+    assert len(set(labels)) == 2, labels
+
+
+# --- compare ----------------------------------------------------------------------------------------------------
+
+
+def test_compare_shows_a_changed_default_and_an_absent_key(tmp_path):
+    a = make_run(tmp_path, "a", ["seed=0"], done(0.3, 0.9), config={**CONFIG, "mixup": 0.2}, history=curve(0.5, 0.3))
+    b = make_run(tmp_path, "b", ["seed=0"], done(0.4, 0.8), choices={"optimizer": "sgd"},
+                 config={**CONFIG, "optimizer": {"lr": 0.05}})  # the same overrides, another default lr
+    runs = compare.open_runs([str(a), str(b)])
+    diff = compare.differences(runs)
+    assert diff["optimizer.lr"] == [0.001, 0.05] and diff["optimizer"] == ["adam", "sgd"]
+    assert diff["mixup"] == [0.2, compare.ABSENT]
+    assert "seed" not in diff and "trainer.max_epochs" not in diff and "model.depth" not in diff
+    text = compare.report(runs)
+    assert "| optimizer.lr | 0.0010 | 0.0500 |" in text and "| mixup | 0.2000 | (absent) |" in text
+    assert "| test/acc | 0.9000 | 0.8000 |" in text
+    assert compare.plot(runs, tmp_path / "compare.png") == [str(b)]  # b has no history.json
+    assert (tmp_path / "compare.png").stat().st_size > 0
+
+
+def test_compare_report_tells_small_values_apart(tmp_path):
+    """BUG (compare._shown, through listing.cell): a float key that differs is printed to 4 decimals, so learning
+    rates 1e-5 and 3e-5 both show as 0.0000 in the 'config keys that differ' table."""
+    a = make_run(tmp_path, "a", metrics=done(0.3), config={**CONFIG, "optimizer": {"lr": 1e-5}})
+    b = make_run(tmp_path, "b", metrics=done(0.4), config={**CONFIG, "optimizer": {"lr": 3e-5}})
+    [line] = [line for line in compare.report(compare.open_runs([a, b])).splitlines() if "optimizer.lr" in line]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] != cells[2], line
+
+
+# --- the command, end to end, on folders written by hand ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hand(tmp_path_factory) -> Path:
+    """sweep/0-1: sgd (cnn), sweep/2-3: adam (cnn, mlp), sweep/4: adam failed; an empty folder, a folder that is not
+    a run."""
+    root = tmp_path_factory.mktemp("hand")
+    for n, (optimizer, model, objective, acc) in enumerate([("sgd", "cnn", 0.50, 0.80), ("sgd", "cnn", 0.52, 0.78),
+                                                            ("adam", "cnn", 0.30, 0.90), ("adam", "mlp", 0.32, 0.88)]):
+        make_run(root / "sweep", str(n), [f"optimizer={optimizer}", f"model={model}", f"seed={n % 2}",
+                                          "trainer.max_epochs=3"], done(objective, acc),
+                 choices={"optimizer": optimizer, "model": model}, history=curve(objective + 0.2, objective))
+    make_run(root / "sweep", "4", ["optimizer=adam", "model=cnn", "seed=2", "trainer.max_epochs=3"],
+             choices={"optimizer": "adam"}, files={"error.txt": "the training loss became nan\n"})
+    (root / "empty").mkdir()
+    (root / "notrun").mkdir()
+    (root / "notrun" / "notes.txt").write_text("not a run\n")
+    return root
+
+
+def listed(result) -> list[str]:
+    return [Path(d["run"]).name for d in json.loads(result.stdout)]
+
+
+def test_a_listing_prints_every_run_and_writes_nothing(cli, hand, tmp_path):
+    result = cli.ok("runs", f"path={hand}/sweep", cwd=tmp_path)
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"5 runs in {hand}/sweep; all with trainer.max_epochs=3", result.describe()
+    assert lines[2].split()[:4] == ["run", "time", "kind", "status"]
+    assert sorted(line.split()[0] for line in lines[3:]) == ["0", "1", "2", "3", "4"]
+    [failed] = [line for line in lines if line.startswith("4 ")]
+    assert "failed" in failed and "the training loss became nan" in failed
+    assert not (tmp_path / "outputs").exists(), sorted(map(str, (tmp_path / "outputs").rglob("*")))
+
+
+@pytest.mark.parametrize("form", ["json", "csv"])
+def test_json_and_csv_on_stdout_parse(cli, hand, tmp_path, form):
+    result = cli.ok("runs", f"path={hand}/sweep", f"format={form}", cwd=tmp_path)
+    if form == "json":
+        data = json.loads(result.stdout)  # nothing else on stdout
+        assert sorted(Path(d["run"]).name for d in data) == ["0", "1", "2", "3", "4"]
+        assert {d["status"] for d in data} == {"done", "failed"}
+    else:
+        rows = list(csv.DictReader(io.StringIO(result.stdout)))
+        assert sorted(r["run"] for r in rows) == ["0", "1", "2", "3", "4"]
+        assert {r["run"]: r["test/acc"] for r in rows}["2"] == "0.9"
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_where_as_one_argument_with_sort_and_limit(cli, hand, tmp_path):
+    result = cli.ok("runs", f"path={hand}/sweep", "where=model=cnn", "sort=test/acc", "limit=2", "format=json",
+                    cwd=tmp_path)
+    assert listed(result) == ["2", "0"]  # the mlp run 3 (acc 0.88) is filtered out, best first, two of them
+    result = cli.ok("runs", f"path={hand}/sweep", "where=model=cnn optimizer=sgd", "format=json", cwd=tmp_path)
+    assert sorted(listed(result)) == ["0", "1"]
+
+
+def test_by_writes_groups_and_the_axis_plot_and_prints_the_table(cli, hand, tmp_path):
+    result = cli.ok("runs", f"path={hand}/sweep", "by=optimizer", cwd=tmp_path)
+    [folder] = (tmp_path / "outputs" / "runs").glob("*/*")
+    assert {p.name for p in folder.iterdir()} >= {"groups.md", "groups.json", "axes.png"}
+    rows = {row["optimizer"]: row for row in json.loads((folder / "groups.json").read_text())}
+    assert rows["adam"]["n"] == "2 of 3" and rows["sgd"]["n"] == "2" and rows["adam"]["vs best"] == "best"
+    assert rows["sgd"]["vs best"].startswith("worse (p=") and rows["sgd"]["p"] < 0.05
+    assert "| sgd | 2 |" in (folder / "groups.md").read_text()
+    table = [line.split() for line in result.stdout.splitlines()]
+    assert ["optimizer", "n", "objective"] == table[2][:3], result.describe()
+    assert table[3][:4] == ["adam", "2", "of", "3"] and table[4][:2] == ["sgd", "2"]
+    result = cli.ok("runs", f"path={hand}/sweep", "by=optimizer", "format=json", cwd=tmp_path)
+    assert [row["optimizer"] for row in json.loads(result.stdout)] == ["adam", "sgd"]
+
+
+def test_compare_writes_compare_md_and_png(cli, hand, tmp_path):
+    result = cli.ok("runs", f"compare=[{hand}/sweep/0,{hand}/sweep/2]", cwd=tmp_path)
+    [folder] = (tmp_path / "outputs" / "runs").glob("*/*")
+    assert "| optimizer | sgd | adam |" in result.stdout, result.describe()
+    assert (folder / "compare.md").read_text().startswith("compared: 0 (done), 2 (done)")
+    assert (folder / "compare.png").stat().st_size > 0
+    as_json = json.loads(cli.ok("runs", f"compare=[{hand}/sweep/0,{hand}/sweep/2]", "format=json", cwd=tmp_path).stdout)
+    assert as_json["differences"]["optimizer"] == ["sgd", "adam"] and len(as_json["runs"]) == 2
+
+
+BAD = {  # arguments: words of the one line
+    "no runs": (("path={hand}/empty",), ("holds no runs",)),
+    "no path": (("path={hand}/nope",), ("does not exist",)),
+    "where key": (("path={hand}/sweep", "where=optimiser=adam"), ("optimiser", "did you mean optimizer")),
+    "where none": (("path={hand}/sweep", "where=model=rnn"), ("none of the runs",)),
+    "by key": (("path={hand}/sweep", "by=optimiser"), ("optimiser", "did you mean optimizer")),
+    "sort": (("path={hand}/sweep", "sort=accuracy"), ("sort=accuracy is not a metric",)),
+    "compare one": (("compare=[{hand}/sweep/0]",), ("at least two",)),
+    "compare not a run": (("compare=[{hand}/sweep/0,{hand}/notrun]",), ("notrun is not a run folder",)),
+    "format": (("path={hand}/sweep", "format=xml"), ("format=xml",)),
+    "limit": (("path={hand}/sweep", "limit=0"), ("limit=0",)),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, hand, tmp_path, case):
+    args, needles = BAD[case]
+    before = sorted(hand.rglob("*"))
+    result = cli.run("runs", *(a.format(hand=hand) for a in args), cwd=tmp_path, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.output, result.describe()
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and all(n in lines[0] for n in needles), (needles, result.describe())
+    assert not (tmp_path / "outputs").exists() and sorted(hand.rglob("*")) == before
+
+
+def test_listing_imports_no_torch(cli, hand, tmp_path):
+    result, imported = cli.imported("runs", f"path={hand}/sweep", cwd=tmp_path)
+    assert result.returncode == 0, result.describe()
+    assert not imported & {"torch", "lightning", "numpy"}, sorted(imported & {"torch", "lightning", "numpy"})
+
+
+def test_a_thousand_runs_are_listed(cli, tmp_path):
+    hydra = "hydra:\n  job:\n    name: train\n  runtime:\n    choices:\n      model: cnn\n"
+    for n in range(1000):
+        folder = tmp_path / "many" / str(n) / ".hydra"
+        folder.mkdir(parents=True)
+        (folder / "overrides.yaml").write_text(f"- seed={n}\n")
+        (folder / "config.yaml").write_text(f"seed: {n}\n")
+        (folder / "hydra.yaml").write_text(hydra)
+        (folder.parent / "metrics.json").write_text(json.dumps(done(n / 1000, 1 - n / 1000)))
+    result = cli.ok("runs", "path=many", "format=csv", "sort=objective", cwd=tmp_path)
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 1000 and rows[0]["run"] == "0" and rows[-1]["run"] == "999"
+
+
+# --- a real sweep -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sweep(cli, tmp_path_factory) -> tuple[Path, Path]:
+    """(cwd, its sweep folder): dlopt train -m seed=0,1 optimizer=sgd,adam, each run tiny."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    cli.ok("train", "-m", "seed=0,1", "optimizer=sgd,adam", *cli.TINY, cwd=cwd, timeout=600)
+    [folder] = cli.sweep_dirs(cwd)
+    return cwd, folder
+
+
+def test_a_real_sweep_grouped_by_optimizer(cli, sweep):
+    cwd, folder = sweep
+    result = cli.ok("runs", f"path={folder.relative_to(cwd)}", "by=optimizer", cwd=cwd)
+    [out] = (cwd / "outputs" / "runs").glob("*/*")
+    rows = {row["optimizer"]: row["n"] for row in json.loads((out / "groups.json").read_text())}
+    assert rows == {"sgd": "2", "adam": "2"}, result.describe()
+    assert "sgd" in result.stdout and "adam" in result.stdout
+    listing_all = cli.ok("runs", "format=json", cwd=cwd)  # path=outputs: the report folder above is not a run
+    assert sorted(listed(listing_all)) == ["0", "1", "2", "3"], listing_all.describe()
+
+
+def test_a_real_sweep_compared(cli, sweep, tmp_path):
+    _, folder = sweep
+    by = {o: run for run in sorted(folder.glob("[0-9]")) for o in listing.read(run).overrides}
+    result = cli.ok("runs", f"compare=[{by['optimizer=sgd']},{by['optimizer=adam']}]", cwd=tmp_path)
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("| optimizer |")]
+    assert line.split("|")[2].strip() != line.split("|")[3].strip(), line
+    assert {line.split("|")[2].strip(), line.split("|")[3].strip()} == {"sgd", "adam"}
+    assert "| optimizer.lr |" in result.stdout and "no history.json" not in result.output
+    [out] = (tmp_path / "outputs" / "runs").glob("*/*")
+    assert (out / "compare.png").stat().st_size > 0
+
+
+def test_the_sweep_summary_lists_the_same_runs(cli, sweep, tmp_path):
+    _, folder = sweep
+    summary = (folder / "summary.md").read_text().splitlines()
+    table = [line.split("|")[1:4] for line in summary if line.startswith("| ") and not line.startswith("| run ")]
+    assert sorted(cell[0].strip() for cell in table) == ["0", "1", "2", "3"], summary
+    assert {cell[2].strip() for cell in table} == {"done"}
+    data = json.loads(cli.ok("runs", f"path={folder}", "format=json", cwd=tmp_path).stdout)
+    assert sorted(Path(d["run"]).name for d in data) == ["0", "1", "2", "3"]
+    assert {d["status"] for d in data} == {"done"}
