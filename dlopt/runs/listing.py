@@ -1,11 +1,12 @@
 """Run folders below a path, one `Run` each, read as data (JSON and YAML, never code), and tables of them.
 
-A run folder is any folder with a `.hydra/` below the path: runs of train, eval, ensemble, explain and tune-lr,
-a sweep's or search's runs, an ensemble's members. Its status comes from what it left: metrics.json (done, pruned,
-or a dev run), error.txt (failed, with the reason), interrupted.txt (a killed search's trial, run again), a result
-file of a command that writes no metrics.json; without any of them the run is running if its log changed in the
-last ACTIVE_S seconds, else failed with its log's last error, else interrupted. A metrics.json that does not parse
-is listed as corrupt. Imports neither torch nor numpy: listing 1000 runs takes a fraction of a second.
+A run folder is any folder with a `.hydra/config.yaml` below the path (dlopt.saved_run opens it): runs of train,
+eval, ensemble, explain and tune-lr, a sweep's or search's runs, an ensemble's members. Its status comes from what
+it left: metrics.json (done, pruned, or a dev run), error.txt (failed, with the reason), interrupted.txt (a killed
+search's trial, run again), a result file of a command that writes no metrics.json. Without any of them, the run
+failed if its log holds an error (the last one is the reason), is running if its log changed in the last ACTIVE_S
+seconds, and was interrupted otherwise. A metrics.json that does not parse is listed as corrupt. Imports neither
+torch nor numpy: listing 1000 runs takes a fraction of a second.
 """
 
 from __future__ import annotations
