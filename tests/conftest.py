@@ -1,8 +1,9 @@
 """Shared helpers of the end-to-end tests (test_cli.py, test_bad_inputs.py).
 
 They run the installed `dlopt` command for real, in a temporary folder (never in the repo), and
-read the files it leaves. Every dlopt start costs several seconds of imports, so tests share
-finished runs through module-scoped fixtures and keep each training tiny (`cli.TINY`).
+read the files it leaves. A fresh dlopt spends seconds importing torch and Lightning, so each test
+process keeps one preloaded dlopt (tests/preload.py) and forks it per call (`Cli.run`), tests share
+finished runs through module-scoped fixtures, and trainings are tiny (`cli.TINY`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import queue
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +57,61 @@ def _strict_json(path: Path) -> dict:
     return json.loads(path.read_text(), parse_constant=reject)
 
 
+class Preloaded:
+    """The client of tests/preload.py: one server per test process, started at the first `dlopt` call."""
+
+    SERVER = Path(__file__).with_name("preload.py")
+
+    def __init__(self, exe: str, env: dict[str, str]):
+        self.exe, self.env, self.server = exe, env, None
+
+    def start(self) -> None:
+        self.log = tempfile.TemporaryFile("w+")
+        self.server = subprocess.Popen([sys.executable, str(self.SERVER), self.exe], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=self.log, text=True, env=self.env)
+        self.answers: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self.read, args=(self.server.stdout,), daemon=True).start()
+        self.answer("ready", timeout=600)
+
+    def read(self, stream) -> None:
+        for line in stream:
+            self.answers.put(line)
+        self.answers.put("")  # the server has ended
+
+    def answer(self, key: str, timeout: float):
+        line = self.answers.get(timeout=timeout)
+        if not line:
+            self.log.seek(0)
+            raise RuntimeError(f"the preloaded dlopt (tests/preload.py) has ended:\n{self.log.read()[-4000:]}")
+        return json.loads(line)[key]
+
+    def run(self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str, str]:
+        """`argv` in a fork of the server: its exit status, stdout and stderr. A timeout kills it and what it
+        started (its process group) and raises subprocess.TimeoutExpired, as subprocess.run does."""
+        if self.server is None:
+            self.start()
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
+            out.touch()
+            err.touch()
+            request = {"argv": argv, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            self.server.stdin.write(json.dumps(request) + "\n")
+            self.server.stdin.flush()
+            pid = self.answer("pid", timeout=60)
+            try:
+                status = self.answer("status", timeout=timeout)
+            except queue.Empty:
+                os.killpg(pid, signal.SIGKILL)
+                self.answer("status", timeout=60)
+                raise subprocess.TimeoutExpired(argv, timeout, out.read_text(), err.read_text()) from None
+            return status, out.read_text(errors="replace"), err.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stdin.close()
+            self.server.wait(timeout=60)
+
+
 class Cli:
     """Runs `dlopt` and finds what it wrote under a cwd."""
 
@@ -66,6 +126,7 @@ class Cli:
         exe = Path(sys.executable).with_name("dlopt")  # the venv that runs pytest
         self.exe = str(exe) if exe.exists() else shutil.which("dlopt")
         assert self.exe, "the dlopt command is not installed"
+        self.preloaded = Preloaded(self.exe, self.env()) if os.environ.get("DLOPT_TEST_PRELOAD", "1") != "0" else None
 
     @staticmethod
     def env(offline: bool = False) -> dict[str, str]:
@@ -79,12 +140,19 @@ class Cli:
         return env
 
     def run(self, *args: str, cwd: Path, timeout: float = 300, offline: bool = False,
-            env: dict[str, str | None] | None = None) -> Result:
-        """The installed `dlopt ARGS` in cwd; `env` adds to its environment (None: removes the variable)."""
+            env: dict[str, str | None] | None = None, fresh: bool = False) -> Result:
+        """`dlopt ARGS` in cwd; `env` adds to its environment (None: removes the variable).
+
+        A fork of the preloaded `dlopt` (tests/preload.py) runs it, as a process of its own with its own folder,
+        environment and output, without seconds of imports. A fresh process runs it when asked (`fresh`), when the
+        call changes the environment (`env`), which torch may have read at import, and with DLOPT_TEST_PRELOAD=0."""
         argv = [self.exe, *map(str, args)]
         start = time.perf_counter()
-        env = {k: v for k, v in {**self.env(offline), **(env or {})}.items() if v is not None}
-        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+        full = {k: v for k, v in {**self.env(offline), **(env or {})}.items() if v is not None}
+        if not fresh and env is None and self.preloaded is not None:
+            status, stdout, stderr = self.preloaded.run(argv, cwd, full, timeout)
+            return Result(argv, status, stdout, stderr, time.perf_counter() - start)
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full)
         return Result(argv, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
 
     def imported(self, *args: str, cwd: Path, timeout: float = 300) -> tuple[Result, set[str]]:
@@ -103,19 +171,20 @@ class Cli:
         proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=self.env())
         return Result(argv, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
 
-    def ok(self, *args: str, cwd: Path, timeout: float = 300) -> Result:
-        result = self.run(*args, cwd=cwd, timeout=timeout)
+    def ok(self, *args: str, cwd: Path, timeout: float = 300, fresh: bool = False) -> Result:
+        result = self.run(*args, cwd=cwd, timeout=timeout, fresh=fresh)
         assert result.returncode == 0, result.describe()
         assert "Traceback" not in result.output, result.describe()
         return result
 
-    def train(self, *overrides: str, cwd: Path, flags: tuple[str, ...] = (), timeout: float = 300) -> Path:
+    def train(self, *overrides: str, cwd: Path, flags: tuple[str, ...] = (), timeout: float = 300,
+              fresh: bool = False) -> Path:
         """`dlopt train FLAGS TINY OVERRIDES` in cwd (later overrides win); the one new run folder.
 
         Hydra flags (--config-dir DIR) go first: argparse takes no flag after the first override.
         """
         before = set(self.run_dirs(cwd))
-        result = self.ok("train", *flags, *self.TINY, *overrides, cwd=cwd, timeout=timeout)
+        result = self.ok("train", *flags, *self.TINY, *overrides, cwd=cwd, timeout=timeout, fresh=fresh)
         new = [d for d in self.run_dirs(cwd) if d not in before]
         assert len(new) == 1, f"expected one new run folder, got {new}\n{result.describe()}"
         return new[0]
@@ -164,8 +233,11 @@ class Cli:
 
 
 @pytest.fixture(scope="session")
-def cli() -> Cli:
-    return Cli()
+def cli():
+    cli = Cli()
+    yield cli
+    if cli.preloaded is not None:
+        cli.preloaded.close()
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -85,6 +85,20 @@ def test_unknown_command(cli, tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.parametrize("argv", [["--version"], ["train", "model=resnot"], ["train", "optimizer.lr=-1"],
+                                  ["eval", "run=missing"], ["runs", "sort=nope"]], ids=" ".join)
+def test_the_preloaded_dlopt_answers_as_a_fresh_process(cli, tmp_path, argv):
+    """The tests run most commands in a fork of a preloaded dlopt (tests/preload.py): its exit status and output
+    are a fresh process's, but for the log lines' time stamps."""
+    fork, fresh = cli.run(*argv, cwd=tmp_path), cli.run(*argv, cwd=tmp_path, fresh=True)
+
+    def answer(result):
+        return [result.returncode, *(re.sub(r"(?m)^\[[-\d :,]+\]", "", out) for out in (result.stdout, result.stderr))]
+
+    assert answer(fork) == answer(fresh), f"{fork.describe()}\n---\n{fresh.describe()}"
+    assert fork.output and not (tmp_path / "outputs").exists()
+
+
 def test_train_help_lists_every_group_and_option(cli, tmp_path):
     result = cli.ok("train", "--help", cwd=tmp_path, timeout=60)
     groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
@@ -297,10 +311,11 @@ def test_user_experiment_from_config_dir(cli, tmp_path):
 
 @pytest.mark.slow
 def test_same_seed_same_numbers_other_seed_differs(cli, tmp_path):
+    """Also: the preloaded dlopt the tests fork (a, c) computes what a fresh process (b) does."""
     runs = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         (tmp_path / name).mkdir()
-        runs[name] = cli.metrics(cli.train(f"seed={seed}", cwd=tmp_path / name))
+        runs[name] = cli.metrics(cli.train(f"seed={seed}", cwd=tmp_path / name, fresh=name == "b"))
         runs[name].pop("wall_time_s"), runs[name].pop("process_wall_time_s")
     assert runs["a"]["seed"] == 3 and runs["c"]["seed"] == 4
     assert runs["a"] == runs["b"]
