@@ -85,9 +85,9 @@ class Preloaded:
             raise RuntimeError(f"the preloaded dlopt (tests/preload.py) has ended:\n{self.log.read()[-4000:]}")
         return json.loads(line)[key]
 
-    def run(self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> tuple[int, str, str]:
-        """`argv` in a fork of the server: its exit status, stdout and stderr. A timeout kills it and what it
-        started (its process group) and raises subprocess.TimeoutExpired, as subprocess.run does."""
+    def run(self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+        """`argv` in a fork of the server, answered as subprocess.run answers: its exit status, stdout and stderr;
+        a timeout kills it and what it started (its process group) and raises subprocess.TimeoutExpired."""
         if self.server is None:
             self.start()
         with tempfile.TemporaryDirectory() as tmp:
@@ -104,7 +104,8 @@ class Preloaded:
                 os.killpg(pid, signal.SIGKILL)
                 self.answer("status", timeout=60)
                 raise subprocess.TimeoutExpired(argv, timeout, out.read_text(), err.read_text()) from None
-            return status, out.read_text(errors="replace"), err.read_text(errors="replace")
+            return subprocess.CompletedProcess(argv, status, out.read_text(errors="replace"),
+                                               err.read_text(errors="replace"))
 
     def close(self) -> None:
         if self.server is not None:
@@ -150,9 +151,9 @@ class Cli:
         start = time.perf_counter()
         full = {k: v for k, v in {**self.env(offline), **(env or {})}.items() if v is not None}
         if not fresh and env is None and self.preloaded is not None:
-            status, stdout, stderr = self.preloaded.run(argv, cwd, full, timeout)
-            return Result(argv, status, stdout, stderr, time.perf_counter() - start)
-        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full)
+            proc = self.preloaded.run(argv, cwd, full, timeout)
+        else:
+            proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full)
         return Result(argv, proc.returncode, proc.stdout, proc.stderr, time.perf_counter() - start)
 
     def imported(self, *args: str, cwd: Path, timeout: float = 300) -> tuple[Result, set[str]]:

@@ -46,17 +46,18 @@ def exit_status(code) -> int:
 
 
 def command(request: dict) -> None:
-    """The forked child: become `dlopt ARGS` in the request's folder, with its environment and output files."""
-    os.setpgid(0, 0)  # its own process group: a timeout kills it with whatever it started
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
-    for fd, path, mode in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], os.O_WRONLY),
-                           (2, request["stderr"], os.O_WRONLY)):
-        os.dup2(os.open(path, mode), fd)
-    sys.argv = list(request["argv"])
+    """The forked child: become `dlopt ARGS` in the request's folder, with its environment and output files.
+    It never returns: whatever fails, even before main, ends this process, not in the server's loop."""
     status = 1
     try:
+        os.setpgid(0, 0)  # its own process group: a timeout kills it with whatever it started
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        for fd, path, mode in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], os.O_WRONLY),
+                               (2, request["stderr"], os.O_WRONLY)):
+            os.dup2(os.open(path, mode), fd)
+        sys.argv = list(request["argv"])
         from dlopt.cli import main
 
         status = exit_status(main(sys.argv[1:]))
@@ -76,9 +77,10 @@ def command(request: dict) -> None:
 
 def serve(exe: str) -> None:
     sys.path[0] = os.path.dirname(exe)  # as for the console script: its own folder first, not tests/
+    answer = os.fdopen(os.dup(1), "w", buffering=1)  # the answers' own channel: what anything prints goes to
+    os.dup2(2, 1)  # stderr (the client's log), never among the answers
     preload()
     assert threading.active_count() == 1, "a thread started at import: forking would copy its locks, not the thread"
-    answer = os.fdopen(os.dup(1), "w", buffering=1)
     print(json.dumps({"ready": os.getpid()}), file=answer)
     for line in sys.stdin:
         request = json.loads(line)
