@@ -268,12 +268,16 @@ def metrics(folder: Path, named: str) -> Optional[dict[str, Any]]:
     return values
 
 
-def run_config(folder: Path, named: str) -> dict[str, Any]:
-    """The config a run folder's command ran with (.hydra/config.yaml), resolved, as plain data: it is read,
-    never built; only the resolvers of RESOLVERS run."""
+def run_config(folder: Path, named: str, started: bool = False) -> dict[str, Any]:
+    """The config a run folder's command ran with, resolved, as plain data: it is read, never built; only the
+    resolvers of RESOLVERS run. That is .hydra/config.yaml (how the run started) with the changes of its resumes
+    (resumes.json) applied, so a run trained longer says its last trainer.max_epochs; `started`: without them."""
     config = read_yaml(folder / ".hydra" / "config.yaml", named)
     if not isinstance(config, DictConfig):
         raise UserError(f"{named}: {folder / '.hydra' / 'config.yaml'} is not a run config (a mapping of keys)")
+    records = [] if started else resumes(folder, named)
+    if records:
+        config = OmegaConf.create(apply_resumes(OmegaConf.to_container(config, resolve=False), records))
     check_resolvers(config, f"{named}: {folder / '.hydra' / 'config.yaml'}")
     try:
         return OmegaConf.to_container(config, resolve=True)
@@ -308,6 +312,46 @@ def history(folder: Path, named: str) -> list[dict[str, Any]]:
                                                                         for k, v in r.items()) for r in rows)):
         raise UserError(f"{named}: {path} is not a list of epoch rows (epoch and numbers)")
     return rows or []
+
+
+RESUMES = "resumes.json"  # a run's continuations, appended by dlopt train resume= (dlopt.training.resumes)
+
+
+def resumes(folder: Path, named: str) -> list[dict[str, Any]]:
+    """The times a run was continued (resumes.json), oldest first, each {"from_epoch": the first epoch it trained,
+    "overrides": what its command line added, "changed": {dotted key: {"from": old, "to": new}} (a key the
+    continuation added has no "from", one it removed no "to"), "time"}; [] for a run never resumed."""
+    path = folder / RESUMES
+    rows = read_json(path, named)
+    if rows is None:
+        return []
+    if not (isinstance(rows, list) and all(
+            isinstance(r, dict) and isinstance(r.get("from_epoch"), int) and isinstance(r.get("overrides"), list)
+            and all(isinstance(o, str) for o in r["overrides"]) and isinstance(r.get("changed", {}), dict)
+            and all(isinstance(c, dict) for c in r.get("changed", {}).values()) for r in rows)):
+        raise UserError(f"{named}: {path} is not a list of dlopt's resume records (from_epoch, overrides, changed)")
+    return rows
+
+
+def apply_resumes(config: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A run's config as its last continuation trained it: its .hydra config with each resume's changes applied in
+    order (the keys are dotted paths into nested dicts)."""
+    import copy
+
+    config = copy.deepcopy(config)
+    for record in records:
+        for key, change in record.get("changed", {}).items():
+            *parents, leaf = key.split(".")
+            node = config
+            for part in parents:
+                node = node.setdefault(part, {}) if isinstance(node, dict) else {}
+            if not isinstance(node, dict):
+                continue
+            if "to" in change:
+                node[leaf] = copy.deepcopy(change["to"])
+            else:
+                node.pop(leaf, None)
+    return config
 
 
 # --- the allowlist ---------------------------------------------------------------------------------
