@@ -73,6 +73,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "log_every_n_steps": (lambda x: integer(x) and x >= 1, "an integer >= 1"),
     "min_delta": (lambda x: _number(x) and x >= 0, "a number >= 0"),
     "check_finite": (lambda x: isinstance(x, bool), "true or false"),
+    "resume_changes": (lambda x: isinstance(x, bool), "true or false"),
     "compile": (lambda x: isinstance(x, bool), "true or false"),
     "bootstrap": (lambda x: isinstance(x, bool), "true or false"),
     "decay": (lambda x: _number(x) and 0 < x < 1, "a number in (0, 1)"),

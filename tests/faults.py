@@ -11,15 +11,44 @@ import torch
 
 
 class KillAt(L.Callback):
-    """SIGKILL this process (no cleanup, like `kill -9` or the OOM killer) at a batch of an epoch,
-    when the environment has DLOPT_TEST_KILL=1; otherwise do nothing, so that the same config
-    resumes and runs to the end."""
+    """SIGKILL this process (no cleanup, like `kill -9` or the OOM killer) where the environment says:
+    DLOPT_TEST_KILL=1 at batch `batch` of epoch `epoch` (counted from 0), or DLOPT_TEST_KILL=EPOCH:WHERE with EPOCH
+    counted from 1 as dlopt counts them and WHERE one of
+        start        when the epoch starts, before its first batch
+        batchN       before its batch N (from 0)
+        validation   before its first validation batch
+        checkpointN  while the epoch's Nth checkpoint is written (1: best.ckpt when the epoch improved, else
+                     last.ckpt), leaving half a file in a temporary place, as a kill during a write does.
+    Otherwise it does nothing, so that the same config resumes and runs to the end."""
 
     def __init__(self, epoch: int, batch: int):
         self.epoch, self.batch = epoch, batch
+        self._saves = 0
+
+    def _due(self, trainer, where: str) -> bool:
+        wanted = os.environ.get("DLOPT_TEST_KILL", "0")
+        return wanted == f"{trainer.current_epoch + 1}:{where}" and trainer.state.fn == "fit" \
+            and not trainer.sanity_checking
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._saves = 0
+        if self._due(trainer, "start"):
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if os.environ.get("DLOPT_TEST_KILL") == "1" and (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+        if os.environ.get("DLOPT_TEST_KILL") == "1" and (trainer.current_epoch, batch_idx) == (self.epoch, self.batch) \
+                or self._due(trainer, f"batch{batch_idx}"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 0 and self._due(trainer, "validation"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self._saves += 1
+        if self._due(trainer, f"checkpoint{self._saves}"):
+            # where dlopt's AtomicCheckpointIO writes last.ckpt before it moves it in place (the next save replaces it)
+            (Path(trainer.default_root_dir) / "checkpoints" / ".last.ckpt.tmp").write_bytes(b"PK\x03\x04 half of it")
             os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -1,10 +1,17 @@
-"""End to end: a run killed with SIGKILL mid-epoch resumes to the same numbers; resume's bad
-inputs; torch.compile; checkpoints from elsewhere never run code; callbacks=default,ema."""
+"""End to end: a run killed with SIGKILL again and again (mid-epoch, at an epoch's start, during validation, while a
+checkpoint is written) and resumed each time ends with what the uninterrupted run has, file by file; a resume only
+appends to the run's record (resumes.json), refuses what would falsify it, and trains what its config says;
+resume's bad inputs leave the run folder byte for byte as it was; torch.compile; checkpoints from elsewhere never
+run code; callbacks=default,ema."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import pickle
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,14 +22,20 @@ from test_bad_inputs import assert_fails_clearly
 
 TESTS = str(Path(__file__).parent)
 FAULTS = ("--config-dir", str(Path(TESTS) / "conf"))  # callbacks/kill.yaml: faults.KillAt (a trusted config folder)
-# dropout and augmentation make the result depend on the random generator's state at the resume
-RESUMABLE = (*FAULTS, "trainer.max_epochs=4", "trainer.limit_train_batches=12", "augmentation=light",
-             "regularization=dropout", "callbacks=[default,kill]")
+# dropout and augmentation make the result depend on the random generator's state at the resume; diagnostics every
+# 5 steps and histograms every 2nd epoch, so that each epoch holds several records
+RESUMABLE = (*FAULTS, "trainer.max_epochs=7", "trainer.limit_train_batches=12", "augmentation=light",
+             "regularization=dropout", "callbacks=[default,kill]", "diagnostics.every_n_steps=5",
+             "diagnostics.every_n_epochs=2")
+# where each process of the killed run dies (faults.KillAt): epoch 3 mid-way (1: the config's epoch=2 batch=5, from
+# 0), then at epoch 4's start, in epoch 5's validation, while epoch 6's second checkpoint (last.ckpt) is written;
+# the last resume finishes it
+KILLS = ("1", "4:start", "5:validation", "6:checkpoint2", "0")
 
 
-def env(kill: bool = False) -> dict[str, str]:
+def env(kill: str = "0") -> dict[str, str]:
     path = os.pathsep.join(p for p in (TESTS, os.environ.get("PYTHONPATH")) if p)
-    return {"PYTHONPATH": path, "DLOPT_TEST_KILL": "1" if kill else "0"}
+    return {"PYTHONPATH": path, "DLOPT_TEST_KILL": kill}
 
 
 def only_run_dir(cli, cwd: Path) -> Path:
@@ -32,54 +45,105 @@ def only_run_dir(cli, cwd: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def killed_and_resumed(cli, tmp_path_factory):
-    """(killed run folder before and after resuming, the uninterrupted run's folder)."""
+    """(the killed run's folder and last epoch after its first kill, the outputs of its resumes, its folder, the
+    uninterrupted run's folder)."""
     cwd = tmp_path_factory.mktemp("kill")
-    killed = cli.run("train", *RESUMABLE, cwd=cwd, env=env(kill=True))
+    killed = cli.run("train", *RESUMABLE, cwd=cwd, env=env(KILLS[0]))
     assert killed.returncode == -9, killed.describe()  # SIGKILL: no cleanup ran
     run_dir = only_run_dir(cli, cwd)
     before = {"files": sorted(p.name for p in run_dir.iterdir()),
               "last_epoch": torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]}
-    resumed = cli.run("train", *FAULTS, f"resume={run_dir}", cwd=cwd, env=env())
-    assert resumed.returncode == 0 and "Traceback" not in resumed.output, resumed.describe()
+    resumes = []
+    for kill in KILLS[1:]:
+        resumed = cli.run("train", *FAULTS, f"resume={run_dir}", cwd=cwd, env=env(kill))
+        assert resumed.returncode == (0 if kill == "0" else -9) and "Traceback" not in resumed.output, \
+            resumed.describe()
+        resumes.append(resumed)
     reference = tmp_path_factory.mktemp("reference")
     result = cli.run("train", *RESUMABLE, cwd=reference, env=env())
     assert result.returncode == 0, result.describe()
-    return before, resumed, run_dir, only_run_dir(cli, reference)
+    return before, resumes, run_dir, only_run_dir(cli, reference)
 
 
 def test_killed_run_left_its_last_checkpoint_and_no_results(killed_and_resumed):
     before, *_ = killed_and_resumed
-    assert before["last_epoch"] == 1  # killed in epoch 2: the last finished epoch is 1
+    assert before["last_epoch"] == 1  # killed in epoch 3 (epoch 2 counted from 0): the last finished is the 2nd
     assert "metrics.json" not in before["files"] and "curves.png" not in before["files"]
 
 
 def test_resumed_run_ends_with_the_uninterrupted_runs_numbers(cli, killed_and_resumed):
-    _, resumed, run_dir, reference = killed_and_resumed
+    _, resumes, run_dir, reference = killed_and_resumed
     got, want = cli.metrics(run_dir), cli.metrics(reference)
     for key in ("wall_time_s", "process_wall_time_s"):
         got.pop(key), want.pop(key)
     assert got == want
-    assert got["epochs"] == 4
+    assert got["epochs"] == 7
     assert cli.run_dirs(run_dir.parents[3]) == [run_dir], "resume made another run folder"
-    assert "resuming" in resumed.output and "step 24" in resumed.output  # 2 epochs x 12 batches
+    assert "resuming" in resumes[0].output and "step 24" in resumes[0].output  # 2 epochs x 12 batches
 
 
-def test_resumed_run_keeps_one_tensorboard_run_without_the_lost_steps(killed_and_resumed):
-    _, _, run_dir, _ = killed_and_resumed
-    assert [p.name for p in run_dir.iterdir() if p.name == "tensorboard"] == ["tensorboard"]
-    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) >= 2  # one per process
-    events = EventAccumulator(str(run_dir / "tensorboard"))
+def test_every_record_of_the_resumed_run_is_the_uninterrupted_runs(killed_and_resumed):
+    """diagnostics.jsonl (the records dropped before a resume, the ones written after its checkpoint kept twice),
+    history.json and the warnings in metrics.json, after four kills."""
+    _, _, run_dir, reference = killed_and_resumed
+
+    def records(folder: Path) -> list[dict]:
+        return [json.loads(line) for line in (folder / "diagnostics.jsonl").read_text().splitlines()]
+
+    got, want = records(run_dir), records(reference)
+    assert [(r["kind"], r.get("epoch"), r.get("step")) for r in got] == \
+        [(r["kind"], r.get("epoch"), r.get("step")) for r in want]
+    assert got == want
+    assert {r["epoch"] for r in got if r["kind"] == "activations"} == set(range(1, 8))
+    assert json.loads((run_dir / "history.json").read_text()) == json.loads((reference / "history.json").read_text())
+    assert not list(run_dir.rglob("*.tmp")), "the half-written checkpoint's temporary file is still there"
+
+
+def _events(folder: Path) -> EventAccumulator:
+    events = EventAccumulator(str(folder / "tensorboard"), size_guidance={"scalars": 0, "histograms": 0})
     events.Reload()
-    epochs = [e.step for e in events.Scalars("val/loss")]
-    assert len(epochs) == 4 and epochs == sorted(set(epochs))
-    grads = [e.step for e in events.Scalars("grad/norm")]
-    assert grads == sorted(set(grads)), "the killed process's steps after the checkpoint still show"
+    return events
 
 
-def test_resume_log_appends_to_the_runs_log(killed_and_resumed):
-    _, _, run_dir, _ = killed_and_resumed
+def test_resumed_run_keeps_one_tensorboard_run_with_the_uninterrupted_runs_steps(killed_and_resumed):
+    """Every scalar (val/loss, grad/norm, diagnostics/*) at the same steps with the same values, every histogram at the
+    same steps: what the killed processes logged after their checkpoint is hidden (purge_step), nothing before it."""
+    _, _, run_dir, reference = killed_and_resumed
+    assert [p.name for p in run_dir.iterdir() if p.name == "tensorboard"] == ["tensorboard"]
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) >= 5  # one or more per process
+    got, want = _events(run_dir), _events(reference)
+    assert sorted(got.Tags()["scalars"]) == sorted(want.Tags()["scalars"])
+    assert any(t.startswith("diagnostics/dead/") for t in want.Tags()["scalars"])
+    for tag in want.Tags()["scalars"]:
+        assert [(e.step, e.value) for e in got.Scalars(tag)] == [(e.step, e.value) for e in want.Scalars(tag)], tag
+    assert sorted(got.Tags()["histograms"]) == sorted(want.Tags()["histograms"])
+    for tag in want.Tags()["histograms"]:
+        assert [e.step for e in got.Histograms(tag)] == [e.step for e in want.Histograms(tag)], tag
+
+
+def test_resumed_runs_log_ends_each_epoch_as_the_uninterrupted_one(killed_and_resumed):
+    """train.log only appends: an epoch the killed process finished after its checkpoint is there twice, and the last
+    line of each epoch is the uninterrupted run's."""
+    _, _, run_dir, reference = killed_and_resumed
+
+    def epoch_lines(folder: Path) -> dict[str, str]:
+        lines = re.findall(r"\] - (epoch (\d+)/7: .*)$", (folder / "train.log").read_text(), re.M)
+        return {epoch: line for line, epoch in lines}  # the last line of each epoch
+
     log = (run_dir / "train.log").read_text()
-    assert log.count("model: ") == 2 and "resuming" in log
+    assert log.count("model: ") == 5 and log.count("resuming") == 4
+    assert epoch_lines(run_dir) == epoch_lines(reference) and len(epoch_lines(reference)) == 7
+
+
+def test_resumes_are_recorded_and_doctor_says_what_it_says_of_the_uninterrupted_run(cli, killed_and_resumed,
+                                                                                      tmp_path):
+    _, _, run_dir, reference = killed_and_resumed
+    records = json.loads((run_dir / "resumes.json").read_text())
+    assert [(r["from_epoch"], r["overrides"], r["changed"]) for r in records] == \
+        [(3, [], {}), (4, [], {}), (5, [], {}), (6, [], {})]
+    reports = [[line.replace(str(folder), "RUN") for line in cli.ok("doctor", f"run={folder}", cwd=tmp_path).stdout
+                .splitlines() if not line.startswith("[")] for folder in (run_dir, reference)]  # without log lines
+    assert reports[0] == reports[1] and reports[0][0] == "RUN:"
 
 
 # --- resume: bad inputs ----------------------------------------------------------------------------------

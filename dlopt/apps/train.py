@@ -1,6 +1,7 @@
 """`dlopt train`: compose the config, train, test, write the run folder; returns the monitored metric.
 `dlopt train resume=RUN_DIR` continues a run (see dlopt/apps/resume.py)."""
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from dlopt import threads
-from dlopt.apps import app, task, trusted_targets
+from dlopt.apps import app, log, task, trusted_targets
 from dlopt.apps import resume as resuming
 from dlopt.errors import SweepError, UserError
 
@@ -24,32 +25,40 @@ DDP_IN_SWEEP = ("trainer.devices={devices} would start more processes by running
 def train(cfg: DictConfig, run_dir: Path) -> float:
     from dlopt.checks import check
 
-    last = None
-    if cfg.get("resume"):
-        new = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
-        cfg = resuming.resumed_config(cfg, run_dir, new, trusted_targets(cfg))
-        last = run_dir / "checkpoints" / "last.ckpt"
-    check(cfg)
     hydra = HydraConfig.get()
-    if isinstance(cfg.get("augmentation"), DictConfig) and isinstance(cfg.get("data"), DictConfig):
-        from dlopt.checks import refuse_label_changing
+    overrides, resumed = list(hydra.overrides.task), None
+    with resuming.log_untouched(run_dir) if cfg.get("resume") else contextlib.nullcontext():
+        if cfg.get("resume"):
+            given = [o for o in overrides if not o.startswith("resume=")]
+            resumed = resuming.resumed_config(cfg, run_dir, given, trusted_targets(cfg))
+            cfg, overrides = resumed.config, resuming.overrides_so_far(run_dir) + given
+        check(cfg)
+        if isinstance(cfg.get("augmentation"), DictConfig) and isinstance(cfg.get("data"), DictConfig):
+            from dlopt.checks import refuse_label_changing
 
-        user = [k.partition(".")[2] for k in hparams(cfg, hydra.overrides.task) if k.startswith("augmentation.")]
-        refuse_label_changing(OmegaConf.to_container(cfg.augmentation, resolve=True), cfg.data.get("label_changing"),
-                              user, hydra.runtime.choices.get("data"))
+            user = [k.partition(".")[2] for k in hparams(cfg, overrides) if k.startswith("augmentation.")]
+            refuse_label_changing(OmegaConf.to_container(cfg.augmentation, resolve=True),
+                                  cfg.data.get("label_changing"), user, hydra.runtime.choices.get("data"))
+    for note in resumed.notes if resumed else []:
+        log.info("%s", note)
     threads.use(cfg.threads)  # imports torch
     from dlopt.training.processes import NoRelaunch  # heavy imports (torch, Lightning) only now
     from dlopt.training.run import train as run_training
 
     in_sweep = hydra.mode == RunMode.MULTIRUN
     marks = [NoRelaunch(SweepError(DDP_IN_SWEEP.format(devices=cfg.trainer.get("devices"))))] if in_sweep else []
+    if resumed is not None:
+        from dlopt.training.resumes import Resumed
+
+        marks.append(Resumed(run_dir, resumed.overrides, resumed.changed))
     if (cfg.get("search") or {}).get("trial") is not None:  # a trial of search=...: report to its pruner
         from dlopt.search import study
         from dlopt.search.pruning import Pruning
 
         url = study.storage_url(cfg.search, hydra.sweep.dir)
         marks.append(Pruning(study.trial(cfg.search, url, cfg.trainer.max_epochs), cfg.monitor))
-    return run_training(cfg, run_dir, callbacks=marks, resume=last, hparams=hparams(cfg, hydra.overrides.task))
+    last = run_dir / "checkpoints" / "last.ckpt" if resumed is not None else None
+    return run_training(cfg, run_dir, callbacks=marks, resume=last, hparams=hparams(cfg, overrides))
 
 
 def hparams(cfg: DictConfig, overrides) -> dict:
@@ -59,7 +68,7 @@ def hparams(cfg: DictConfig, overrides) -> dict:
     values = {}
     for override in overrides:
         key, _, text = override.lstrip("+~").partition("=")
-        if key.split(".")[0] in ("search", "resume", "hydra"):
+        if key.split(".")[0] in ("search", "resume", "resume_changes", "hydra"):
             continue
         value = OmegaConf.select(cfg, key, default=None)
         values[key] = value if isinstance(value, (int, float, str, bool)) else text

@@ -8,7 +8,8 @@ Records go to `diagnostics.jsonl` in the run folder, one JSON line each, flushed
 written (a run that fails in epoch 7 keeps epochs 1-6; epochs count from 1, as in history.json); the
 numbers also go to TensorBoard under `diagnostics/` with histograms of gradients and activations;
 `diagnostics.png` is drawn when the fit ends. The first time a symptom shows (dlopt.diagnostics.symptoms), one
-warning names it.
+warning names it. A resumed run keeps the records written up to its checkpoint (the count is in the checkpoint) and
+the warnings given, so that after any kill and resume the file holds what an uninterrupted run's holds.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -54,9 +56,11 @@ class Recorder(L.Callback):
         self._warned: set[str] = set()
         self._before: Optional[dict[str, torch.Tensor]] = None  # weights before the recorded optimizer step
         self._row: dict[str, Any] = {}
-        self._records: list[dict[str, Any]] = []  # this process's records, for the warnings
+        self._records: list[dict[str, Any]] = []  # the run's records (a resumed run's earlier ones too), for the warnings
         self._histogram_epoch = -1
         self._path: Optional[Path] = None
+        self._written = 0  # records in diagnostics.jsonl, earlier processes of a resumed run included
+        self._resumed_at: Optional[int] = None  # the records of the checkpoint a resumed run continues from
         # the activation layers' outputs for the first `samples` validation samples of the epoch, while hooked
         self._outputs: dict[str, list[torch.Tensor]] = {}
         self._kinds: dict[str, str] = {}
@@ -75,37 +79,75 @@ class Recorder(L.Callback):
     def activations(module: L.LightningModule) -> dict[str, tuple[nn.Module, str]]:
         return {name: (m, ACTIVATIONS[type(m)]) for name, m in module.net.named_modules() if type(m) in ACTIVATIONS}
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _keep(self, record: dict[str, Any]) -> None:
+        """Append a record to diagnostics.jsonl (flushed: a run killed later keeps it) and to the run's records."""
+        self._records.append(record)
         if self._path is None:
             return
         with naming(self._path), self._path.open("a") as file:
             file.write(json.dumps(strict(record), allow_nan=False) + "\n")
+        self._written += 1
 
     def _log(self, trainer: L.Trainer, values: dict[str, float], step: int) -> None:
         if trainer.logger is not None:
             trainer.logger.log_metrics({k: v for k, v in values.items() if math.isfinite(v)}, step=step)
 
-    def _histogram(self, trainer: L.Trainer, tag: str, values: torch.Tensor) -> None:
+    def _histogram(self, trainer: L.Trainer, tag: str, values: torch.Tensor, step: Optional[int] = None) -> None:
         values = values.detach().flatten()
         values = values[:: max(1, values.numel() // HISTOGRAM_VALUES)]  # evenly spaced: the shape, at a fixed cost
         if isinstance(trainer.logger, TensorBoardLogger) and values.numel() and torch.isfinite(values).all():
-            trainer.logger.experiment.add_histogram(tag, values.float().cpu(), trainer.global_step, bins=HISTOGRAM_BINS)
+            trainer.logger.experiment.add_histogram(tag, values.float().cpu(),
+                                                    trainer.global_step if step is None else step, bins=HISTOGRAM_BINS)
 
     # --- hooks ---------------------------------------------------------------------------------------
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run continues from, saved in each checkpoint: how many records the run had written by then
+        (those after it are dropped on resume, since the resumed run records them again) and the symptoms it
+        warned about (warned once per run, listed in metrics.json)."""
+        return {"records": self._written, "warnings": list(self.warnings), "warned": sorted(self._warned)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resumed_at = int(state_dict.get("records", 0))
+        self.warnings = list(state_dict.get("warnings", []))
+        self._warned = set(state_dict.get("warned", []))
+
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """diagnostics.jsonl: its header, then (resumed) the records written up to the checkpoint the run continues
+        from, rewritten through a temporary file."""
         if not trainer.is_global_zero:
             return
         self._path = Path(trainer.default_root_dir) / FILE
-        if trainer.global_step and self._path.is_file():  # resumed: drop what was recorded after the checkpoint
-            records = [json.loads(line) for line in self._path.read_text().splitlines() if line.strip()]
-            self._records = [r for r in records
-                             if r.get("step", 0) <= trainer.global_step and r.get("kind") != "layers"]
-        datamodule = trainer.datamodule
-        header = {"kind": "layers", "weights": list(self.weights(module)),
-                  "activations": {name: kind for name, (_, kind) in self.activations(module).items()},
-                  "classes": getattr(datamodule, "num_classes", None), "every_n_steps": self.every_n_steps}
-        self._path.write_text("".join(json.dumps(record) + "\n" for record in [header, *self._records]))
+        history = getattr(module, "history", None) or []  # restored from the checkpoint when resumed
+        header, self._records = self._earlier(history)
+        if header is None:
+            header = {"kind": "layers", "weights": list(self.weights(module)),
+                      "activations": {name: kind for name, (_, kind) in self.activations(module).items()},
+                      "classes": getattr(trainer.datamodule, "num_classes", None), "every_n_steps": self.every_n_steps,
+                      "from_epoch": history[-1]["epoch"] + 1 if history else 1}  # > 1: recording began at a resume
+        self._written = len(self._records)
+        tmp = self._path.with_name(self._path.name + ".tmp")
+        with naming(self._path):
+            tmp.write_text("".join(json.dumps(strict(r), allow_nan=False) + "\n" for r in [header, *self._records]))
+            os.replace(tmp, self._path)
+
+    def _earlier(self, history: list[dict[str, Any]]) -> tuple[Optional[dict], list[dict[str, Any]]]:
+        """The header and records a resumed run keeps: the first `records` of its checkpoint's state (a checkpoint
+        of an older dlopt has none: the records of the epochs its history holds). (None, []) for a new run."""
+        if not history or not self._path.is_file():
+            return None, []
+        lines = self._path.read_text(errors="replace").splitlines()
+        records = []
+        for line in lines:
+            try:
+                records.append(json.loads(line))
+            except ValueError:  # cut short by the kill
+                break
+        header = next((r for r in records if r.get("kind") == "layers"), None)
+        records = [r for r in records if r.get("kind") != "layers"]
+        if self._resumed_at is not None:
+            return header, records[:self._resumed_at]
+        return header, [r for r in records if r.get("epoch", 0) <= history[-1]["epoch"]]
 
     def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule, optimizer) -> None:
         if self._path is None or trainer.global_step % self.every_n_steps:
@@ -150,8 +192,7 @@ class Recorder(L.Callback):
         self._row["loss"] = float(loss) if loss is not None else None
         self._before = None
         row, self._row = self._row, {}
-        self._write(row)
-        self._records.append(row)
+        self._keep(row)
         first, last = next(iter(row["grad_norm"].values()), None), next(reversed(row["grad_norm"].values()), None)
         self._log(trainer, {"diagnostics/total_grad_norm": row["total_grad_norm"],
                             # nan (not logged) when step 0 of an adaptive optimizer recorded no update ratio
@@ -200,12 +241,11 @@ class Recorder(L.Callback):
                 row["dead"][name] = float((out <= 0).all(dim=0).float().mean())
             row["mean"][name], row["std"][name] = float(out.mean()), float(out.std())
             if self.histograms == "step" or self.histograms == "epoch" and self._histogram_epoch_due(trainer):
-                self._histogram(trainer, f"diagnostics/activation/{name}", out)
-        self._write(row)
-        self._records.append(row)
+                self._histogram(trainer, f"diagnostics/activation/{name}", out, _epoch_step(trainer))
+        self._keep(row)
         self._log(trainer, {**{f"diagnostics/dead/{k}": v for k, v in row["dead"].items()},
                             **{f"diagnostics/saturated/{k}": v for k, v in row["saturated"].items()}},
-                  trainer.global_step)
+                  _epoch_step(trainer))
         self._warn()
 
     def _warn(self) -> None:
@@ -230,3 +270,10 @@ class Recorder(L.Callback):
                 plot_diagnostics(symptoms.read_records(self._path), self._path.with_name("diagnostics.png"))
             except OSError as err:  # a full disk: the records are on disk, the picture is not essential
                 log.warning("diagnostics.png not written: %s", err)
+
+
+def _epoch_step(trainer: L.Trainer) -> int:
+    """The TensorBoard step of what an epoch's validation measured: its last optimizer step, where Lightning logs the
+    epoch's metrics (val/loss). A resume from that epoch's checkpoint then keeps it: TensorBoard hides the steps from
+    the checkpoint's global_step on (purge_step), which the resumed run logs again."""
+    return max(trainer.global_step - 1, 0)
