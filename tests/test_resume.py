@@ -146,7 +146,7 @@ def test_resumes_are_recorded_and_doctor_says_what_it_says_of_the_uninterrupted_
     assert reports[0] == reports[1] and reports[0][0] == "RUN:"
 
 
-# --- resume: bad inputs ----------------------------------------------------------------------------------
+# --- resume: bad inputs leave the run folder as it was; what a resume may change, and its record ------------------
 
 
 @pytest.fixture(scope="module")
@@ -155,48 +155,143 @@ def finished_run(cli, tmp_path_factory):
     return cli.train(cwd=cwd)
 
 
-def copy_run(run_dir: Path, into: Path) -> Path:
-    import shutil
-
+def copy_run(run_dir: Path, into: Path, finished: bool = True) -> Path:
+    """A copy of the run to resume; `finished=False`: as if killed after its last epoch's checkpoint (no results)."""
     target = into / "old_run"
     shutil.copytree(run_dir, target)
+    if not finished:
+        for name in ("metrics.json", "predictions.npz", "curves.png"):
+            (target / name).unlink()
     return target
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file below the folder, byte for byte."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def refused(cli, run_dir: Path, cwd: Path, *overrides: str, needles: tuple[str, ...]) -> str:
+    """`dlopt train resume=RUN OVERRIDES` fails in one line holding the needles, exit 2, and changes no byte of the
+    run folder (its train.log included); returns that line."""
+    before = snapshot(run_dir)
+    result = cli.run("train", f"resume={run_dir}", *overrides, cwd=cwd)
+    line = assert_fails_clearly(result, cwd, f"resume={run_dir}", *needles)
+    assert result.returncode == 2
+    assert snapshot(run_dir) == before, "the refused resume changed the run folder"
+    assert not (cwd / "outputs").exists()
+    return line
 
 
 def test_resume_of_a_finished_run_says_how_to_train_longer(cli, finished_run, tmp_path):
     run_dir = copy_run(finished_run, tmp_path)
-    result = cli.run("train", f"resume={run_dir}", cwd=tmp_path)
-    line = assert_fails_clearly(result, tmp_path, f"resume={run_dir} has already finished", "trainer.max_epochs=N")
-    assert result.returncode == 2 and "above its 1" in line
-    assert (run_dir / "metrics.json").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    line = refused(cli, run_dir, tmp_path, needles=("has already finished", "trainer.max_epochs=N"))
+    assert "above its 1" in line and "nothing was changed" in line
 
 
-def test_resume_with_more_epochs_continues_a_finished_run(cli, finished_run, tmp_path):
+@pytest.mark.parametrize("overrides", [("optimizer=sgd",), ("trainer.max_epochs=1",), ("threads=2", "optimizer.lr=0.1"),
+                                       ("optimizer=sgd", "resume_changes=true")])
+def test_resume_of_a_finished_run_with_nothing_that_extends_it_is_refused(cli, finished_run, tmp_path, overrides):
     run_dir = copy_run(finished_run, tmp_path)
-    cli.ok("train", f"resume={run_dir}", "trainer.max_epochs=2", cwd=tmp_path)
-    assert cli.metrics(run_dir)["epochs"] == 2
-    assert "trainer.max_epochs=2" in (run_dir / ".hydra" / "overrides.yaml").read_text()
-    assert cli.config(run_dir)["trainer"]["max_epochs"] == 2
+    refused(cli, run_dir, tmp_path, *overrides, needles=("has already finished", "trainer.max_epochs=N"))
+
+
+@pytest.mark.parametrize("overrides, shown", [
+    (("optimizer=sgd",), "optimizer._target_ torch.optim.Adam -> torch.optim.SGD"),
+    (("model=mlp",), "model._target_ dlopt.models.CNN -> dlopt.models.MLP"),
+    (("data=mnist1d",), "data._target_"),
+    (("trainer.max_epochs=3", "optimizer.lr=0.01"), "optimizer.lr 0.001 -> 0.01")])
+def test_resume_that_would_change_what_was_trained_is_refused(cli, finished_run, tmp_path, overrides, shown):
+    run_dir = copy_run(finished_run, tmp_path, finished=False)
+    line = refused(cli, run_dir, tmp_path, *overrides, needles=("would change what the run trained", shown))
+    assert "For a new run: dlopt train" in line and "resume_changes=true" in line and "from epoch 2 on" in line
+
+
+def test_resume_of_a_run_whose_records_lost_their_first_epochs_is_refused(cli, finished_run, tmp_path):
+    """An older dlopt kept only the records after a resume: continuing would extend a record with a gap;
+    diagnostics=none continues without per-layer records."""
+    run_dir = copy_run(finished_run, tmp_path, finished=False)
+    path = run_dir / "diagnostics.jsonl"
+    header = path.read_text().splitlines()[0]
+    path.write_text(header.replace(', "from_epoch": 1', "") + "\n")  # as the older dlopt left it: the header only
+    refused(cli, run_dir, tmp_path, needles=("diagnostics.jsonl holds no record", "history.json starts at epoch 1",
+                                             "diagnostics=none"))
+    cli.ok("train", f"resume={run_dir}", "diagnostics=none", "trainer.max_epochs=2", cwd=tmp_path)
+    assert path.read_text() == header.replace(', "from_epoch": 1', "") + "\n"
+    [record] = json.loads((run_dir / "resumes.json").read_text())
+    assert record["changed"]["diagnostics._target_"] == {"from": "dlopt.diagnostics.recorder.Recorder"}
+
+
+def test_resume_changes_true_changes_the_run_from_the_next_epoch_and_records_it(cli, finished_run, tmp_path):
+    run_dir = copy_run(finished_run, tmp_path)
+    started = snapshot(run_dir / ".hydra")
+    cli.ok("train", f"resume={run_dir}", "trainer.max_epochs=3", "optimizer=sgd", "optimizer.lr=0.02",
+           "resume_changes=true", cwd=tmp_path)
+    assert snapshot(run_dir / ".hydra") == started, ".hydra must keep how the run started"
+    [record] = json.loads((run_dir / "resumes.json").read_text())
+    assert record["from_epoch"] == 2 and record["overrides"] == ["trainer.max_epochs=3", "optimizer=sgd",
+                                                                 "optimizer.lr=0.02", "resume_changes=true"]
+    assert record["changed"]["optimizer._target_"] == {"from": "torch.optim.Adam", "to": "torch.optim.SGD"}
+    assert record["changed"]["optimizer.betas"] == {"from": [0.9, 0.999]}
+    history = json.loads((run_dir / "history.json").read_text())
+    # epoch 2 trains with SGD at 0.02 on the cosine of 3 epochs, at its step 1: what the config and record say
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert history[1]["lr"] == pytest.approx(0.02 * (1 + math.cos(math.pi / 3)) / 2)
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "momentum" in state["optimizer_states"][0]["param_groups"][0], "the checkpoint holds SGD's state"
+    assert state["dlopt"]["config"]["optimizer"]["_target_"] == "torch.optim.SGD"
+    result = cli.python("from pathlib import Path; from dlopt import saved_run\n"
+                        f"c = saved_run.run_config(Path({str(run_dir)!r}), 'x')\n"
+                        "print(c['optimizer']['_target_'], c['trainer']['max_epochs'], 'betas' in c['optimizer'])",
+                        cwd=tmp_path)
+    assert result.stdout.split() == ["torch.optim.SGD", "3", "False"], result.describe()
+
+
+def test_resume_with_more_epochs_continues_a_finished_run_on_the_longer_schedule(cli, finished_run, tmp_path):
+    run_dir = copy_run(finished_run, tmp_path)
+    overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
+    cli.ok("train", f"resume={run_dir}", "trainer.max_epochs=4", cwd=tmp_path)
+    assert cli.metrics(run_dir)["epochs"] == 4
+    assert (run_dir / ".hydra" / "overrides.yaml").read_text() == overrides and cli.config(run_dir)["trainer"][
+        "max_epochs"] == 1, ".hydra says how the run started"
+    [record] = json.loads((run_dir / "resumes.json").read_text())
+    assert record["from_epoch"] == 2 and record["changed"] == {"trainer.max_epochs": {"from": 1, "to": 4}}
+    # cosine's T_max follows trainer.max_epochs: epochs 2-4 are those of a 4-epoch cosine, not a restarted 1-epoch one
+    lrs = [r["lr"] for r in json.loads((run_dir / "history.json").read_text())]
+    assert lrs[1:] == pytest.approx([1e-3 * (1 + math.cos(math.pi * t / 4)) / 2 for t in (1, 2, 3)])
     assert not (tmp_path / "outputs").exists()  # nothing new besides the resumed folder
+    refused(cli, run_dir, tmp_path, needles=("has already finished", "above its 4"))  # its config is the resumed one
+
+
+def test_resume_with_more_patience_trains_on_after_early_stopping(cli, tmp_path):
+    """Lightning restores early stopping's patience from the checkpoint; the resumed run uses the config's."""
+    (tmp_path / "here").mkdir()
+    run_dir = cli.train("trainer.max_epochs=8", "callbacks.early_stopping.patience=1",
+                        "callbacks.early_stopping.min_delta=10", cwd=tmp_path)  # never improves by 10: stops at 2
+    assert cli.metrics(run_dir)["epochs"] == 2 and cli.metrics(run_dir)["stopped_early"]
+    refused(cli, run_dir, tmp_path / "here", "trainer.max_epochs=9", needles=("early stopping ended it at epoch 2",
+                                                                     "callbacks.early_stopping.patience=N above its 1"))
+    cli.ok("train", f"resume={run_dir}", "callbacks.early_stopping.patience=3", cwd=tmp_path)
+    assert cli.metrics(run_dir)["epochs"] == 4  # waits 3 epochs after its best (epoch 1), not 1
 
 
 def test_resume_names_a_key_this_dlopt_no_longer_has(cli, finished_run, tmp_path):
-    run_dir = copy_run(finished_run, tmp_path)
+    run_dir = copy_run(finished_run, tmp_path, finished=False)
     config = run_dir / ".hydra" / "config.yaml"
     config.write_text(config.read_text().replace("model:\n", "model:\n  old_knob: 3\n", 1))
-    (run_dir / "metrics.json").unlink()
-    result = cli.run("train", f"resume={run_dir}", cwd=tmp_path)
-    assert_fails_clearly(result, tmp_path, f"resume={run_dir}: this dlopt no longer has model.old_knob")
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    refused(cli, run_dir, tmp_path, needles=("this dlopt no longer has model.old_knob",))
 
 
 def test_resume_of_a_run_whose_overrides_no_longer_compose_says_why(cli, finished_run, tmp_path):
-    run_dir = copy_run(finished_run, tmp_path)
+    run_dir = copy_run(finished_run, tmp_path, finished=False)
     (run_dir / ".hydra" / "overrides.yaml").write_text("- model=resnot\n")
-    (run_dir / "metrics.json").unlink()
-    result = cli.run("train", f"resume={run_dir}", cwd=tmp_path)
-    line = assert_fails_clearly(result, tmp_path, "do not compose with this dlopt", "model=resnot is not an option")
+    line = refused(cli, run_dir, tmp_path, needles=("do not compose with this dlopt", "model=resnot is not an option"))
     assert "did you mean resnet?" in line
+
+
+def test_resume_of_a_run_with_a_damaged_record_of_resumes_names_it(cli, finished_run, tmp_path):
+    run_dir = copy_run(finished_run, tmp_path, finished=False)
+    (run_dir / "resumes.json").write_text('[{"from_epoch": "two"}]\n')
+    refused(cli, run_dir, tmp_path, needles=("resumes.json is not a list of dlopt's resume records",))
 
 
 def not_resumable(root: Path, kind: str) -> Path:
