@@ -741,6 +741,36 @@ CASES += [
          files(RUN_FILES)),
 ]
 
+
+
+def header_only(run: Path) -> None:
+    """diagnostics.jsonl as an older dlopt left it after resuming the run: its header line only."""
+    path = run / "diagnostics.jsonl"
+    path.write_text(path.read_text().splitlines()[0].replace(', "from_epoch": 1', "") + "\n")
+
+
+CASES += [
+    Case("issue24 resume= a finished run with optimizer=sgd", ["train", "resume={run}", "optimizer=sgd"],
+         ("resume=", "has already finished"), real_run(), tiny=False),
+    Case("issue24 resume= a finished run with trainer.max_epochs=1", ["train", "resume={run}", "trainer.max_epochs=1"],
+         ("resume=", "has already finished"), real_run(), tiny=False),
+    Case("issue24 resume= a killed run with optimizer=sgd", ["train", "resume={run}", "optimizer=sgd"],
+         ("resume=", "would change what the run trained", "resume_changes=true"), real_run(killed(lambda r: None)),
+         tiny=False),
+    Case("issue24 resume= a killed run with model=mlp", ["train", "resume={run}", "model=mlp"],
+         ("resume=", "would change what the run trained", "model._target_"), real_run(killed(lambda r: None)),
+         tiny=False),
+    Case("issue24 resume= a killed run with data=mnist1d", ["train", "resume={run}", "data=mnist1d"],
+         ("resume=", "would change what the run trained", "data._target_"), real_run(killed(lambda r: None)),
+         tiny=False),
+    Case("issue24 resume= a run whose diagnostics.jsonl lost its first epochs", ["train", "resume={run}"],
+         ("resume=", "diagnostics.jsonl", "diagnostics=none"), real_run(killed(header_only)), tiny=False),
+    Case("issue24 resume= a run with a damaged resumes.json", ["train", "resume={run}"], ("resume=", "resumes.json"),
+         real_run(killed(lambda run: (run / "resumes.json").write_text("[{]"))), tiny=False),
+    Case("issue24 resume_changes=yes", ["train", "resume={run}", "resume_changes=yes"], "resume_changes=yes",
+         real_run(killed(lambda r: None)), tiny=False),
+]
+
 # --- the runner ------------------------------------------------------------------------------------
 
 @dataclass
