@@ -92,7 +92,8 @@ def _grouped(found: list, by: list, cfg: DictConfig, run_dir: Path) -> dict:
     columns, rows = groups.table(grouped, by, metric)
     (run_dir / "groups.md").write_text(text + "\n")
     (run_dir / "groups.json").write_text(json.dumps(
-        [{**row, "runs": [str(r.folder) for r in g.runs], "p": g.p} for row, g in zip(rows, grouped)], indent=1,
+        [{**row, "runs": [str(r.folder) for r in g.runs], "p": g.p, "not_replicates": g.mixed}
+         for row, g in zip(rows, grouped)], indent=1,
         default=str))
     groups.plot(found, by, metric, run_dir / "axes.png")
     if cfg.format == "table":

@@ -1,6 +1,8 @@
 """`dlopt runs compare=[A,B,...]`: the keys of the runs' composed and resolved configs that differ (not only the
-overrides: a changed default shows too), their metrics side by side, and compare.png with val loss and val accuracy
-per epoch overlaid from each run's history.json. Configs and histories are read as data, by dlopt.saved_run."""
+overrides: a changed default shows too; a resumed run's config as its last resume trained it), each run's resumes
+(from which epoch, with which overrides, what they changed), their metrics side by side, and compare.png with val
+loss and val accuracy per epoch overlaid from each run's history.json. Configs and histories are read as data, by
+dlopt.saved_run."""
 
 from __future__ import annotations
 
@@ -10,12 +12,11 @@ from typing import Any
 
 from dlopt import saved_run
 from dlopt.errors import UserError
-from dlopt.runs.listing import Run, cell, markdown, read, rounded, shared
+from dlopt.runs.listing import ABSENT, Run, cell, flat, markdown, read, resume, rounded, shared
 
 METRICS = ("objective", "val/loss", "val/acc", "test/loss", "test/acc", "test/ece", "best_epoch", "epochs",
            "wall_time_s", "params")
 CURVES = ("val/loss", "val/acc")
-ABSENT = "(absent)"
 
 
 def open_runs(paths: list[Any]) -> list[Run]:
@@ -30,16 +31,6 @@ def open_runs(paths: list[Any]) -> list[Run]:
             raise UserError(f"compare: {path} {what}; give folders of dlopt runs (outputs/train/DATE/TIME)")
         runs.append(read(folder))
     return runs
-
-
-def flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    """{'optimizer.lr': 0.01, ...}: every leaf of a config, by its dotted key."""
-    if isinstance(node, dict) and node:
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: node}
 
 
 def differences(runs: list[Run]) -> dict[str, list[Any]]:
@@ -80,6 +71,7 @@ def report(runs: list[Run]) -> str:
                                      for k, values in diff.items()]), ""]
     else:
         lines += ["their configs are the same", ""]
+    lines += resumes(labels, runs)
     shown = [m for m in METRICS if any(m in run.metrics for run in runs)]
     lines += ["metrics:", "", markdown(["metric", *labels],
                                        [{"metric": m, **{label: run.metrics.get(m) for label, run in zip(labels, runs)}}
@@ -87,9 +79,27 @@ def report(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
+def resumes(labels: list[str], runs: list[Run]) -> list[str]:
+    """Lines of each resumed run's resumes: from which epoch, its overrides and what they changed (old -> new)."""
+    lines = []
+    for label, run in zip(labels, runs):
+        if run.resume_error:
+            lines.append(f"- {label}: {run.resume_error} (its resumes are not known)")
+        for record in run.resumes:
+            changed = ", ".join(f"{key} {_shown(c.get('from', ABSENT))} -> {_shown(c.get('to', ABSENT))}"
+                                for key, c in record.get("changed", {}).items())
+            lines.append(f"- {label}: {resume(record)}" + (f"; changed {changed}" if changed else "")
+                         + (f"; at {record['time']}" if record.get("time") else ""))
+    if not lines:
+        return []
+    return ["resumes (the config above is as the last resume trained it):", "", *lines, ""]
+
+
 def as_json(runs: list[Run]) -> str:
-    """The comparison as JSON (format=json): each run's folder and status, the differing keys, the metrics."""
-    return json.dumps({"runs": [{"run": str(r.folder), "status": r.status} for r in runs],
+    """The comparison as JSON (format=json): each run's folder, status and resumes, the differing keys, the
+    metrics."""
+    return json.dumps({"runs": [{"run": str(r.folder), "status": r.status, "resumes": r.resumes,
+                                 **({"resumes_error": r.resume_error} if r.resume_error else {})} for r in runs],
                        "differences": differences(runs),
                        "metrics": {m: [r.metrics.get(m) for r in runs] for m in METRICS
                                    if any(m in r.metrics for r in runs)}}, indent=1, default=str)
@@ -108,9 +118,10 @@ def plot(runs: list[Run], path: Path) -> list[str]:
 
     figure, axes = plt.subplots(1, len(CURVES), figsize=(12, 4.5))
     missing = []
-    common = shared([run.overrides for run in runs])
-    for label, run in zip(names(runs), runs):
-        own = rounded(o for o in run.overrides if o not in common)
+    shown = [run.shown() for run in runs]
+    common = shared(shown)
+    for label, run, overrides in zip(names(runs), runs, shown):
+        own = rounded(o for o in overrides if o not in common)
         label = f"{label}: {own}" if own else label
         rows = history(run)
         if not rows:

@@ -6,35 +6,53 @@ group: it does not assume the two spreads are equal (a diverging optimizer is fa
 works from the 3-5 seeds a sweep affords, where a bootstrap interval has only a handful of distinct resamples to
 draw from. Only finished runs are counted (pruned runs stopped early and failed ones have no value); the plot
 marks the others. Groups of one run get no test.
+
+The test takes a group's runs for replicates: the same settings, another seed. When the counted runs differ in a
+key besides `by` and the seeds (a config group's option, an override, a search's drawn value, a resume's override),
+the grouping is incomplete. A key that differs inside a group makes its spread that key's effect, not seed noise:
+that group gets no verdict (nor does any group when it is the best one), and the note names the key and the `by=`
+that groups by every varied key. A key with one value per group but not the same in all is tested with `by`
+(the difference between groups is theirs together): its values are shown beside `by`'s. Numbers read alike: mean
+and sd to the same decimal places, those of the sd to 2 significant digits, one number of places per column; p to
+2 significant digits.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from dlopt.runs.listing import Run, cell, known, lower_is_better, markdown
+from dlopt.runs.listing import ABSENT, NAMES, Run, cell, known, lower_is_better, markdown
 
 ALPHA = 0.05  # a difference with p below this is called real
 SHOWN = ("test/acc", "test/loss", "test/ece")  # test metrics given with the tested metric
+UNNAMED = ("resume", "resume_changes")  # keys of resuming: which run, the consent to change it (not settings)
 
 
 @dataclass
 class Group:
     values: tuple[Any, ...]
     runs: list[Run] = field(default_factory=list)  # every run with these values, finished or not
-    p: Optional[float] = None  # Welch's t-test against the best group; None for the best and groups of one run
+    p: Optional[float] = None  # Welch's t-test against the best group; None for the best and untested groups
     best: bool = False
+    mixed: list[str] = field(default_factory=list)  # keys its counted runs differ in besides `by` and the seeds
+    untested: str = ""  # why a group with runs to count has no test
+    also: dict[str, Any] = field(default_factory=dict)  # keys with one value per group, not the same in all
 
     @property
     def finished(self) -> list[Run]:
         return [run for run in self.runs if run.status == "done"]
 
+    def counted(self, metric: str) -> list[Run]:
+        """The runs whose `metric` the group's numbers are."""
+        return [run for run in self.finished if _number(run.metrics.get(metric))]
+
     def numbers(self, metric: str) -> list[float]:
-        return [float(run.metrics[metric]) for run in self.finished if _number(run.metrics.get(metric))]
+        return [float(run.metrics[metric]) for run in self.counted(metric)]
 
     def mean_sd(self, metric: str) -> tuple[Optional[float], Optional[float]]:
         values = self.numbers(metric)
@@ -59,17 +77,60 @@ def aggregate(runs: list[Run], by: list[str], metric: str) -> list[Group]:
     scored = sorted((g for g in groups.values() if g.numbers(metric)),
                     key=lambda g: g.mean_sd(metric)[0] * (1 if lower else -1))
     unscored = [g for g in groups.values() if not g.numbers(metric)]
+    _replicates(scored, by, metric)
     if scored:
         best = scored[0]
         best.best = True
         for group in scored[1:]:
-            group.p = welch(best.numbers(metric), group.numbers(metric))
+            if best.mixed and not group.mixed:
+                group.untested = "no test (the best group is not replicates)"
+            elif not group.mixed:
+                group.p = welch(best.numbers(metric), group.numbers(metric))
     return scored + unscored
 
 
+def _replicates(groups: list[Group], by: list[str], metric: str) -> None:
+    """Each group's keys that vary among its counted runs (`mixed`), and the values of the keys that vary only
+    between groups (`also`)."""
+    counted = [run for group in groups for run in group.counted(metric)]
+    keys = varied(counted, by)
+    for group in groups:
+        group.mixed = varied(group.counted(metric), by, keys)
+    between = [key for key in keys if not any(key in group.mixed for group in groups)]
+    for group in groups:
+        group.also = {key: setting(group.counted(metric)[0], key) for key in between}
+
+
+def varied(runs: list[Run], by: list[str], keys: Optional[list[str]] = None) -> list[str]:
+    """The keys (of `keys`, or any a run was set by) besides `by` whose value is not the same in all `runs`: a
+    config group's option, an override, a search's drawn value; not the seeds, nor keys that only name a run."""
+    if keys is None:
+        keys = list(dict.fromkeys(k for run in runs for k in run.settings()
+                                  if k not in by and k not in NAMES + UNNAMED and not seed(k)))
+    return [k for k in keys if len({_key(setting(run, k)) for run in runs}) > 1]
+
+
+def seed(key: str) -> bool:
+    """A seed: what replicates differ in (seed, data.split_seed, explain.sample_seed)."""
+    return key.rpartition(".")[2].endswith("seed")
+
+
+def setting(run: Run, key: str) -> Any:
+    """The run's value of `key`: as set (an option, an override), else from its config; ABSENT without one."""
+    settings = run.settings()
+    if key in settings:
+        return settings[key]
+    found, value = run.value(key)
+    return value if found else ABSENT
+
+
 def _key(value: Any) -> Any:
-    """What groups a value: a number by its value (1e-2 and 0.01 typed on two command lines are one group)."""
-    return float(value) if _number(value) or _numeric_text(value) else str(value)
+    """What groups a value: a number by its value (1e-2 and 0.01 typed on two command lines are one group), true
+    and null as typed or read."""
+    if _number(value) or _numeric_text(value):
+        return float(value)
+    return "null" if value is None else str(value).lower() if str(value).lower() in ("true", "false") else \
+        json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
 
 
 def welch(a: list[float], b: list[float]) -> Optional[float]:
@@ -84,36 +145,86 @@ def welch(a: list[float], b: list[float]) -> Optional[float]:
 
 
 def verdict(group: Group, metric: str) -> str:
+    if group.mixed:
+        return ("best mean; " if group.best else "") + f"not replicates ({_differ(group.mixed)})"
     if group.best:
         return "best"
     if group.p is None:
-        return "no test (n < 2)" if group.numbers(metric) else "no finished run"
-    return f"worse (p={group.p:.2g})" if group.p < ALPHA else f"within noise (p={group.p:.2g})"
+        return group.untested or ("no test (n < 2)" if group.numbers(metric) else "no finished run")
+    return f"worse ({_p(group.p)})" if group.p < ALPHA else f"within noise ({_p(group.p)})"
+
+
+def _differ(keys: list[str]) -> str:
+    return f"{', '.join(keys)} differ{'s' * (len(keys) == 1)}"
+
+
+def _p(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
+
+
+def places(pairs: list[tuple[Optional[float], Optional[float]]]) -> int:
+    """Decimal places of a column of mean ± sd: the smallest sd's 2 significant digits; without an sd, the smallest
+    mean's 4."""
+    sds = [abs(sd) for _, sd in pairs if sd]
+    means = [abs(mean) for mean, _ in pairs if mean]
+    if not sds and not means:
+        return 4
+    digits, smallest = (2, min(sds)) if sds else (4, min(means))
+    return max(0, min(12, digits - 1 - math.floor(math.log10(smallest))))
 
 
 def table(groups: list[Group], by: list[str], metric: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """Columns and rows: the group's values, n (finished of all), mean ± sd of the metric and the test metrics, the
-    verdict against the best group."""
+    """Columns and rows: the group's values (and those of keys with one value per group), n (finished of all),
+    mean ± sd of the metric and the test metrics, the verdict against the best group."""
     shown = [metric, *(m for m in SHOWN if m != metric)]
-    columns = [*by, "n", *shown, "vs best"]
-    rows = []
-    for group in groups:
-        row: dict[str, Any] = dict(zip(by, group.values))
+    also = list(groups[0].also) if groups else []
+    columns = [*by, *also, "n", *shown, "vs best"]
+    rows: list[dict[str, Any]] = [{**{k: _label(v) for k, v in zip(by, group.values)},
+                                   **{k: _label(v) for k, v in group.also.items()}} for group in groups]
+    for row, group in zip(rows, groups):
         row["n"] = f"{len(group.finished)}" + (f" of {len(group.runs)}" if len(group.runs) != len(group.finished)
                                                else "")
-        for name in shown:
-            mean, sd = group.mean_sd(name)
-            row[name] = "" if mean is None else cell(mean) + (f" ± {cell(sd)}" if sd is not None else "")
+    for name in shown:
+        pairs = [group.mean_sd(name) for group in groups]
+        decimals = places(pairs)
+        for row, (mean, sd) in zip(rows, pairs):
+            row[name] = "" if mean is None else f"{mean:.{decimals}f}" + (f" ± {sd:.{decimals}f}" if sd is not None
+                                                                          else "")
+    for row, group in zip(rows, groups):
         row["vs best"] = verdict(group, metric)
-        rows.append(row)
     return columns, rows
+
+
+def _label(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else cell(value)
+
+
+def notes(groups: list[Group], by: list[str]) -> list[str]:
+    """What the grouping leaves out: keys that vary inside groups (no verdict for them), keys that vary only
+    between groups (tested together with `by`); with the `by=` that groups by every varied key."""
+    mixed = list(dict.fromkeys(k for group in groups for k in group.mixed))
+    also = list(groups[0].also) if groups else []
+    every = f"by=[{','.join([*by, *mixed, *also])}]"
+    lines = []
+    if mixed:
+        named = [" ".join(map(_label, g.values)) for g in groups if g.mixed]
+        others = any(g.untested for g in groups)  # groups of replicates left untested by a mixed best group
+        lines.append(f"not replicates: in {'group' if len(named) == 1 else 'groups'} {', '.join(named)} the runs "
+                     f"differ in {', '.join(mixed)}, not only in the seed: the spread is not seed noise, so "
+                     f"{'it gets' if len(named) == 1 else 'they get'} no verdict"
+                     + (" (nor do the others: the best group is not replicates)" if others else "")
+                     + f"; group by every key that varies: {every}")
+    if also:
+        lines.append(f"the groups also differ in {', '.join(also)} (one value each, shown): a difference between "
+                     f"groups is that of {', '.join([*by, *also])} together" + ("" if mixed else f"; {every} says so"))
+    return lines
 
 
 def report(groups: list[Group], by: list[str], metric: str) -> str:
     columns, rows = table(groups, by, metric)
     note = (f"grouped by {', '.join(by)}: mean ± sd over the finished runs of each group; 'vs best' is Welch's "
             f"t-test of {metric} against the best group (worse if p < {ALPHA})")
-    return note + "\n\n" + markdown(columns, rows)
+    return "\n".join([note, *notes(groups, by)]) + "\n\n" + markdown(columns, rows)
 
 
 def plot(runs: list[Run], by: list[str], metric: str, path: Path) -> None:

@@ -5,16 +5,23 @@ eval, ensemble, explain and tune-lr, a sweep's or search's runs, an ensemble's m
 it left: metrics.json (done, pruned, or a dev run), error.txt (failed, with the reason), interrupted.txt (a killed
 search's trial, run again), a result file of a command that writes no metrics.json. Without any of them, the run
 failed if its log holds an error (the last one is the reason), is running if its log changed in the last ACTIVE_S
-seconds, and was interrupted otherwise. A metrics.json that does not parse is listed as corrupt. Imports neither
-torch nor numpy: listing 1000 runs takes a fraction of a second.
+seconds, and was interrupted otherwise. A metrics.json that does not parse is listed as corrupt. A run's resumes
+(resumes.json) are its note. Imports neither torch nor numpy: listing 1000 runs takes a fraction of a second.
+
+The overrides column shows what tells a run apart, whole (a long cell wraps, it is never cut): the overrides not
+shared by every listed run, without those that only name the run (search.trial, search.study_name: its folder says
+the same); a search trial's drawn values first; a try-run of `dlopt doctor try=true` as what its remedy changes
+(`+remedy=r1` is `model.activation=leaky_relu`, read from the remedy's file in the config folder doctor wrote).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import re
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +37,9 @@ COLUMNS = ("run", "time", "kind", "status", "overrides", "objective", "test/acc"
            "wall_time_s", "params", "note")
 LOWER_IS_BETTER = ("loss", "ece", "nll", "wall_time", "flops", "params", "epochs")
 FIELDS = ("run", "time", "kind", "status")  # what every run has besides its metrics and config
+NAMES = ("search.trial", "search.study_name")  # overrides that only name a run (its folder says the same)
+REMEDY = "+remedy="  # a try-run of dlopt doctor: the option of its config group remedy/ (dlopt.diagnostics.doctor)
+ABSENT = "(absent)"  # the value of a key a run does not have
 
 _ERROR_LINE = re.compile(r"\]\[ERROR\] - (.+)$", re.M)
 
@@ -43,6 +53,8 @@ class Run:
     overrides: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     started: float = 0.0  # when Hydra wrote the run's config (seconds since the epoch)
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # resumes.json: each continuation of the run
+    resume_error: str = ""  # why resumes.json does not read
     _choices: Optional[dict[str, Any]] = None
     _config: Optional[dict[str, Any]] = None
 
@@ -60,11 +72,33 @@ class Run:
         """The run's composed config, resolved with the resolvers saved_run allows, as data: nothing is built; {} when
         it does not read."""
         if self._config is None:
-            try:
-                self._config = saved_run.run_config(self.folder, str(self.folder))
+            try:  # as its last resume trained it; as started when resumes.json does not read
+                self._config = saved_run.run_config(self.folder, str(self.folder), started=bool(self.resume_error))
             except UserError:
                 self._config = {}
         return self._config
+
+    def settings(self) -> dict[str, Any]:
+        """What the run was set to, by key: each config group's option, then its overrides, then those its resumes
+        added (a later one wins), without the overrides that only name the run."""
+        values: dict[str, Any] = dict(self.choices())
+        for override in [*self.overrides, *(o for r in self.resumes for o in r["overrides"])]:
+            name, sep, value = override.partition("=")
+            if name.startswith("~"):
+                values[name[1:]] = None
+            elif sep:
+                values[name.lstrip("+")] = value
+        return {k: v for k, v in values.items() if k not in NAMES}
+
+    def shown(self) -> list[str]:
+        """The overrides as the listing shows them: a try-run's remedy as what it changes, a search trial's drawn
+        values first, without those that only name the run."""
+        own = [o for o in self.overrides if o.partition("=")[0] not in NAMES]
+        own = [r for o in own for r in (remedy(self.folder, o[len(REMEDY):]) if o.startswith(REMEDY) else [o])]
+        if any(o.startswith("search.trial=") for o in self.overrides):
+            given = set(search_command(self.folder.parent))
+            own = [o for o in own if o not in given] + [o for o in own if o in given]
+        return own
 
     def value(self, key: str) -> tuple[bool, Any]:
         """(found, value) of `key` for this run: its status or kind, an override, a group's option, a key of its
@@ -126,6 +160,10 @@ def read(folder: Path, ended: bool = False, now: Optional[float] = None) -> Run:
     run = Run(folder, saved_run.job_name(folder) or "train", "done", overrides=overrides,
               started=_mtime(hydra / "config.yaml") or _mtime(hydra))
     try:
+        run.resumes = saved_run.resumes(folder, saved_run.RESUMES)
+    except UserError as err:
+        run.resume_error = str(err).replace(f": {folder / saved_run.RESUMES} ", " ")
+    try:
         metrics = saved_run.metrics(folder, "metrics.json")
     except UserError as err:  # half-written, or not dlopt's
         run.status, run.reason = "corrupt", str(err).partition(": ")[2][:200]
@@ -153,6 +191,87 @@ def read(folder: Path, ended: bool = False, now: Optional[float] = None) -> Run:
         run.status = "failed" if ended else "interrupted"
         run.reason = "no metrics.json" if ended else "no result and no error: stopped before the end (killed?)"
     return run
+
+
+def resumed(run: Run) -> str:
+    """The run's resumes as its note: 'resumed from epoch 18: optimizer=sgd resume_changes=true', one per resume."""
+    if run.resume_error:
+        return run.resume_error
+    return "; ".join(map(resume, run.resumes))
+
+
+def resume(record: dict[str, Any]) -> str:
+    """One resume as a person reads it: 'resumed from epoch 18: optimizer=sgd resume_changes=true'."""
+    overrides = rounded(record["overrides"])
+    return f"resumed from epoch {record['from_epoch']}" + (f": {overrides}" if overrides else "")
+
+
+def flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{'optimizer.lr': 0.01, ...}: every leaf of a config, by its dotted key."""
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+_CONFIG_SOURCES = re.compile(r"^    config_sources:\n((?:    [- ] .*\n)+)", re.M)
+
+
+def config_dirs(folder: Path) -> list[Path]:
+    """The folders a run's command line added to its config search path (--config-dir), from .hydra/hydra.yaml."""
+    block = _CONFIG_SOURCES.search(saved_run.text(folder / ".hydra" / "hydra.yaml"))
+    sources = _yaml(block.group(1)) if block else None
+    return [Path(s["path"]) for s in sources or [] if isinstance(s, dict) and s.get("provider") == "command-line"
+            and isinstance(s.get("path"), str)]
+
+
+def remedy(folder: Path, name: str) -> list[str]:
+    """What the remedy `name` of a try-run of `dlopt doctor try=true` sets, as overrides: its file remedy/NAME.yaml
+    (in the config folder doctor wrote, recorded as the run's --config-dir, or the run's sweep folder) without what
+    remedy/original.yaml sets too; ['original'] for the original. `+remedy=NAME` when the file does not read."""
+    if name == "original":
+        return ["original"]
+    for group in [*(d / "remedy" for d in config_dirs(folder)), folder.parent / "remedy"]:
+        content = _yaml(saved_run.text(group / f"{name}.yaml"))
+        if isinstance(content, dict):
+            original = _yaml(saved_run.text(group / "original.yaml"))
+            base = set(_as_overrides(original)) if isinstance(original, dict) else set()
+            return [o for o in _as_overrides(content) if o not in base] or [f"{REMEDY}{name}"]
+    return [f"{REMEDY}{name}"]
+
+
+def _as_overrides(content: dict[str, Any]) -> list[str]:
+    """A config group option's file (`defaults: [{override /model: mlp}]`, `model: {activation: relu}`) as the
+    overrides that set the same (model=mlp model.activation=relu)."""
+    groups = [f"{key.removeprefix('override').strip().lstrip('/')}={value}" for entry in content.get("defaults") or []
+              if isinstance(entry, dict) for key, value in entry.items()]
+    values = flat({k: v for k, v in content.items() if k != "defaults"})
+    return groups + [f"{key}={_text(value)}" for key, value in values.items()]
+
+
+def _text(value: Any) -> str:
+    """A YAML value as an override writes it (true, null, 0.01, [1,2])."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=64)
+def search_command(sweep: Path) -> tuple[str, ...]:
+    """The overrides a search was started with (its multirun.yaml): what its trials were given, not drawn."""
+    config = _yaml(saved_run.text(sweep / "multirun.yaml"))
+    task = config.get("hydra", {}).get("overrides", {}).get("task") if isinstance(config, dict) else None
+    return tuple(str(o) for o in task) if isinstance(task, list) else ()
+
+
+def _yaml(text: str) -> Any:
+    """YAML text as data (None when it does not parse)."""
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError:
+        return None
 
 
 def collect(path: Path, now: Optional[float] = None) -> list[Run]:
@@ -263,18 +382,20 @@ def cell(value: Any) -> str:
 
 
 def rows(runs: list[Run], base: Path) -> tuple[list[str], list[dict[str, Any]]]:
-    """(the overrides all runs share, one row per run with the overrides that differ)."""
-    common = shared([run.overrides for run in runs])
+    """(the overrides all runs share, one row per run with the overrides that differ and its note: why it failed,
+    its resumes)."""
+    shown = [run.shown() for run in runs]
+    common = shared(shown)
     table = []
-    for run in runs:
+    for run, own in zip(runs, shown):
         try:
             name = str(run.folder.relative_to(base)) if run.folder != base else run.folder.name
         except ValueError:
             name = str(run.folder)
         table.append({"run": name, "time": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.started)),
-                      "kind": run.kind, "status": run.status,
-                      "overrides": rounded(o for o in run.overrides if o not in common),
-                      **{k: run.metrics.get(k) for k in COLUMNS[5:-1]}, "note": run.reason})
+                      "kind": run.kind, "status": run.status, "overrides": rounded(o for o in own if o not in common),
+                      **{k: run.metrics.get(k) for k in COLUMNS[5:-1]},
+                      "note": "; ".join(filter(None, (run.reason, resumed(run))))})
     return common, table
 
 
@@ -282,8 +403,10 @@ def render(runs: list[Run], base: Path, form: str) -> str:
     """The runs as a terminal table, markdown, CSV or JSON."""
     if form == "json":
         return json.dumps([{"run": str(r.folder), "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(r.started)),
-                            "kind": r.kind, "status": r.status, "note": r.reason, "overrides": r.overrides,
-                            "metrics": r.metrics} for r in runs], indent=1)
+                            "kind": r.kind, "status": r.status, "note": "; ".join(filter(None, (r.reason,
+                                                                                               r.resume_error))),
+                            "overrides": r.overrides, "resumes": r.resumes, "metrics": r.metrics} for r in runs],
+                          indent=1)
     common, table = rows(runs, base)
     used = [c for c in COLUMNS if c in FIELDS or any(row.get(c) not in (None, "") for row in table)]
     if form == "csv":
@@ -303,10 +426,16 @@ def markdown(columns: list[str], table: list[dict[str, Any]]) -> str:
 
 
 def aligned(columns: list[str], table: list[dict[str, Any]], widest: int = 60) -> str:
-    """A plain table for the terminal: columns padded, long cells cut at `widest` characters."""
-    def cut(text: str) -> str:
-        return text if len(text) <= widest else text[:widest - 3] + "..."
+    """A plain table for the terminal: columns padded; a cell longer than `widest` characters wraps onto the next
+    lines of its column (at spaces: one override a piece), so nothing is cut off."""
+    def wrapped(value: Any) -> list[str]:
+        text = cell(value)
+        return textwrap.wrap(text, widest, break_on_hyphens=False) if len(text) > widest else [text]
 
-    cells = [columns] + [[cut(cell(row.get(c))) for c in columns] for row in table]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in cells)
+    rows = [[[c] for c in columns]] + [[wrapped(row.get(c)) for c in columns] for row in table]
+    widths = [max(len(line) for r in rows for line in r[i]) for i in range(len(columns))]
+    lines = []
+    for r in rows:
+        for n in range(max(map(len, r))):
+            lines.append("  ".join((c[n] if n < len(c) else "").ljust(w) for c, w in zip(r, widths)).rstrip())
+    return "\n".join(lines)
