@@ -13,12 +13,13 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from dlopt.diagnostics.symptoms import Finding, epochs_budget
+from dlopt.diagnostics.symptoms import USUAL_LR, Finding, epochs_budget, lr_direction
 
 RELU_FAMILY = ("relu", "leaky_relu", "prelu", "gelu", "silu", "elu")
 # the update/weight ratio a computed lr aims at, the near edge of the 3e-3 to 1.2e-2 of healthy runs on
 # bench/doctor.py: a lower lr aims at 3e-3, a higher one at 1e-2 (the ratio does not scale exactly with lr)
 LOWER_TARGET, HIGHER_TARGET = 3e-3, 1e-2
+LR_SYMPTOMS = ("lr_out_of_range", "lr_too_high", "lr_too_low")  # symptoms of the learning rate itself
 IMAGE_SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "image_folder")
 
 
@@ -30,16 +31,6 @@ class Remedy:
 
 def _round(x: float) -> str:
     return f"{float(f'{x:.2g}'):g}"
-
-
-def _scaled_lr(config: dict, finding: Finding, low: float, high: float, default: float, target: float) -> str | None:
-    """optimizer.lr times the factor that brings the update/weight ratio to `target`, kept within [low, high]."""
-    lr = (config.get("optimizer") or {}).get("lr")
-    if not isinstance(lr, (int, float)):
-        return None
-    ratio = finding.facts.get("update_ratio")
-    factor = target / ratio if isinstance(ratio, float) and ratio > 0 and math.isfinite(ratio) else default
-    return f"optimizer.lr={_round(lr * min(max(factor, low), high))}"
 
 
 def _model(config: dict) -> dict:
@@ -77,14 +68,42 @@ def _init(config: dict) -> list[Remedy]:
     return []
 
 
-def _lower_lr(config: dict, finding: Finding) -> list[Remedy]:
-    lr = _scaled_lr(config, finding, 0.01, 0.3, 0.1, LOWER_TARGET)
-    return [Remedy([lr], "smaller steps (or find one with dlopt tune-lr)")] if lr else []
+def learning_rate(findings: list[Finding], config: dict) -> list[Remedy]:
+    """The one learning rate a report proposes, whichever symptom offers it: its direction from all the symptoms
+    (symptoms.lr_direction), its value from the finding that decides it (_lr_value). A lower lr for a run that was
+    learning needs more epochs to go as far, and says so."""
+    optimizer = config.get("optimizer") if isinstance(config.get("optimizer"), dict) else {}
+    lr = optimizer.get("lr")
+    direction, root = lr_direction(findings)
+    if direction is None or not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
+        return []
+    value, why = _lr_value(lr, direction, root, USUAL_LR.get(str(optimizer.get("_target_"))))
+    if float(_round(value)) == lr:
+        return []
+    overrides, why = [f"optimizer.lr={_round(value)}"], f"{why}; or find one with dlopt tune-lr"
+    epochs = epochs_budget(config)
+    wrecked = any(f.symptom in ("stuck", "lr_out_of_range") or f.facts.get("diverged") for f in findings)
+    if direction == "lower" and epochs and not wrecked:
+        overrides.append(f"trainer.max_epochs={2 * epochs}")
+        why += f"; needs more epochs: trainer.max_epochs={2 * epochs}"
+    return [Remedy(overrides, why)]
 
 
-def _higher_lr(config: dict, finding: Finding) -> list[Remedy]:
-    lr = _scaled_lr(config, finding, 3, 100, 10, HIGHER_TARGET)
-    return [Remedy([lr], "larger steps (or find one with dlopt tune-lr)")] if lr else []
+def _lr_value(lr: float, direction: str, root: Finding, usual: tuple[float, float, float] | None) -> tuple[float, str]:
+    """The optimizer's usual lr when the lr lies far outside the usual range; else the lr times the factor that brings
+    the update/weight ratio to its target (10x without a ratio), within [0.01, 0.3] lower or [3, 100] higher, never
+    past the far edge of the usual range. With what it is, for a person."""
+    if root.symptom == "lr_out_of_range":
+        low, high = root.facts["usual_range"]
+        return root.facts["usual_lr"], f"{root.facts['optimizer']}'s usual learning rate, within its {low:g} to {high:g}"
+    ratio = root.facts.get("update_ratio")
+    target, least, most = (LOWER_TARGET, 0.01, 0.3) if direction == "lower" else (HIGHER_TARGET, 3, 100)
+    measured = isinstance(ratio, float) and ratio > 0 and math.isfinite(ratio)
+    value = lr * min(max(target / ratio if measured else (0.1 if direction == "lower" else 10), least), most)
+    if usual:  # the far edge of the usual range, unless the lr already lies beyond it
+        value = min(value, max(usual[2], lr)) if direction == "higher" else max(value, min(usual[0], lr))
+    why = ("smaller" if direction == "lower" else "larger") + " steps"
+    return value, why + (f", the update/weight ratio brought to about {target:g}" if measured else "")
 
 
 def _clip(config: dict, finding: Finding) -> list[Remedy]:
@@ -151,26 +170,42 @@ def _patience(config: dict, finding: Finding) -> list[Remedy]:
                    "more patience rides out a plateau")]
 
 
-REMEDIES: dict[str, Callable[[dict, Finding], list[Remedy]]] = {
-    "vanishing_gradients": lambda c, f: (_activation(c) + _norm(c) + _residual(c)
-                                         if _model(c).get("activation") in ("sigmoid", "tanh")
-                                         else _residual(c) + _norm(c) + _activation(c)) + _init(c),
-    "exploding_gradients": lambda c, f: _clip(c, f) + _lower_lr(c, f) + _norm(c),
-    "dead_units": lambda c, f: _activation(c) + _lower_lr(c, f) + _init(c),
-    "saturated_units": lambda c, f: _activation(c) + _norm(c) + _init(c),
-    "lr_too_high": lambda c, f: _lower_lr(c, f) + _warmup(c) + _clip(c, f),
-    "lr_too_low": lambda c, f: _higher_lr(c, f) + _longer(c),
-    "stuck": lambda c, f: _norm(c) + _activation(c) + _init(c) + _higher_lr(c, f),
-    "underfitting": lambda c, f: _bigger(c) + _longer(c),
-    "overfitting": lambda c, f: _regularize(c),
-    "not_converged": lambda c, f: _longer(c),
-    "eager_stopping": _patience,
+def _range(config: dict, findings: list[Finding]) -> list[Remedy]:
+    higher = lr_direction(findings)[0] == "higher"
+    return learning_rate(findings, config) + (_longer(config) if higher else [])
+
+
+def _lr_first(config: dict, findings: list[Finding], others: list[Remedy]) -> list[Remedy]:
+    """A symptom's own remedies with the report's learning rate before them when a symptom of the learning rate
+    itself decided it (then it is the cause), after them otherwise."""
+    root = lr_direction(findings)[1]
+    lr = learning_rate(findings, config)
+    return lr + others if root is not None and root.symptom in LR_SYMPTOMS else others + lr
+
+
+# per symptom: its remedies from the run's config, the finding and all the findings of the report (c, f, fs)
+REMEDIES: dict[str, Callable[[dict, Finding, list[Finding]], list[Remedy]]] = {
+    "lr_out_of_range": lambda c, f, fs: _range(c, fs),
+    "vanishing_gradients": lambda c, f, fs: (_activation(c) + _norm(c) + _residual(c)
+                                             if _model(c).get("activation") in ("sigmoid", "tanh")
+                                             else _residual(c) + _norm(c) + _activation(c)) + _init(c),
+    "exploding_gradients": lambda c, f, fs: _clip(c, f) + learning_rate(fs, c) + _norm(c),
+    "dead_units": lambda c, f, fs: _lr_first(c, fs, _activation(c) + _init(c)),
+    "saturated_units": lambda c, f, fs: _activation(c) + _norm(c) + _init(c),
+    "lr_too_high": lambda c, f, fs: learning_rate(fs, c) + _warmup(c) + _clip(c, f),
+    "lr_too_low": lambda c, f, fs: learning_rate(fs, c) + _longer(c),
+    "stuck": lambda c, f, fs: _lr_first(c, fs, _norm(c) + _activation(c) + _init(c)),
+    "underfitting": lambda c, f, fs: _bigger(c) + _longer(c),
+    "overfitting": lambda c, f, fs: _regularize(c),
+    "not_converged": lambda c, f, fs: _longer(c),
+    "eager_stopping": lambda c, f, fs: _patience(c, f),
 }
 
 
-def remedies(finding: Finding, config: dict[str, Any]) -> list[Remedy]:
+def remedies(finding: Finding, config: dict[str, Any], findings: list[Finding] | None = None) -> list[Remedy]:
+    """The remedies of one finding, best first; `findings`, all of the report's, decide the learning rate."""
     seen, ranked = set(), []
-    for remedy in REMEDIES[finding.symptom](config, finding):
+    for remedy in REMEDIES[finding.symptom](config, finding, findings or [finding]):
         key = tuple(remedy.overrides)
         if key not in seen:
             seen.add(key)

@@ -100,6 +100,20 @@ def per_epoch(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"epoch": e, **epochs[e]} for e in sorted(epochs)]
 
 
+def missing_records(records: list[dict[str, Any]], history: list[dict[str, Any]]) -> Optional[str]:
+    """What the per-layer records miss of the run's epochs, when they do not start at its first epoch (a resume by an
+    older dlopt kept only the records after it; the file may be its header alone); None when they do, or when the run
+    recorded none (diagnostics=none)."""
+    epochs = [r["epoch"] for r in history if isinstance(r.get("epoch"), int)]
+    if not records or not epochs:
+        return None
+    recorded = sorted({r["epoch"] for r in records if r.get("kind") != "layers"})
+    if recorded and recorded[0] <= epochs[0]:
+        return None
+    return (f"per-layer records cover {_epochs(recorded)} of {epochs[0]}-{epochs[-1]} (an older dlopt kept only those "
+            "after a resume)")
+
+
 def _epochs(numbers: list[int]) -> str:
     if not numbers:
         return "no epoch"
@@ -112,6 +126,12 @@ def _epochs(numbers: list[int]) -> str:
 def _present(hits: list[int], total: int, persistent: bool) -> bool:
     """A symptom counts in at least half of the epochs (doctor) or in any epoch (warnings while training)."""
     return bool(hits) and (not persistent or 2 * len(hits) >= total)
+
+
+def update_ratios(summaries: list[dict[str, Any]]) -> dict[int, float]:
+    """Per epoch, the median over layers of each layer's median update/weight ratio (epochs that recorded one)."""
+    updates = {s["epoch"]: median(s["update_ratio"].values()) for s in summaries if s.get("update_ratio")}
+    return {e: v for e, v in updates.items() if math.isfinite(v)}
 
 
 def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persistent: bool = True) -> list[Finding]:
@@ -173,8 +193,7 @@ def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persist
             shown = ", ".join(f"{n} {v:.0%}" for v, n in layers[:4])
             found.append(Finding(symptom, title, f"{kind} fraction {shown} in {_epochs(epochs)} "
                                  f"(threshold {threshold:.0%})", cause, layers[0][0], f"largest {kind} fraction"))
-    updates = {s["epoch"]: median(s["update_ratio"].values()) for s in graded if s.get("update_ratio")}
-    updates = {e: v for e, v in updates.items() if math.isfinite(v)}
+    updates = update_ratios(summaries)
     if updates:
         top = max(updates.values())
         high = [e for e, v in updates.items() if v > t["update_high"]]
@@ -293,18 +312,106 @@ def curve_findings(history: list[dict[str, Any]], metrics: dict[str, Any], confi
     return found
 
 
-CAUSES = ("lr_too_high", "exploding_gradients", "vanishing_gradients", "dead_units", "saturated_units", "stuck",
-          "lr_too_low")
-ORDER = ("lr_too_high", "exploding_gradients", "vanishing_gradients", "dead_units", "saturated_units", "lr_too_low",
-         "stuck", "underfitting", "overfitting", "not_converged", "eager_stopping")
+# each optimizer's usual learning rates (low, typical, high), keyed by its _target_, from the published defaults and
+# recipes: Adam and AdamW 1e-3 (Kingma & Ba's default, PyTorch's too), 3e-4 (Karpathy), 3e-3 at the top; fine-tuning
+# recipes go lower (BERT: 2e-5 to 5e-5), within thresholds.lr_range of the bottom. RMSprop 1e-3 (Keras's default) to
+# 1e-2 (PyTorch's). SGD, with or without momentum: 0.1 for ResNets at batch 256 (He et al. 2016), dlopt's 0.05,
+# 1e-3 for fine-tuning, 0.5 at the top. An optimizer not listed has no usual range here.
+USUAL_LR = {"torch.optim.Adam": (1e-4, 1e-3, 3e-3), "torch.optim.AdamW": (1e-4, 1e-3, 3e-3),
+            "torch.optim.RMSprop": (1e-4, 1e-3, 1e-2), "torch.optim.SGD": (1e-3, 0.05, 0.5)}
+
+
+def beyond_usual_lr(config: dict[str, Any]) -> Optional[tuple[float, str]]:
+    """How many times optimizer.lr lies beyond its optimizer's usual range (below 1 inside it), and which way the
+    range lies from it ("lower" or "higher"); None for an optimizer without a usual range here."""
+    optimizer = config.get("optimizer") if isinstance(config.get("optimizer"), dict) else {}
+    usual, lr = USUAL_LR.get(str(optimizer.get("_target_"))), optimizer.get("lr")
+    if usual is None or not _number(lr) or not lr > 0:
+        return None
+    low, _, high = usual
+    return (lr / high, "lower") if lr / high >= low / lr else (low / lr, "higher")
+
+
+def lr_range_finding(config: dict[str, Any], effects: list[Finding], t: dict[str, float]) -> Optional[Finding]:
+    """optimizer.lr more than thresholds.lr_range times beyond its optimizer's usual range, named when the run shows
+    what it did (another symptom), of which it is then the cause: an lr far too high wrecks a network in its first
+    steps, and the tiny updates of the units it killed no longer show the lr."""
+    beyond = beyond_usual_lr(config)
+    if beyond is None or not effects or beyond[0] <= t["lr_range"]:
+        return None
+    factor, direction = beyond
+    target = config["optimizer"]["_target_"]
+    low, typical, high = USUAL_LR[target]
+    name = target.rpartition(".")[2]
+    side = "above the top" if direction == "lower" else "below the bottom"
+    return Finding(
+        "lr_out_of_range", f"learning rate far {'above' if direction == 'lower' else 'below'} {name}'s usual range",
+        f"optimizer.lr={config['optimizer']['lr']:g} is {factor:.0f}x {side} of {name}'s usual {low:g} to {high:g} "
+        f"(threshold {t['lr_range']:g}x); what it did: {', '.join(f.title for f in effects)}",
+        "steps this large wreck the network in its first updates (dead units, a loss thrown far off); what it "
+        "recorded after is their aftermath" if direction == "lower" else
+        "steps this small barely change the weights in the epochs given",
+        factor, f"optimizer.lr beyond {name}'s usual range (x)",
+        {"direction": direction, "usual_lr": typical, "usual_range": [low, high], "optimizer": name})
+
+
+def slow_update_finding(summaries: list[dict[str, Any]], history: list[dict[str, Any]],
+                        t: dict[str, float]) -> Optional[Finding]:
+    """Updates far below those of healthy runs in every epoch (though above update_low, where nothing moves) in a run
+    that did not fit its training split: the learning rate is too low for the epochs given. The largest epoch's ratio
+    is judged, so a schedule that drives the last epochs' ratios toward zero does not count."""
+    updates = update_ratios(summaries)
+    accs = [r["train/acc"] for r in history if _number(r.get("train/acc"))]
+    if not updates or not accs:
+        return None
+    top = max(updates.values())
+    if not t["update_low"] <= top < t["update_slow"] or accs[-1] >= t["fitted"]:
+        return None
+    return Finding(
+        "lr_too_low", "learning rate too low",
+        f"update/weight ratio at most {top:.1e} in every epoch (threshold {t['update_slow']:g}; healthy runs: 3e-3 to "
+        f"1.2e-2) while train/acc reached only {accs[-1]:.3f} in {len(accs)} epochs (threshold {t['fitted']:g})",
+        "each step changes the weights by a small part of their size: too little to fit in the epochs given",
+        top, "update/weight ratio", {"update_ratio": top})
+
+
+CAUSES = ("lr_out_of_range", "lr_too_high", "exploding_gradients", "vanishing_gradients", "dead_units",
+          "saturated_units", "stuck", "lr_too_low")
+ORDER = ("lr_out_of_range", "lr_too_high", "exploding_gradients", "vanishing_gradients", "dead_units",
+         "saturated_units", "lr_too_low", "stuck", "underfitting", "overfitting", "not_converged", "eager_stopping")
+# which way a symptom moves the learning rate, strongest evidence first: an lr far outside its optimizer's range
+# explains the rest; then steps measured too large or a loss thrown off; then what large steps leave behind (units
+# they killed pass no gradient, so the updates that follow are tiny and say nothing of the lr); then tiny updates
+LEANINGS = (("lr_out_of_range", None), ("lr_too_high", "lower"), ("exploding_gradients", "lower"),
+            ("dead_units", "lower"), ("lr_too_low", "higher"), ("stuck", "higher"))
+
+
+def lr_direction(findings: list[Finding]) -> tuple[Optional[str], Optional[Finding]]:
+    """The one way ("lower" or "higher") the learning rate should move given all the symptoms, and the finding that
+    decides it; (None, None) when no symptom speaks of the learning rate."""
+    for symptom, direction in LEANINGS:
+        for finding in findings:
+            if finding.symptom == symptom:
+                return direction or finding.facts["direction"], finding
+    return None, None
+
+
+def _leaning(finding: Finding) -> Optional[str]:
+    """The direction a finding that is about the learning rate alone asks for."""
+    return {"lr_too_high": "lower", "lr_too_low": "higher"}.get(finding.symptom, finding.facts.get("direction"))
 
 
 def diagnose(records: list[dict[str, Any]], history: list[dict[str, Any]], metrics: dict[str, Any],
              config: dict[str, Any], t: dict[str, float]) -> list[Finding]:
     """Every symptom of a run, most fundamental first (a learning rate that wrecks training before the
-    curves' symptoms, which it may cause); one finding per symptom."""
-    findings = layer_findings(per_epoch(records), t) + curve_findings(history, metrics, config,
-                                                                      _classes(records, metrics), t)
+    curves' symptoms, which it may cause); one finding per symptom, and one direction for the learning rate:
+    a finding asking for the other one is set aside, as the aftermath of the one that decides."""
+    summaries = per_epoch(records)
+    findings = layer_findings(summaries, t) + curve_findings(history, metrics, config, _classes(records, metrics), t)
+    slow = slow_update_finding(summaries, history, t)
+    findings += [slow] if slow else []
+    out_of_range = lr_range_finding(config, findings, t)
+    findings += [out_of_range] if out_of_range else []
     if any(f.symptom in CAUSES for f in findings):  # low train accuracy is then their effect, not the model's size
         findings = [f for f in findings if f.symptom != "underfitting"]
     unique: dict[str, Finding] = {}
@@ -315,7 +422,14 @@ def diagnose(records: list[dict[str, Any]], history: list[dict[str, Any]], metri
             first.facts.update(finding.facts)
         else:
             unique[finding.symptom] = finding
-    return list(unique.values())
+    direction, root = lr_direction(list(unique.values()))
+    kept = []
+    for finding in unique.values():
+        if _leaning(finding) in (None, direction):
+            kept.append(finding)
+        else:
+            root.evidence += f"; set aside: {finding.title} ({finding.measure_name} {finding.measure:.2g}), its aftermath"
+    return kept
 
 
 # per symptom, thresholds past which it always shows: its measure in a run where it is not a symptom
@@ -330,6 +444,9 @@ def measure(symptom: str, records: list[dict[str, Any]], history: list[dict[str,
             config: dict[str, Any], t: dict[str, float]) -> Optional[float]:
     """The symptom's measure in a run whether or not it crosses its threshold (None when the run lacks the
     records), so that a remedy's run is compared with the original on the same number."""
+    if symptom == "lr_out_of_range":
+        beyond = beyond_usual_lr(config)
+        return beyond[0] if beyond else None
     lenient = {**t, **_ALWAYS[symptom]}
     if symptom == "lr_too_low":
         lenient["update_high"] = math.inf
