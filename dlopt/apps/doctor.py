@@ -5,7 +5,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlopt import folders
 from dlopt.apps import app, log, task
 from dlopt.errors import UserError
 
@@ -33,10 +32,9 @@ def doctor(cfg: DictConfig, run_dir: Path) -> dict:
                         "reads training runs")
     if len(trained) > 1:
         for diagnosis in trained:
-            medic.save(diagnosis)
             print(medic.one_line(diagnosis))
         print(f"{len(trained)} runs in {folder}; for the evidence and remedies of one: dlopt doctor run=RUN")
-        folders.discard()
+        wrote(medic.save({"sweep": str(folder), "runs": [d.to_json() for d in trained]}, run_dir))
         return {str(d.run): [f.symptom for f in d.findings] for d in trained}
     diagnosis = trained[0]
     print(medic.describe(diagnosis))
@@ -45,11 +43,14 @@ def doctor(cfg: DictConfig, run_dir: Path) -> dict:
         tried = medic.try_remedies(diagnosis, cfg.remedies, run_dir, thresholds, list(cfg.try_overrides or []))
         print(f"tried (same seed and epochs; the original trained again beside them, runs in {run_dir}):")
         print(medic.tried_table(tried))
-    medic.save(diagnosis, tried)
-    log.info("wrote %s", diagnosis.run / medic.REPORT)
-    if not cfg["try"]:
-        folders.discard()  # reading a run leaves nothing in outputs/doctor/
-    return diagnosis.to_json()
+    report = diagnosis.to_json()
+    wrote(medic.save({**report, **({"tried": tried} if tried is not None else {})}, run_dir))
+    return report
+
+
+def wrote(path: Path) -> None:
+    """Say where the report went: doctor's own folder, outputs/doctor/DATE/TIME (the runs it read stay as they were)."""
+    log.info("wrote %s", path)
 
 
 main = app("doctor", doctor)

@@ -37,24 +37,34 @@ class Diagnosis:
     config: dict[str, Any]
     metrics: dict[str, Any]
     findings: list[symptoms.Finding]
-    recorded: bool  # the run recorded per-layer diagnostics (not diagnostics=none)
-    records: list[dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
+    recorded: bool  # the run recorded per-layer diagnostics (not diagnostics=none) for its every epoch
+    records: list[dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)  # those judged
     history: list[dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
+    partial: Optional[str] = None  # what the per-layer records miss, when they do not start at the first epoch
+
+    def remedies(self, finding: symptoms.Finding) -> list[cures.Remedy]:
+        return cures.remedies(finding, self.config, self.findings)
 
     def top_remedies(self, n: int) -> list[tuple[symptoms.Finding, cures.Remedy]]:
-        """The first remedy of each symptom, most fundamental symptom first, then the second ones, ..."""
-        per = [cures.remedies(f, self.config) for f in self.findings]
-        ranked = [(f, r[i]) for i in range(max(map(len, per), default=0)) for f, r in zip(self.findings, per)
-                  if i < len(r)]
+        """The first remedy of each symptom, most fundamental symptom first, then the second ones, ...; a remedy
+        that two symptoms share (the report's one learning rate) once."""
+        per = [self.remedies(f) for f in self.findings]
+        ranked, seen = [], set()
+        for i in range(max(map(len, per), default=0)):
+            for finding, remedies in zip(self.findings, per):
+                if i < len(remedies) and tuple(remedies[i].overrides) not in seen:
+                    seen.add(tuple(remedies[i].overrides))
+                    ranked.append((finding, remedies[i]))
         return ranked[:n]
 
     def to_json(self) -> dict[str, Any]:
         return {
             "run": str(self.run), "healthy": not self.findings, "recorded_layers": self.recorded,
+            "partial_records": self.partial,
             "symptoms": [{**dataclasses.asdict(f), "remedies": [
                 {"overrides": r.overrides, "why": r.why,
                  "command": cures.command(cures.with_remedy(self.overrides, r.overrides))}
-                for r in cures.remedies(f, self.config)]} for f in self.findings]}
+                for r in self.remedies(f)]} for f in self.findings]}
 
 
 def examine(run: Path, thresholds: dict[str, float], named: str) -> Diagnosis:
@@ -70,8 +80,11 @@ def examine(run: Path, thresholds: dict[str, float], named: str) -> Diagnosis:
     records_file = run / "diagnostics.jsonl"
     records = symptoms.read_records(records_file) if records_file.is_file() else []
     history = saved_run.history(run, named)
+    partial = symptoms.missing_records(records, history)
+    if partial:  # judged from the curves alone: per-layer symptoms need the run's first epochs
+        records = []
     return Diagnosis(run, overrides, config, metrics, symptoms.diagnose(records, history, metrics, config, thresholds),
-                     bool(records), records, history)
+                     bool(records), records, history, partial)
 
 
 def _failure(run: Path) -> str:
@@ -89,13 +102,15 @@ def describe(diagnosis: Diagnosis, remedies_shown: int = 3) -> str:
     status = diagnosis.metrics.get("stop_reason") or diagnosis.metrics.get("error")
     if status:
         lines.append(f"  run ended: {status}")
-    if not diagnosis.recorded:
+    if diagnosis.partial:
+        lines.append(f"  {diagnosis.partial}: judged from the curves alone")
+    elif not diagnosis.recorded:
         lines.append("  no per-layer records (diagnostics=none or older run): what the curves alone show")
     if not diagnosis.findings:
         lines.append("  healthy: no symptom found")
     for finding in diagnosis.findings:
         lines += [f"  {finding.title.upper()}: {finding.evidence}", f"    likely cause: {finding.cause}"]
-        for i, remedy in enumerate(cures.remedies(finding, diagnosis.config)[:remedies_shown], 1):
+        for i, remedy in enumerate(diagnosis.remedies(finding)[:remedies_shown], 1):
             lines.append(f"    remedy {i} ({remedy.why}):")
             lines.append(f"      {cures.command(cures.with_remedy(diagnosis.overrides, remedy.overrides))}")
     return "\n".join(lines)
@@ -243,5 +258,7 @@ def tried_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def save(diagnosis: Diagnosis, tried: Optional[list[dict[str, Any]]] = None) -> None:
-    write_json({**diagnosis.to_json(), **({"tried": tried} if tried is not None else {})}, diagnosis.run / REPORT)
+def save(report: dict[str, Any], folder: Path) -> Path:
+    """Write doctor's report in its own output folder (never in the run folder it read, a record); its path."""
+    write_json(report, folder / REPORT)
+    return folder / REPORT
