@@ -1,11 +1,17 @@
 """End to end: `dlopt doctor run=RUN_DIR` on real runs (dlopt/apps/doctor.py, dlopt/diagnostics/).
 
-- a healthy run is called healthy, and reading a run leaves no outputs/doctor folder;
+- a healthy run is called healthy;
 - runs trained to be sick (a deep sigmoid MLP, a learning rate far too high or too low, a tiny
   training split, too few epochs) get their symptom, its evidence and remedies as complete
   `dlopt train` commands: the run's own overrides with the remedy's replacing those of the same key;
-- a run that stopped on a NaN loss, a run without per-layer records and a sweep's folder are read too;
+- one story per report: one learning rate, whichever symptom proposes it (SGD at lr 5), the root cause
+  first (Adam far above its usual range, SGD whose updates are far below those of healthy runs), and a
+  remedy that needs more epochs says so;
+- a run that stopped on a NaN loss, a run without per-layer records, a run whose records an older dlopt
+  cut at a resume and a sweep's folder are read too;
 - try=true trains the original and its top remedy as one sweep and compares them;
+- doctor.json goes to doctor's own folder, outputs/doctor/DATE/TIME: every run folder it reads is left
+  byte for byte as it was (every call below checks it);
 - bad inputs and corrupt run files are one line naming the key or file, exit 2, nothing written.
 
 Trainings are small (digits, a few batches, seeds fixed) and shared through module-scoped fixtures.
@@ -13,6 +19,7 @@ Trainings are small (digits, a few batches, seeds fixed) and shared through modu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shlex
@@ -36,6 +43,18 @@ NOT_CONVERGED = ("trainer.max_epochs=4", "trainer.limit_train_batches=3", "train
                  "trainer.limit_test_batches=2")
 # plain SGD at lr=50: the training loss becomes NaN in epoch 1 and early stopping's finite check ends the run
 NAN = ("model=mlp", "optimizer=sgd", "optimizer.lr=50", "trainer.max_epochs=3", *SMALL)
+# issue 24: plain SGD at lr 5 kills the cnn's units in its first step: three symptoms that each propose an lr
+SGD_LR5 = ("optimizer=sgd", "optimizer.lr=5", "trainer.max_epochs=3", *SMALL)
+# plain SGD at lr 5e-4, all 20 batches an epoch: updates 10x below healthy runs', train/acc 0.33 after 5 epochs
+SLOW_SGD = ("optimizer=sgd", "optimizer.lr=5e-4", "trainer.max_epochs=5", "trainer.limit_train_batches=null",
+            "trainer.limit_val_batches=2",
+            "trainer.limit_test_batches=2")
+# Adam at lr 1 on the default cnn, 333x the top of its usual range
+ADAM_HUGE = ("optimizer.lr=1", "trainer.max_epochs=3", "diagnostics.every_n_steps=2", *SMALL)
+# plain SGD at lr 0.5: its first step moves the weights by a third of their size, yet it learns
+SGD_HOT = ("optimizer=sgd", "optimizer.lr=0.5", "trainer.max_epochs=3", "diagnostics.every_n_steps=2", *SMALL)
+# a cosine schedule over 12 epochs: the last epoch's updates are tiny, as they should be
+COSINE = ("trainer.max_epochs=12", "diagnostics.every_n_steps=5", *SMALL)
 
 
 def strict_json(path: Path):
@@ -62,14 +81,26 @@ def expected_command(run_dir: Path, remedy: list[str]) -> str:
     return " ".join(["dlopt", "train", *(shlex.quote(o) for o in kept), *map(shlex.quote, remedy)])
 
 
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file and folder below `folder`: its path and the sha256 of its bytes ("dir" for a folder)."""
+    return {str(p.relative_to(folder)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))}
+
+
 def doctor(cli, cwd: Path, *args: str, timeout: float = 600):
-    """`dlopt doctor ARGS` in cwd, exit 0 and no traceback."""
+    """`dlopt doctor ARGS` in cwd, exit 0 and no traceback, the folder of run= left byte for byte as it was."""
     cwd.mkdir(parents=True, exist_ok=True)
-    return cli.ok("doctor", *args, cwd=cwd, timeout=timeout)
+    [read] = [Path(a.partition("=")[2]) for a in args if a.startswith("run=")]
+    before = snapshot(read)
+    result = cli.ok("doctor", *args, cwd=cwd, timeout=timeout)
+    assert snapshot(read) == before, f"dlopt doctor changed {read}"
+    return result
 
 
-def report(run_dir: Path) -> dict:
-    return strict_json(run_dir / "doctor.json")
+def report(cwd: Path) -> dict:
+    """The doctor.json of the one `dlopt doctor` run in cwd: in its own folder, outputs/doctor/DATE/TIME."""
+    [path] = (cwd / "outputs" / "doctor").glob("*/*/doctor.json")
+    return strict_json(path)
 
 
 def symptom(found: dict, name: str) -> dict:
@@ -121,27 +152,28 @@ def sweep(cli, tmp_path_factory) -> Path:
 
 
 def copy_run(run_dir: Path, into: Path) -> Path:
-    """A copy of a run folder without the doctor.json an earlier test may have left."""
     target = into / "run"
     shutil.copytree(run_dir, target)
-    for old in target.rglob("doctor.json"):
-        old.unlink()
     return target
 
 
 # --- 5. a healthy run -----------------------------------------------------------------------------------------------
 
 
-def test_a_healthy_run_is_healthy_and_leaves_no_doctor_folder(cli, runs, tmp_path):
+def test_a_healthy_run_is_healthy_and_the_report_goes_to_doctors_own_folder(cli, runs, tmp_path):
     run_dir = runs(*HEALTHY)
     metrics = cli.metrics(run_dir)
     assert metrics["train/acc"] > 0.9 and metrics["test/acc"] > 0.8, metrics  # it learned
-    result = doctor(cli, tmp_path, f"run={run_dir}")
+    result = doctor(cli, tmp_path, f"run={run_dir}")  # the run folder byte for byte as it was
     assert "healthy: no symptom found" in result.stdout, result.describe()
     assert "remedy" not in result.stdout
-    found = report(run_dir)
+    [folder] = cli.run_dirs(tmp_path, "doctor")
+    assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(".log")) == [".hydra", "doctor.json"]
+    assert f"wrote {folder / 'doctor.json'}" in result.output, result.describe()
+    found = report(tmp_path)
+    assert found["run"] == str(run_dir) and found["partial_records"] is None
     assert found["healthy"] is True and found["symptoms"] == [] and found["recorded_layers"] is True
-    assert not (tmp_path / "outputs").exists()  # reading a run writes only its doctor.json
+    assert not (run_dir / "doctor.json").exists()
 
 
 # --- 6. vanishing gradients ----------------------------------------------------------------------------------------
@@ -150,7 +182,7 @@ def test_a_healthy_run_is_healthy_and_leaves_no_doctor_folder(cli, runs, tmp_pat
 def test_a_deep_sigmoid_mlp_has_vanishing_gradients_and_remedies_as_commands(cli, runs, tmp_path):
     run_dir = runs(*DEEP_SIGMOID)
     result = doctor(cli, tmp_path, f"run={run_dir}")
-    found = report(run_dir)
+    found = report(tmp_path)
     assert found["healthy"] is False
     entry = symptom(found, "vanishing_gradients")
     assert found["symptoms"][0]["symptom"] == "vanishing_gradients"  # the most fundamental first here
@@ -164,7 +196,6 @@ def test_a_deep_sigmoid_mlp_has_vanishing_gradients_and_remedies_as_commands(cli
     assert "model.activation=leaky_relu" in words and "model.activation=sigmoid" not in words
     assert {"model=mlp", "model.depth=8", "trainer.max_epochs=3", "trainer.limit_train_batches=10"} <= set(words)
     assert f"      {first['command']}" in result.stdout.splitlines()
-    assert not (tmp_path / "outputs").exists()
 
 
 # --- 7. symptoms provoked on purpose --------------------------------------------------------------------------------
@@ -173,7 +204,7 @@ def test_a_deep_sigmoid_mlp_has_vanishing_gradients_and_remedies_as_commands(cli
 def test_a_learning_rate_far_too_high_is_diagnosed(cli, runs, tmp_path):
     run_dir = runs(*LR_TOO_HIGH)
     result = doctor(cli, tmp_path, f"run={run_dir}")
-    found = report(run_dir)
+    found = report(tmp_path)
     entry = symptom(found, "lr_too_high")
     # with 5 steps an epoch only step 0 is recorded, whose update ratio does not count (Adam's first step moves
     # every weight by lr): the loss tells, far above a uniform guess
@@ -187,7 +218,7 @@ def test_a_learning_rate_far_too_high_is_diagnosed(cli, runs, tmp_path):
 def test_a_learning_rate_far_too_low_is_diagnosed(cli, runs, tmp_path):
     run_dir = runs(*LR_TOO_LOW)
     result = doctor(cli, tmp_path, f"run={run_dir}")
-    found = report(run_dir)
+    found = report(tmp_path)
     names = [s["symptom"] for s in found["symptoms"]]
     assert "lr_too_low" in names and "stuck" in names, names
     entry = symptom(found, "lr_too_low")
@@ -205,7 +236,7 @@ def test_overfitting_on_a_tiny_training_split_is_diagnosed(cli, runs, tmp_path):
     history = strict_json(run_dir / "history.json")
     assert len(history) == 20 and history[-1]["train/acc"] == 1.0, history[-1]
     result = doctor(cli, tmp_path, f"run={run_dir}")
-    found = report(run_dir)
+    found = report(tmp_path)
     entry = symptom(found, "overfitting")
     assert entry["measure"] > 1.1, entry  # last/best val loss
     assert "OVERFITTING: val/loss" in result.stdout, result.describe()
@@ -225,13 +256,13 @@ def test_a_run_without_history_json_is_read_from_its_last_checkpoint(cli, runs, 
         (run_dir / name).unlink(missing_ok=True)
     result = doctor(cli, tmp_path / "cwd", f"run={run_dir}")
     assert "no per-layer records" in result.stdout, result.describe()
-    assert [s["symptom"] for s in report(run_dir)["symptoms"]] == ["not_converged"], result.describe()
+    assert [s["symptom"] for s in report(tmp_path / "cwd")["symptoms"]] == ["not_converged"], result.describe()
 
 
 def test_a_run_stopped_while_still_improving_is_not_converged(cli, runs, tmp_path):
     run_dir = runs(*NOT_CONVERGED)
     result = doctor(cli, tmp_path, f"run={run_dir}")
-    found = report(run_dir)
+    found = report(tmp_path)
     assert [s["symptom"] for s in found["symptoms"]] == ["not_converged"], found["symptoms"]
     entry = found["symptoms"][0]
     assert entry["measure"] > 0.02, entry
@@ -240,6 +271,118 @@ def test_a_run_stopped_while_still_improving_is_not_converged(cli, runs, tmp_pat
     assert entry["remedies"][0]["overrides"] == ["trainer.max_epochs=8"]
     words = shlex.split(entry["remedies"][0]["command"])
     assert [w for w in words if w.startswith("trainer.max_epochs=")] == ["trainer.max_epochs=8"], words
+
+
+# --- issue 24: one story per report ----------------------------------------------------------------------------------
+
+
+def proposed_lrs(found: dict) -> set[float]:
+    """Every learning rate the report proposes, in any remedy of any symptom."""
+    return {lr_of(r) for s in found["symptoms"] for r in s["remedies"]
+            if any(o.startswith("optimizer.lr=") for o in r["overrides"])}
+
+
+def printed_remedies(stdout: str) -> list[str]:
+    """The commands printed under "remedy N", in order."""
+    lines = stdout.splitlines()
+    return [lines[i + 1].strip() for i, line in enumerate(lines) if line.strip().startswith("remedy ")]
+
+
+def test_one_learning_rate_per_report_whichever_symptom_proposes_it(cli, runs, tmp_path):
+    run_dir = runs(*SGD_LR5)
+    result = doctor(cli, tmp_path, f"run={run_dir}")
+    found = report(tmp_path)
+    names = [s["symptom"] for s in found["symptoms"]]
+    assert {"lr_too_high", "dead_units", "stuck"} <= set(names), names  # each proposes an lr (were 0.05, 0.5, 50)
+    [lr] = proposed_lrs(found)
+    assert lr < 5, found["symptoms"]
+    for entry in found["symptoms"]:
+        check_remedies(run_dir, entry, result.stdout)
+        for remedy in entry["remedies"]:
+            if any(o.startswith("optimizer.lr=") for o in remedy["overrides"]):
+                assert remedy["why"].startswith("smaller steps") and "larger" not in remedy["why"], remedy
+                assert not any(o.startswith("trainer.max_epochs=") for o in remedy["overrides"]), remedy  # wrecked
+    printed = {c.split("optimizer.lr=")[1].split()[0] for c in printed_remedies(result.stdout)}
+    assert printed == {"5", f"{lr:g}"}, printed  # the run's own lr where a remedy leaves it, else the one proposed
+
+
+def test_updates_far_below_healthy_ones_name_the_learning_rate_before_a_bigger_model(cli, runs, tmp_path):
+    run_dir = runs(*SLOW_SGD)
+    assert strict_json(run_dir / "history.json")[-1]["train/acc"] < 0.7  # underfitting by the curves
+    result = doctor(cli, tmp_path, f"run={run_dir}")
+    found = report(tmp_path)
+    first = found["symptoms"][0]
+    # above update_low (no "lr too low" before issue 24), below update_slow
+    assert first["symptom"] == "lr_too_low" and 2e-4 <= first["measure"] < 1e-3, found["symptoms"]
+    assert "LEARNING RATE TOO LOW: update/weight ratio at most" in result.stdout, result.describe()
+    assert "underfitting" not in [s["symptom"] for s in found["symptoms"]]  # low train/acc is the lr's doing
+    check_remedies(run_dir, first, result.stdout)
+    assert 5e-4 < lr_of(first["remedies"][0]) <= 0.5, first["remedies"]  # larger steps, within SGD's usual range
+    assert proposed_lrs(found) == {lr_of(first["remedies"][0])}
+    commands = printed_remedies(result.stdout)
+    assert f"optimizer.lr={lr_of(first['remedies'][0]):g}" in commands[0].split(), commands
+    assert not any("model.width=" in c or "model.depth=" in c for c in commands), commands
+
+
+def test_an_adaptive_optimizer_far_above_its_usual_range_is_the_root_cause(cli, runs, tmp_path):
+    run_dir = runs(*ADAM_HUGE)
+    result = doctor(cli, tmp_path, f"run={run_dir}")
+    found = report(tmp_path)
+    first = found["symptoms"][0]
+    assert first["symptom"] == "lr_out_of_range" and first["measure"] == pytest.approx(1 / 3e-3), found["symptoms"]
+    assert "LEARNING RATE FAR ABOVE ADAM'S USUAL RANGE: optimizer.lr=1 is 333x above the top of Adam's usual " \
+           "0.0001 to 0.003" in result.stdout, result.describe()
+    assert "dead_units" in [s["symptom"] for s in found["symptoms"]]  # what it did; a leaky ReLU was remedy 1
+    check_remedies(run_dir, first, result.stdout)
+    [lr] = proposed_lrs(found)
+    assert first["remedies"][0]["overrides"] == [f"optimizer.lr={lr:g}"] and 1e-4 <= lr <= 3e-3, first["remedies"]
+    assert symptom(found, "dead_units")["remedies"][0] == first["remedies"][0]  # the lr before another activation
+    assert f"optimizer.lr={lr:g}" in printed_remedies(result.stdout)[0].split()
+
+
+def test_a_lower_learning_rate_for_a_run_that_learned_needs_more_epochs_and_says_so(cli, runs, tmp_path):
+    run_dir = runs(*SGD_HOT)
+    result = doctor(cli, tmp_path, f"run={run_dir}")
+    found = report(tmp_path)
+    assert "stuck" not in [s["symptom"] for s in found["symptoms"]]  # it learned
+    entry = symptom(found, "lr_too_high")
+    first = entry["remedies"][0]
+    assert lr_of(first) < 0.5 and "trainer.max_epochs=6" in first["overrides"], first
+    assert first["why"].endswith("needs more epochs: trainer.max_epochs=6"), first
+    check_remedies(run_dir, entry, result.stdout)
+    assert "needs more epochs: trainer.max_epochs=6):" in result.stdout, result.describe()
+
+
+def default_thresholds() -> dict:
+    from dlopt.apps import config_dir
+
+    return yaml.safe_load((Path(config_dir()) / "diagnostics" / "default.yaml").read_text())["thresholds"]
+
+
+@pytest.mark.parametrize("kept, covered", [((12,), "epoch 12"), ((), "no epoch")], ids=["last epoch", "header only"])
+def test_records_an_older_resume_cut_are_not_judged_the_curves_are(cli, runs, tmp_path, kept, covered):
+    from dlopt.diagnostics import symptoms
+
+    whole = runs(*COSINE)
+    cut = copy_run(whole, tmp_path / "cut")
+    lines = (cut / "diagnostics.jsonl").read_text().splitlines()
+    (cut / "diagnostics.jsonl").write_text("\n".join([lines[0], *(line for line in lines[1:]
+                                                                  if json.loads(line)["epoch"] in kept)]) + "\n")
+    if kept:  # judged, the last epoch's tiny updates (the cosine took the lr near zero) would say "lr too low"
+        tail = symptoms.read_records(cut / "diagnostics.jsonl")
+        judged = symptoms.layer_findings(symptoms.per_epoch(tail), default_thresholds())
+        assert [f.symptom for f in judged] == ["lr_too_low"], judged
+    result = doctor(cli, tmp_path / "cwd", f"run={cut}")
+    line = f"  per-layer records cover {covered} of 1-12 (an older dlopt kept only those after a resume): judged from " \
+           "the curves alone"
+    assert line in result.stdout.splitlines(), result.describe()
+    found = report(tmp_path / "cwd")
+    assert found["recorded_layers"] is False and found["partial_records"] in line, found
+    bare = copy_run(whole, tmp_path / "bare")
+    (bare / "diagnostics.jsonl").unlink()
+    doctor(cli, tmp_path / "cwd_bare", f"run={bare}")
+    assert [s["symptom"] for s in found["symptoms"]] == [s["symptom"] for s in report(tmp_path / "cwd_bare")["symptoms"]]
+    assert "lr_too_low" not in [s["symptom"] for s in found["symptoms"]]
 
 
 # --- 8. a diverged run, a run without records, a sweep --------------------------------------------------------------
@@ -251,13 +394,15 @@ def test_a_run_stopped_on_a_nan_loss_is_diagnosed_from_what_it_recorded(cli, run
     assert "the training loss became nan at epoch 2" in metrics["stop_reason"], metrics
     result = doctor(cli, tmp_path, f"run={run_dir}")
     assert "run ended: the training loss became nan at epoch 2" in result.stdout, result.describe()
-    found = report(run_dir)
+    found = report(tmp_path)
     assert found["recorded_layers"] is True
     entry = symptom(found, "lr_too_high")
-    assert found["symptoms"][0]["symptom"] == "lr_too_high"  # the most fundamental first
+    # the most fundamental first: lr 50 is 100x the top of SGD's usual range, then what it did
+    assert [s["symptom"] for s in found["symptoms"]][:2] == ["lr_out_of_range", "lr_too_high"], found["symptoms"]
     assert "stopped: the training loss became nan" in entry["evidence"], entry  # with the update ratio, if recorded
     check_remedies(run_dir, entry, result.stdout)
-    assert lr_of(entry["remedies"][0]) < 50, entry["remedies"]
+    assert 1e-3 <= lr_of(entry["remedies"][0]) <= 0.5, entry["remedies"]  # SGD's usual range
+    assert proposed_lrs(found) == {lr_of(entry["remedies"][0])}
 
 
 def test_a_run_without_records_is_diagnosed_from_its_curves(cli, runs, tmp_path):
@@ -265,23 +410,23 @@ def test_a_run_without_records_is_diagnosed_from_its_curves(cli, runs, tmp_path)
     assert not (run_dir / "diagnostics.jsonl").exists()
     result = doctor(cli, tmp_path, f"run={run_dir}")
     assert "no per-layer records" in result.stdout and "healthy: no symptom found" in result.stdout, result.describe()
-    found = report(run_dir)
+    found = report(tmp_path)
     assert found["healthy"] is True and found["recorded_layers"] is False
-    assert not (tmp_path / "outputs").exists()
 
 
-def test_a_sweep_folder_gets_one_line_per_run_and_a_report_in_each(cli, sweep, tmp_path):
-    result = doctor(cli, tmp_path, f"run={sweep}")
+def test_a_sweep_folder_gets_one_line_per_run_and_one_report_of_them_all(cli, sweep, tmp_path):
+    result = doctor(cli, tmp_path, f"run={sweep}")  # the sweep's folder byte for byte as it was
     lines = result.stdout.splitlines()
-    for run in ("0", "1"):
+    found = report(tmp_path)
+    assert found["sweep"] == str(sweep) and [r["run"] for r in found["runs"]] == [str(sweep / "0"), str(sweep / "1")]
+    for run, entry in zip(("0", "1"), found["runs"]):
         [line] = [line for line in lines if line.startswith(f"{run}: ")]
         assert f"seed={run}" in line and "model=mlp" in line, line
-        found = report(sweep / run)
-        assert found["run"] == str(sweep / run) and isinstance(found["healthy"], bool)
-        listed = ", ".join(s["title"] for s in found["symptoms"]) or "healthy"
+        assert isinstance(entry["healthy"], bool)
+        listed = ", ".join(s["title"] for s in entry["symptoms"]) or "healthy"
         assert line.startswith(f"{run}: {listed}  ["), (line, listed)
     assert f"2 runs in {sweep}" in result.stdout
-    assert not (sweep / "doctor.json").exists() and not (tmp_path / "outputs").exists()
+    assert not list(sweep.rglob("doctor.json"))
 
 
 # --- 9. try=true ----------------------------------------------------------------------------------------------------
@@ -301,7 +446,8 @@ def test_try_trains_the_original_and_its_top_remedy_and_compares(cli, runs, tmp_
     assert f"runs in {folder})" in result.stdout, result.describe()
     assert "  vanishing gradients -> model.activation=leaky_relu: first/last gradient ratio" in result.stdout
 
-    [tried] = report(run_dir)["tried"]
+    assert sorted(p.name for p in folder.iterdir() if p.name == "doctor.json") == ["doctor.json"]
+    [tried] = report(tmp_path)["tried"]  # beside the runs it tried; the run it read byte for byte as it was
     assert tried["symptom"] == "vanishing gradients" and tried["remedy"] == "model.activation=leaky_relu"
     assert tried["run"] == str(folder / "1") and tried["symptom_gone"] is True, tried
     assert tried["measure_after"] > 1e-3 > tried["measure_before"], tried
@@ -317,7 +463,7 @@ def test_try_a_longer_training_really_trains_longer(cli, runs, tmp_path):
     run_dir = runs(*NOT_CONVERGED)
     doctor(cli, tmp_path, f"run={run_dir}", "try=true", "remedies=1")
     [folder] = [d for d in (tmp_path / "outputs" / "doctor").glob("*/*") if d.is_dir()]
-    [tried] = report(run_dir)["tried"]
+    [tried] = report(tmp_path)["tried"]
     assert tried["remedy"] == "trainer.max_epochs=8"
     assert cli.config(folder / "1")["trainer"]["max_epochs"] == 8
     assert cli.metrics(folder / "1")["epochs"] == 8
