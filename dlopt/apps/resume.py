@@ -33,6 +33,7 @@ EXTENDING = ("trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "cal
 # ... or change how it runs and what it records, not what it computes
 HOW = ("threads", "data.num_workers", "trainer.enable_progress_bar", "callbacks.progress_bar", "diagnostics")
 NOT_CONFIG = ("resume", "resume_changes")  # how this command was asked, not what the run trains
+_ABSENT = object()
 
 
 @dataclass
@@ -151,26 +152,24 @@ def resumed_config(cfg: DictConfig, run_dir: Path, new_overrides: list[str], all
         raise UserError(f"resume={run_dir}: this dlopt no longer has {', '.join(gone[:5])}"
                         f"{' and more' if len(gone) > 5 else ''}, which the run's config sets; resume it with "
                         "the dlopt version that started it, or start a new run")
-    resumed = OmegaConf.merge(OmegaConf.create(fresh), OmegaConf.create(saved))
-    before = _flat(OmegaConf.to_container(resumed, resolve=False))
+    merged = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(fresh), OmegaConf.create(saved)), resolve=False)
+    before = _flat(merged)
     added = sorted(k for k in set(now) - set(was) if not _under(k, NOT_CONFIG))
     notes = [f"resume: keys new since the run started take their defaults: {', '.join(added)}"] if added else []
     changed: dict[str, dict[str, Any]] = {}
     if new_overrides:
         wanted = _flat(_compose(config_name, [*overrides, *new_overrides], run_dir))
-        for key in sorted(set(now) | set(wanted)):
+        for key in sorted(set(now) | set(wanted)):  # a parent before its children, as apply_resumes needs them
             if _under(key, NOT_CONFIG):
                 continue
             if key not in wanted:
-                parent, _, leaf = key.rpartition(".")
-                node = OmegaConf.select(resumed, parent) if parent else resumed
-                if leaf in node:
-                    changed[key] = {"from": before.get(key)}
-                    node.pop(leaf)
-            elif now.get(key, object()) != wanted[key] and before.get(key, object()) != wanted[key]:
+                if key in before:
+                    changed[key] = {"from": before[key]}
+            elif now.get(key, _ABSENT) != wanted[key] and before.get(key, _ABSENT) != wanted[key]:
                 changed[key] = {**({"from": before[key]} if key in before else {}), "to": wanted[key]}
-                OmegaConf.update(resumed, key, wanted[key], force_add=True)
-    after = _flat(OmegaConf.to_container(resumed, resolve=False))
+        merged = saved_run.apply_resumes(merged, [{"changed": changed}])
+    resumed = OmegaConf.create(merged)
+    after = _flat(merged)
     history = saved_run.read_json(run_dir / "history.json", named) or []
     metrics = saved_run.metrics(run_dir, named)
     if metrics is not None and metrics.get("epochs", 0) >= len(history):  # finished, and not extended since

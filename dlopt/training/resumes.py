@@ -23,12 +23,14 @@ from typing import Any, Optional
 
 import lightning.pytorch as L
 from lightning.pytorch.callbacks import EarlyStopping
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from dlopt import saved_run
 from dlopt.training.report import write_json
 
 log = logging.getLogger(__name__)
 SCHEDULED = ("lr", "initial_lr")  # param group values the scheduler sets, not the optimizer's config
+PLATEAU_SETTINGS = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lrs", "eps")
 
 
 class Resumed(L.Callback):
@@ -79,6 +81,12 @@ def follow_config(trainer: L.Trainer, checkpoint: dict[str, Any]) -> None:
             was["lr"] = now["lr"]
         return
     scheduler, was_scheduled = configs[0].scheduler, checkpoint["lr_schedulers"][0]
+    if isinstance(scheduler, ReduceLROnPlateau):  # stepped by a metric: its settings change, its counters carry on
+        was_scheduled.update({k: v for k, v in scheduler.state_dict().items() if k in PLATEAU_SETTINGS})
+        if then != now:
+            for was, group in zip(saved["param_groups"], optimizer.param_groups):
+                was["lr"] = group["lr"]
+        return
     steps = was_scheduled.get("last_epoch")
     if isinstance(steps, int):
         with warnings.catch_warnings():  # stepping before any optimizer step: torch warns about the order
