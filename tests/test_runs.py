@@ -277,6 +277,10 @@ def test_a_runs_resumes_are_its_note(tmp_path):
     assert notes["failed"] == "the loss became nan; resumed from epoch 31"
     assert {run.folder.name: run.status for run in runs} == {"resumed": "done", "corrupt": "done", "wrong": "done",
                                                              "failed": "failed"}  # listed, never a crash
+    resumed = [run for run in runs if run.folder.name == "resumed"]  # adam, then sgd: where= finds it by either
+    for where in ("optimizer=sgd", "optimizer=adam", "optimizer._target_=torch.optim.Adam", "model.depth=3"):
+        assert named(listing.select(resumed, where)) == ["resumed"], where
+    assert listing.select(resumed, "optimizer=rmsprop") == []
     data = {Path(d["run"]).name: d for d in json.loads(listing.render(runs, tmp_path, "json"))}
     assert data["resumed"]["resumes"] == resumes and data["corrupt"]["resumes"] == []
     assert data["corrupt"]["note"].startswith("resumes.json is not valid JSON")
@@ -407,6 +411,9 @@ def test_a_searchs_drawn_values_and_a_resumes_overrides_make_runs_differ(tmp_pat
     (tmp_path / "resumed" / "1" / "resumes.json").write_text(json.dumps(resume))
     found, _ = grouped(tmp_path / "resumed", ["model"])
     assert found[0].mixed == ["optimizer"]  # adam throughout, against adam then sgd; resume_changes is no setting
+    found, lines = grouped(tmp_path / "resumed", ["optimizer"])  # grouped as it started: adam
+    assert [(g.values, g.mixed) for g in found] == [(("adam",), ["optimizer"])]
+    assert lines[1].endswith("no verdict; a resume changed optimizer (the runs' notes in dlopt runs say which)")
 
 
 def test_a_mixed_group_that_is_not_the_best_leaves_the_others_tested(tmp_path):
@@ -761,25 +768,26 @@ def test_a_real_doctor_try_run_is_listed_with_its_remedy(cli, tmp_path):
     assert all(listing.same(v, remedy[k]) for k, v in (o.split("=", 1) for o in shown["1"].split())), shown
 
 
-def test_a_real_runs_resumes_are_listed_and_compared(cli, sweep, tmp_path):
-    """resumes.json written by hand (dlopt train resume= writes it): a copy of a real run resumed twice."""
-    _, folder = sweep
-    resumed, other = tmp_path / "runs" / "resumed", tmp_path / "runs" / "other"
-    shutil.copytree(folder / "0", resumed)
-    shutil.copytree(folder / "1", other)
-    records = [{"from_epoch": 2, "overrides": ["trainer.max_epochs=3"], "time": "2026-01-01 10:00",
-                "changed": {"trainer.max_epochs": {"from": 1, "to": 3}}},
-               {"from_epoch": 4, "overrides": [], "changed": {}, "time": "2026-01-01 11:00"}]
-    (resumed / "resumes.json").write_text(json.dumps(records))
-    result = cli.ok("runs", "path=runs", "format=csv", cwd=tmp_path)
-    notes = {row["run"]: row["note"] for row in csv.DictReader(io.StringIO(result.stdout))}
-    assert notes == {"resumed": "resumed from epoch 2: trainer.max_epochs=3; resumed from epoch 4", "other": ""}
+def test_a_real_runs_resumes_are_listed_and_compared(cli, tmp_path):
+    """A run of 1 epoch resumed for a second with SGD (dlopt train resume= writes resumes.json), beside one that was
+    never resumed; then its resumes.json damaged."""
+    resumed, other = cli.train(cwd=tmp_path), cli.train("seed=1", cwd=tmp_path)
+    cli.ok("train", f"resume={resumed}", "trainer.max_epochs=2", "optimizer=sgd", "resume_changes=true", cwd=tmp_path)
+    [record] = json.loads((resumed / "resumes.json").read_text())
+    assert record["from_epoch"] == 2 and record["changed"]["trainer.max_epochs"] == {"from": 1, "to": 2}, record
+    result = cli.ok("runs", "format=csv", cwd=tmp_path)
+    notes = {Path(row["run"]).name: row["note"] for row in csv.DictReader(io.StringIO(result.stdout))}
+    assert notes == {resumed.name: "resumed from epoch 2: trainer.max_epochs=2 optimizer=sgd resume_changes=true",
+                     other.name: ""}, result.describe()
+    assert listed(cli.ok("runs", "where=optimizer=sgd", "format=json", cwd=tmp_path)) == [resumed.name]
     result = cli.ok("runs", f"compare=[{resumed},{other}]", cwd=tmp_path)
-    assert "- resumed: resumed from epoch 2: trainer.max_epochs=3; changed trainer.max_epochs 1 -> 3; at 2026-01-01 " \
-           "10:00" in result.stdout and "- resumed: resumed from epoch 4; at 2026-01-01 11:00" in result.stdout
-    assert "| trainer.max_epochs | 3 | 1 |" in result.stdout, result.describe()
+    [line] = [line for line in result.stdout.splitlines() if line.startswith(f"- {resumed.name}: ")]
+    assert line.startswith(f"- {resumed.name}: resumed from epoch 2: trainer.max_epochs=2 optimizer=sgd "
+                           "resume_changes=true; changed ") and "trainer.max_epochs 1 -> 2" in line, line
+    assert "optimizer._target_ torch.optim.Adam -> torch.optim.SGD" in line and f"; at {record['time']}" in line
+    assert "| trainer.max_epochs | 2 | 1 |" in result.stdout, result.describe()  # as it last trained
     (resumed / "resumes.json").write_text('[{"from_epoch": 2,')  # cut short
-    result = cli.ok("runs", "path=runs", cwd=tmp_path)
+    result = cli.ok("runs", cwd=tmp_path)
     assert "resumes.json is not valid JSON" in result.stdout, result.describe()
     result = cli.ok("runs", f"compare=[{resumed},{other}]", cwd=tmp_path)
     assert len([line for line in result.output.splitlines() if "resumes.json" in line]) == 1, result.describe()

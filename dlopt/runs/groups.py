@@ -8,13 +8,13 @@ draw from. Only finished runs are counted (pruned runs stopped early and failed 
 marks the others. Groups of one run get no test.
 
 The test takes a group's runs for replicates: the same settings, another seed. When the counted runs differ in a
-key besides `by` and the seeds (a config group's option, an override, a search's drawn value, a resume's override),
-the grouping is incomplete. A key that differs inside a group makes its spread that key's effect, not seed noise:
-that group gets no verdict (nor does any group when it is the best one), and the note names the key and the `by=`
-that groups by every varied key. A key with one value per group but not the same in all is tested with `by`
-(the difference between groups is theirs together): its values are shown beside `by`'s. Numbers read alike: mean
-and sd to the same decimal places, those of the sd to 2 significant digits, one number of places per column; p to
-2 significant digits.
+key besides the seeds (a config group's option, an override, a search's drawn value, a resume's override: a run
+counts as it last trained), the grouping is incomplete. A key that differs inside a group makes its spread that
+key's effect, not seed noise: that group gets no verdict (nor does any group when it is the best one), and the note
+names the key and the `by=` that groups by every varied key. A key with one value per group but not the same in all
+is tested with `by` (the difference between groups is theirs together): its values are shown beside `by`'s. Numbers
+read alike: mean and sd to the same decimal places, those of the sd to 2 significant digits, one number of places
+per column; p to 2 significant digits.
 """
 
 from __future__ import annotations
@@ -93,20 +93,21 @@ def _replicates(groups: list[Group], by: list[str], metric: str) -> None:
     """Each group's keys that vary among its counted runs (`mixed`), and the values of the keys that vary only
     between groups (`also`)."""
     counted = [run for group in groups for run in group.counted(metric)]
-    keys = varied(counted, by)
+    keys = varied(counted, [])  # `by` too: a resume may have changed a run's value after it started
     for group in groups:
-        group.mixed = varied(group.counted(metric), by, keys)
-    between = [key for key in keys if not any(key in group.mixed for group in groups)]
+        group.mixed = varied(group.counted(metric), [], keys)
+    between = [key for key in keys if key not in by and not any(key in group.mixed for group in groups)]
     for group in groups:
         group.also = {key: setting(group.counted(metric)[0], key) for key in between}
 
 
-def varied(runs: list[Run], by: list[str], keys: Optional[list[str]] = None) -> list[str]:
-    """The keys (of `keys`, or any a run was set by) besides `by` whose value is not the same in all `runs`: a
-    config group's option, an override, a search's drawn value; not the seeds, nor keys that only name a run."""
+def varied(runs: list[Run], besides: list[str], keys: Optional[list[str]] = None) -> list[str]:
+    """The keys (of `keys`, or any a run was set by, but `besides`) whose value is not the same in all `runs` as
+    they last trained: a config group's option, an override, a search's drawn value, a resume's override; not the
+    seeds, nor keys that only name a run."""
     if keys is None:
         keys = list(dict.fromkeys(k for run in runs for k in run.settings()
-                                  if k not in by and k not in NAMES + UNNAMED and not seed(k)))
+                                  if k not in besides and k not in NAMES + UNNAMED and not seed(k)))
     return [k for k in keys if len({_key(setting(run, k)) for run in runs}) > 1]
 
 
@@ -204,7 +205,8 @@ def notes(groups: list[Group], by: list[str]) -> list[str]:
     between groups (tested together with `by`); with the `by=` that groups by every varied key."""
     mixed = list(dict.fromkeys(k for group in groups for k in group.mixed))
     also = list(groups[0].also) if groups else []
-    every = f"by=[{','.join([*by, *mixed, *also])}]"
+    every = f"by=[{','.join(dict.fromkeys([*by, *mixed, *also]))}]"
+    resumed = [k for k in mixed if k in by]  # a key of `by` differs inside a group only after a resume changed it
     lines = []
     if mixed:
         named = [" ".join(map(_label, g.values)) for g in groups if g.mixed]
@@ -213,7 +215,9 @@ def notes(groups: list[Group], by: list[str]) -> list[str]:
                      f"differ in {', '.join(mixed)}, not only in the seed: the spread is not seed noise, so "
                      f"{'it gets' if len(named) == 1 else 'they get'} no verdict"
                      + (" (nor do the others: the best group is not replicates)" if others else "")
-                     + f"; group by every key that varies: {every}")
+                     + (f"; a resume changed {', '.join(resumed)} (the runs' notes in dlopt runs say which)"
+                        if resumed else "")
+                     + (f"; group by every key that varies: {every}" if len(mixed) > len(resumed) else ""))
     if also:
         lines.append(f"the groups also differ in {', '.join(also)} (one value each, shown): a difference between "
                      f"groups is that of {', '.join([*by, *also])} together" + ("" if mixed else f"; {every} says so"))

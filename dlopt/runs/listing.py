@@ -6,7 +6,8 @@ it left: metrics.json (done, pruned, or a dev run), error.txt (failed, with the 
 search's trial, run again), a result file of a command that writes no metrics.json. Without any of them, the run
 failed if its log holds an error (the last one is the reason), is running if its log changed in the last ACTIVE_S
 seconds, and was interrupted otherwise. A metrics.json that does not parse is listed as corrupt. A run's resumes
-(resumes.json) are its note. Imports neither torch nor numpy: listing 1000 runs takes a fraction of a second.
+(resumes.json) are its note, and where= matches every value a key had in it. Imports neither torch nor numpy:
+listing 1000 runs takes a fraction of a second.
 
 The overrides column shows what tells a run apart, whole (a long cell wraps, it is never cut): the overrides not
 shared by every listed run, without those that only name the run (search.trial, search.study_name: its folder says
@@ -121,6 +122,17 @@ class Run:
         if key in self.metrics:
             return True, self.metrics[key]
         return False, None
+
+    def values(self, key: str) -> list[Any]:
+        """Every value `key` had in this run: `value`, and what its resumes set it to or changed it from (a run
+        resumed with optimizer=sgd trained with adam, then sgd)."""
+        found, value = self.value(key)
+        values = [value] if found else []
+        for record in self.resumes:
+            values += [o.partition("=")[2] for o in record["overrides"] if o.lstrip("+").partition("=")[0] == key]
+            change = record.get("changed", {}).get(key, {})
+            values += [change[end] for end in ("from", "to") if end in change]
+        return values
 
     def keys(self) -> set[str]:
         """Every key `value` finds, for 'did you mean'."""
@@ -317,11 +329,7 @@ def select(runs: list[Run], where: Any) -> list[Run]:
     pairs = conditions(where)
     for key, _ in pairs:
         known(runs, key, f"where={where}")
-    return [run for run in runs if all(matches(run.value(key), value) for key, value in pairs)]
-
-
-def matches(found: tuple[bool, Any], wanted: str) -> bool:
-    return found[0] and same(found[1], wanted)
+    return [run for run in runs if all(any(same(v, value) for v in run.values(key)) for key, value in pairs)]
 
 
 def metric_keys(runs: Iterable[Run]) -> set[str]:
