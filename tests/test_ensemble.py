@@ -335,6 +335,26 @@ def test_the_command_selects_greedily_on_validation_nll(fake_sweep):
     np.testing.assert_allclose(done.arrays["val_probabilities"], expected, atol=1e-6)
 
 
+ONE_RUN = "greedy selection kept one run, {name}: no other run lowered its validation NLL, so this is that run alone"
+
+
+def test_a_greedy_selection_of_one_run_says_so_and_names_top_k(cli, fake_sweep, tmp_path):
+    """Issue 24: it printed 'ensemble of 1 of 3 runs' and gains of +0.0000 without a word."""
+    root = tmp_path / "runs"
+    better = probabilities(FIRST14, 0.95, 0.25)  # better than A and C on every sample: greedy takes it alone
+    for name, p in (("0", MEMBER_A), ("1", better), ("2", MEMBER_C)):
+        fake_run(root / name, p, p, val_labels=LABELS, test_labels=LABELS, objective=scores(p, LABELS)["nll"])
+    done = ensemble(cli, tmp_path / "cwd", f"runs={root}", runs=[root])
+    assert [m["weight"] for m in done.summary["members"]] == [0, 25, 0] and done.metrics["members"] == 1
+    note = done.summary["note"]
+    assert note.startswith(ONE_RUN.format(name="1")) and "not an ensemble" in note, note
+    assert note.endswith("ensemble.select=top_k ensemble.k=N averages the N best (2 <= N <= 3) instead"), note
+    assert f"({note})" in (done.folder / "summary.md").read_text()
+    assert "not an ensemble: 1 of 3 runs kept (greedy, mean)" in done.output and note in done.output
+    assert "ensemble of 1" not in done.output
+    assert "note" not in fake_sweep[1].summary  # a selection of two runs: no note
+
+
 def test_top_k_ranks_runs_that_monitor_accuracy_highest_first(cli, tmp_path):
     root = tmp_path / "runs"
     for name, objective, p in (("0", 0.6, MEMBER_B), ("1", 0.9, MEMBER_A), ("2", 0.7, MEMBER_C)):
@@ -604,3 +624,22 @@ def test_a_bad_input_is_one_line_and_leaves_nothing(cli, sweep, runs, tmp_path, 
     one_line(result, *(n.format(**names) for n in needles))
     assert not (cwd / "outputs").exists(), sorted(map(str, (cwd / "outputs").rglob("*")))
     assert files_of(sweep) == before
+
+
+def test_a_real_greedy_selection_that_keeps_one_run_says_so(cli, tmp_path):
+    """A trained run and an untrained one (lr 1e-9: near-uniform predictions) on one split: greedy keeps the trained
+    one alone (at most 4 rounds of 5 could add the other, each with a share of 1/2 to 1/5) and says so; top_k
+    averages both, as the note says."""
+    cwd = tmp_path / "train"
+    cwd.mkdir()
+    cli.ok("train", "-m", "optimizer.lr=0.01,1e-9", "seed=0", "data.split_seed=0", "model=mlp", "trainer.max_epochs=2",
+           "trainer.limit_train_batches=10", "trainer.limit_val_batches=null", "trainer.limit_test_batches=null",
+           cwd=cwd, timeout=600)
+    [sweep] = cli.sweep_dirs(cwd)
+    done = ensemble(cli, tmp_path / "greedy", f"runs={sweep}", "ensemble.rounds=5")
+    assert [m["weight"] for m in done.summary["members"]] == [5, 0], done.summary["members"]
+    assert done.summary["note"].startswith(ONE_RUN.format(name="0"))
+    assert "ensemble.select=top_k ensemble.k=2 averages both instead" in done.summary["note"]
+    assert "not an ensemble: 1 of 2 runs kept" in done.output
+    both = ensemble(cli, tmp_path / "top_k", f"runs={sweep}", "ensemble.select=top_k", "ensemble.k=2")
+    assert both.metrics["members"] == 2 and "note" not in both.summary

@@ -1,7 +1,8 @@
 """An ensemble, built and scored beside its members on the validation and test splits, and written: ensemble.json,
 metrics.json, predictions.npz, summary.md and ensemble.png in the command's folder.
 
-- runs=...: finished runs read (members.py), selected and weighted (selection.py); nothing trains.
+- runs=...: finished runs read (members.py), selected and weighted (selection.py); nothing trains. A greedy
+  selection that keeps one run says so (ensemble.json's and summary.md's note, the log) and names top_k.
 - method=bagging|boosting|stacking: the members trained first (training.py) under the folder's members/, then
   combined by the mean of their probabilities (bagging), SAMME's weighted vote (boosting.py) or a meta-learner
   fitted on held-out predictions: out-of-fold ones of the training split, or the validation split's (stacking.py).
@@ -53,6 +54,8 @@ def _of_runs(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         weights, steps = greedy([m.probabilities["val"] for m in members], found.labels["val"], options.rounds)
     names = [_name(m.run, cfg.runs) for m in members]
     info = {"select": options.select, "combine": options.combine, "runs": str(cfg.runs)}
+    if np.count_nonzero(weights) == 1:
+        info["note"] = _one_run(names[int(np.argmax(weights))], len(members))
     return _write(run_dir, found, names, weights, steps, _weighted(options.combine), info,
                   vote=options.combine == "vote")
 
@@ -206,8 +209,19 @@ def _write(run_dir: Path, found: Members, names: list[str], weights: np.ndarray,
                                                                for s in SPLITS for k, v in combined[s].items()}},
                run_dir / "metrics.json")
     how = info.get("method") or f"{info['select']}, {info['combine']}"
-    log.info("ensemble of %d of %d runs (%s):\n%s", len(taken), len(rows), how, table)
+    if len(taken) == 1:
+        log.info("not an ensemble: 1 of %d runs kept (%s):\n%s", len(rows), how, table)
+    else:
+        log.info("ensemble of %d of %d runs (%s):\n%s", len(taken), len(rows), how, table)
     return summary
+
+
+def _one_run(name: str, runs: int) -> str:
+    """What a greedy selection that kept one run means, and how to average runs anyway."""
+    average = ("ensemble.select=top_k ensemble.k=2 averages both" if runs == 2 else
+               f"ensemble.select=top_k ensemble.k=N averages the N best (2 <= N <= {runs})")
+    return (f"greedy selection kept one run, {name}: no other run lowered its validation NLL, so this is that run "
+            f"alone, not an ensemble, and its gains are 0; {average} instead")
 
 
 def _minus(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
