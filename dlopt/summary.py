@@ -2,7 +2,9 @@
 
 Reads each run folder's metrics.json and .hydra/overrides.yaml and writes summary.csv and
 summary.md in the sweep folder, best run first by the monitored metric (then pruned, failed and
-interrupted runs), and best.yaml: the overrides that reproduce the best run. Imports no torch.
+interrupted runs), and best.yaml: the overrides that reproduce the best run. summary.md and the log
+show the overrides as `dlopt runs` does (a search's drawn values first, a doctor try-run's remedy as
+what it changes); summary.csv and best.yaml keep them as given. Imports no torch.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
         run = listing.read(folder, ended=True)
         overrides = [o for o in run.overrides if not o.startswith("search.trial=")]  # the sweeper's note to the trial
         status = {"dev run": "done", "corrupt": "failed", "running": "failed"}.get(run.status, run.status)
-        row: dict[str, Any] = {"run": folder.name, "overrides": " ".join(overrides), "status": status,
-                               "error": run.reason}
+        row: dict[str, Any] = {"run": folder.name, "overrides": " ".join(overrides), "shown": " ".join(run.shown()),
+                               "status": status, "error": run.reason}
         if run.metrics:
             row.update({k: run.metrics.get(k) for k in COLUMNS[3:-1]}, mode=run.metrics.get("mode", "min"))
         rows.append(row)
@@ -48,13 +50,17 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def common_overrides(rows: list[dict[str, Any]]) -> list[str]:
-    """The overrides every run of a sweep of several runs shares (search=bayes, trainer.max_epochs=5)."""
-    return listing.shared([row["overrides"].split() for row in rows])
+    """The overrides every run of a sweep of several runs shares (search=bayes, trainer.max_epochs=5), as shown."""
+    return listing.shared([_shown(row).split() for row in rows])
 
 
 def own_overrides(row: dict[str, Any], common: list[str]) -> str:
-    """The row's overrides without those every run shares."""
-    return " ".join(o for o in row["overrides"].split() if o not in common)
+    """The row's overrides as shown, without those every run shares."""
+    return " ".join(o for o in _shown(row).split() if o not in common)
+
+
+def _shown(row: dict[str, Any]) -> str:
+    return row.get("shown", row["overrides"])
 
 
 def write_best(rows: list[dict[str, Any]], sweep_dir: Path, monitor: str, command: str) -> Path | None:

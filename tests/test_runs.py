@@ -766,6 +766,8 @@ def test_a_real_doctor_try_run_is_listed_with_its_remedy(cli, tmp_path):
     assert dict(o.split("=", 1) for o in shown["1"].split()).keys() == remedy.keys(), (shown, tried)
     assert all(listing.same(listing.read(folder / "1").value(k)[1], v) for k, v in remedy.items())
     assert all(listing.same(v, remedy[k]) for k, v in (o.split("=", 1) for o in shown["1"].split())), shown
+    summary = (folder / "summary.md").read_text()  # the sweep's summary shows them alike
+    assert "+remedy" not in summary and "| original |" in summary and f"| {shown['1']} |" in summary, summary
 
 
 def test_a_real_runs_resumes_are_listed_and_compared(cli, tmp_path):
