@@ -788,6 +788,7 @@ def test_a_real_runs_resumes_are_listed_and_compared(cli, tmp_path):
                            "resume_changes=true; changed ") and "trainer.max_epochs 1 -> 2" in line, line
     assert "optimizer._target_ torch.optim.Adam -> torch.optim.SGD" in line and f"; at {record['time']}" in line
     assert "| trainer.max_epochs | 2 | 1 |" in result.stdout, result.describe()  # as it last trained
+    assert "| optimizer | sgd | adam |" in result.stdout and "| optimizer._target_ | torch.optim.SGD |" in result.stdout
     (resumed / "resumes.json").write_text('[{"from_epoch": 2,')  # cut short
     result = cli.ok("runs", cwd=tmp_path)
     assert "resumes.json is not valid JSON" in result.stdout, result.describe()

@@ -36,7 +36,8 @@ def open_runs(paths: list[Any]) -> list[Run]:
 def differences(runs: list[Run]) -> dict[str, list[Any]]:
     """Each config group's option (optimizer: sgd) and config key whose value is not the same in every run, with
     each run's value (ABSENT where it has none)."""
-    configs = [{**{group: option for group, option in run.choices().items()}, **flat(run.config())} for run in runs]
+    configs = [{**{group: run.settings().get(group, option) for group, option in run.choices().items()},
+                **flat(run.config())} for run in runs]  # a group's option as a resume last set it
     keys = list(dict.fromkeys(k for config in configs for k in config))
     return {k: [c.get(k, ABSENT) for c in configs] for k in keys if len({json.dumps(c.get(k, ABSENT), default=str)
                                                                           for c in configs}) > 1}
