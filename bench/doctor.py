@@ -25,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -32,6 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import yaml
 
@@ -45,6 +47,9 @@ class Case:
     name: str
     overrides: list[str]
     expected: tuple[str, ...]  # symptom keys that name its pathology (any one counts); () for a healthy run
+    interrupt_after: Optional[int] = None  # Ctrl-C (SIGINT) once this many epochs are done, then resume it
+    resumes: tuple[tuple[str, ...], ...] = ()  # then `dlopt train resume=RUN ...` with each, in order
+    reference: Optional[str] = None  # the case of the same run trained without interruption: the same report?
 
     @property
     def sick(self) -> bool:
@@ -78,6 +83,13 @@ CASES = [
     Case("vit", ["model=vit"], ()),
     Case("mnist1d_cnn", ["data=mnist1d"], ()),
     Case("sgd", ["optimizer=sgd"], ()),  # plain SGD at its default lr: its first steps move the weights by 3%
+    # issue 24: resumed runs. A healthy run stopped with Ctrl-C after epoch 18 of 20 and resumed (an older dlopt kept
+    # only the records of epochs 18-20 and called it "lr too low"); a finished run of 10 epochs resumed with
+    # optimizer=sgd (refused: it would change what was trained; an older dlopt rewrote its record) and then trained
+    # on to 20 epochs
+    Case("default_20", ["trainer.max_epochs=20"], ()),
+    Case("resumed", ["trainer.max_epochs=20"], (), interrupt_after=18, reference="default_20"),
+    Case("finished_resumed", ["trainer.max_epochs=10"], (), resumes=(("optimizer=sgd",), ("trainer.max_epochs=20",))),
 ]
 
 SHORT = {"lr_out_of_range": "lr_far", "vanishing_gradients": "vanish", "exploding_gradients": "explode", "dead_units": "dead",
@@ -104,6 +116,39 @@ def run(args: list[str], log: Path, check: bool = True) -> int:
     return code
 
 
+def interrupted(args: list[str], log: Path, folder: Path, epochs: int) -> None:
+    """`dlopt train ARGS`, stopped with Ctrl-C (SIGINT) once its history.json holds `epochs` epochs."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with log.open("a") as out:
+        proc = subprocess.Popen([*dlopt(), *args], cwd=log.parent, stdout=out, stderr=subprocess.STDOUT, env=env)
+        while proc.poll() is None:
+            try:
+                done = len(json.loads((folder / "history.json").read_text()))
+            except (OSError, ValueError):
+                done = 0
+            if done >= epochs:
+                proc.send_signal(signal.SIGINT)
+                break
+            time.sleep(0.05)
+        proc.wait()
+    if (folder / "metrics.json").is_file():
+        raise RuntimeError(f"{folder} finished before it was interrupted at epoch {epochs}")
+
+
+def case_resumes(case: Case, folder: Path, log: Path) -> None:
+    """The case's resumes in order: each either trains on or is refused leaving the run folder byte for byte as
+    it was (said in the log and in the run's RESUMES file)."""
+    lines = []
+    for overrides in case.resumes:
+        before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        code = run(["train", f"resume={folder}", *overrides], log, check=False)
+        after = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        lines.append(f"resume {' '.join(overrides)}: exit {code}" +
+                     ("" if not code else ", run folder unchanged" if after == before else ", RUN FOLDER CHANGED"))
+        say(f"{case.name}: {lines[-1]}")
+    (folder.parent / f"{case.name}.resumes").write_text("".join(f"{line}\n" for line in lines))
+
+
 def thresholds() -> dict[str, float]:
     return yaml.safe_load((Path(config_dir()) / "diagnostics" / "default.yaml").read_text())["thresholds"]
 
@@ -121,7 +166,13 @@ def process(case: Case, keep: Path, try_healthy: bool) -> dict:
     if not (folder / "metrics.json").is_file():
         say(f"{case.name}: training  dlopt train {' '.join(case.overrides)}")
         start = time.perf_counter()
-        run(["train", *case.overrides, *QUIET, f"hydra.run.dir={folder}"], log)
+        shutil.rmtree(folder, ignore_errors=True)
+        if case.interrupt_after:
+            interrupted(["train", *case.overrides, *QUIET, f"hydra.run.dir={folder}"], log, folder, case.interrupt_after)
+            run(["train", f"resume={folder}"], log)
+        else:
+            run(["train", *case.overrides, *QUIET, f"hydra.run.dir={folder}"], log)
+        case_resumes(case, folder, log)
         times["train"] = time.perf_counter() - start
     report = keep / f"{case.name}.doctor"
     run(["doctor", f"run={folder}", f"hydra.run.dir={report}"], log)
@@ -144,6 +195,11 @@ def process(case: Case, keep: Path, try_healthy: bool) -> dict:
         found["tried"] = tried["tried"]
     say(f"{case.name}: done ({', '.join(f'{k} {v:.0f} s' for k, v in times.items()) or 'read back'})")
     return found
+
+
+def report_lines(found: dict) -> list:
+    """What a report says of a run, without where the run is."""
+    return [(s["symptom"], s["evidence"], [r["overrides"] for r in s["remedies"]]) for s in found["symptoms"]]
 
 
 def measures(folder: Path, t: dict[str, float]) -> dict[str, float | None]:
@@ -257,6 +313,14 @@ def main() -> None:
           "max_epochs (< {eager:g})".format(**t))
     for c, found, folder, tried, metrics in details:
         print(f"{c.name}: dlopt train {' '.join(c.overrides) or '(defaults)'}")
+        if c.interrupt_after:
+            print(f"    Ctrl-C after epoch {c.interrupt_after}, then dlopt train resume=RUN")
+        resumed = keep / f"{c.name}.resumes"
+        for line in resumed.read_text().splitlines() if resumed.is_file() else []:
+            print(f"    {line}")
+        if c.reference in reports:
+            same = report_lines(reports[c.name]) == report_lines(reports[c.reference])
+            print(f"    doctor's report {'is' if same else 'is NOT'} the one of {c.reference} (trained without a break)")
         print(f"    ended: {metrics.get('stop_reason')}, {metrics.get('epochs')} epochs, best epoch "
               f"{metrics.get('best_epoch')}, train/acc {show(metrics.get('train/acc'))}, val/acc "
               f"{show(metrics.get('val/acc'))}, test/acc {show(metrics.get('test/acc'))}, {metrics.get('wall_time_s')} s")
