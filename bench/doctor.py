@@ -168,7 +168,8 @@ def process(case: Case, keep: Path, try_healthy: bool) -> dict:
         start = time.perf_counter()
         shutil.rmtree(folder, ignore_errors=True)
         if case.interrupt_after:
-            interrupted(["train", *case.overrides, *QUIET, f"hydra.run.dir={folder}"], log, folder, case.interrupt_after)
+            interrupted(["train", *case.overrides, *QUIET, f"hydra.run.dir={folder}"], log, folder,
+                        case.interrupt_after)
             run(["train", f"resume={folder}"], log)
         else:
             run(["train", *case.overrides, *QUIET, f"hydra.run.dir={folder}"], log)

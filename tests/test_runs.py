@@ -264,7 +264,10 @@ def test_a_runs_resumes_are_its_note(tmp_path):
     resumes = [{"from_epoch": 18, "overrides": ["optimizer=sgd", "resume_changes=true"], "time": "2026-01-01 10:00",
                 "changed": {"optimizer._target_": {"from": "torch.optim.Adam", "to": "torch.optim.SGD"}}},
                {"from_epoch": 31, "overrides": [], "changed": {}, "time": "2026-01-01 11:00"}]
-    make_run(tmp_path, "resumed", metrics=done(0.3), files={"resumes.json": json.dumps(resumes)})
+    make_run(tmp_path, "resumed", metrics=done(0.3, epochs=40), files={"resumes.json": json.dumps(resumes)})
+    # trained 3 epochs, resumed with more, killed: its metrics.json is not of what it holds now
+    make_run(tmp_path, "extending", metrics=done(0.35), age=9999,
+             files={"resumes.json": json.dumps([{**resumes[1], "from_epoch": 4}])})
     make_run(tmp_path, "corrupt", metrics=done(0.4), files={"resumes.json": '[{"from_epoch": 3, '})
     make_run(tmp_path, "wrong", metrics=done(0.5), files={"resumes.json": '[{"epoch": 3}]'})
     make_run(tmp_path, "failed", files={"error.txt": "the loss became nan\n", "resumes.json": json.dumps(resumes[1:])},
@@ -275,8 +278,9 @@ def test_a_runs_resumes_are_its_note(tmp_path):
     assert notes["corrupt"].startswith("resumes.json is not valid JSON (")
     assert notes["wrong"].startswith("resumes.json is not a list of dlopt's resume records")
     assert notes["failed"] == "the loss became nan; resumed from epoch 31"
+    assert notes["extending"].startswith("resumed from epoch 4, not finished since: its metrics.json is of epoch 3")
     assert {run.folder.name: run.status for run in runs} == {"resumed": "done", "corrupt": "done", "wrong": "done",
-                                                             "failed": "failed"}  # listed, never a crash
+                                                             "failed": "failed", "extending": "interrupted"}
     resumed = [run for run in runs if run.folder.name == "resumed"]  # adam, then sgd: where= finds it by either
     for where in ("optimizer=sgd", "optimizer=adam", "optimizer._target_=torch.optim.Adam", "model.depth=3"):
         assert named(listing.select(resumed, where)) == ["resumed"], where

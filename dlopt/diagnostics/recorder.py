@@ -56,7 +56,7 @@ class Recorder(L.Callback):
         self._warned: set[str] = set()
         self._before: Optional[dict[str, torch.Tensor]] = None  # weights before the recorded optimizer step
         self._row: dict[str, Any] = {}
-        self._records: list[dict[str, Any]] = []  # the run's records (a resumed run's earlier ones too), for the warnings
+        self._records: list[dict[str, Any]] = []  # the run's records (a resumed run's earlier ones too): warnings
         self._histogram_epoch = -1
         self._path: Optional[Path] = None
         self._written = 0  # records in diagnostics.jsonl, earlier processes of a resumed run included

@@ -186,6 +186,13 @@ def read(folder: Path, ended: bool = False, now: Optional[float] = None) -> Run:
     if metrics is not None:
         run.metrics = metrics
         run.status = "dev run" if metrics.get("dev_run") else "pruned" if metrics.get("pruned") else "done"
+        resumed_at = run.resumes[-1]["from_epoch"] if run.resumes else 0
+        if isinstance(metrics.get("epochs"), int) and metrics["epochs"] < resumed_at:  # trained on since its metrics
+            logs = list(folder.glob("*.log"))
+            active = not ended and (now or time.time()) - max(map(_mtime, logs), default=0) < ACTIVE_S
+            run.status = "running" if active else "interrupted"
+            run.reason = f"resumed from epoch {resumed_at}, not finished since: its metrics.json is of epoch " \
+                         f"{metrics['epochs']}"
         return run
     for name, status in (("error.txt", "failed"), ("interrupted.txt", "interrupted")):
         if (folder / name).is_file():
