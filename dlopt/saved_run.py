@@ -343,8 +343,9 @@ def apply_resumes(config: dict[str, Any], records: list[dict[str, Any]]) -> dict
         for key, change in record.get("changed", {}).items():
             *parents, leaf = key.split(".")
             node = config
-            for part in parents:
-                node = node.setdefault(part, {}) if isinstance(node, dict) else {}
+            for part in parents:  # a key set makes its parents; a key removed leaves them as they are
+                node = (node.setdefault(part, {}) if "to" in change else node.get(part)) if isinstance(node, dict) \
+                    else None
             if not isinstance(node, dict):
                 continue
             if "to" in change:

@@ -408,7 +408,7 @@ def test_a_searchs_drawn_values_and_a_resumes_overrides_make_runs_differ(tmp_pat
     found, _ = grouped(tmp_path / "search", ["optimizer"])
     assert found[0].mixed == ["optimizer.lr"]
     for n in range(2):
-        make_run(tmp_path / "resumed", str(n), ["model=mlp", f"seed={n}"], done(0.3 + n / 100),
+        make_run(tmp_path / "resumed", str(n), ["model=mlp", f"seed={n}"], done(0.3 + n / 100, epochs=30),
                  choices={"model": "mlp"})
     resume = [{"from_epoch": 18, "overrides": ["optimizer=sgd", "resume_changes=true"], "time": "2026-01-01 10:00",
                "changed": {"optimizer._target_": {"from": "torch.optim.Adam", "to": "torch.optim.SGD"}}}]

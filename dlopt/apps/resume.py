@@ -97,8 +97,9 @@ def log_untouched(run_dir: Path) -> Iterator[None]:
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    """{dotted key: value} of every leaf, interpolations kept as written."""
-    if not isinstance(node, dict):
+    """{dotted key: value} of every leaf (an empty mapping too: diagnostics=none is {}), interpolations kept as
+    written."""
+    if not isinstance(node, dict) or not node and prefix:
         return {prefix: node}
     flat: dict[str, Any] = {}
     for key, value in node.items():
