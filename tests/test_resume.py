@@ -262,6 +262,16 @@ def test_resume_with_more_epochs_continues_a_finished_run_on_the_longer_schedule
     refused(cli, run_dir, tmp_path, needles=("has already finished", "above its 4"))  # its config is the resumed one
 
 
+def test_resume_keeps_what_a_plateau_schedule_did(cli, tmp_path):
+    """ReduceLROnPlateau's reductions carry on through a resume: its counters and the lowered lr are the
+    checkpoint's, only its settings the config's."""
+    run_dir = cli.train("trainer.max_epochs=3", "scheduler=plateau", "scheduler.patience=0", "scheduler.factor=0.5",
+                        "+scheduler.threshold=10", "callbacks.early_stopping=null", cwd=tmp_path)  # never improves
+    cli.ok("train", f"resume={run_dir}", "trainer.max_epochs=5", cwd=tmp_path)
+    lrs = [r["lr"] for r in json.loads((run_dir / "history.json").read_text())]
+    assert len(lrs) == 5 and lrs[1] < lrs[0] and lrs == sorted(lrs, reverse=True), lrs
+
+
 def test_resume_with_more_patience_trains_on_after_early_stopping(cli, tmp_path):
     """Lightning restores early stopping's patience from the checkpoint; the resumed run uses the config's."""
     (tmp_path / "here").mkdir()

@@ -73,12 +73,12 @@ def follow_config(trainer: L.Trainer, checkpoint: dict[str, Any]) -> None:
     if then.get("_target_") != now.get("_target_") or len(saved["param_groups"]) != len(fresh["param_groups"]):
         log.info("resume: the optimizer changed; its state (momentum, moments) starts afresh")
         saved = checkpoint["optimizer_states"][0] = fresh
-    for was, now in zip(saved["param_groups"], fresh["param_groups"]):
-        was.update({k: v for k, v in now.items() if k not in ("params", *SCHEDULED)})
+    for was, group in zip(saved["param_groups"], fresh["param_groups"]):
+        was.update({k: v for k, v in group.items() if k not in ("params", *SCHEDULED)})
     configs = trainer.lr_scheduler_configs
     if not configs or not checkpoint.get("lr_schedulers"):
-        for was, now in zip(saved["param_groups"], fresh["param_groups"]):
-            was["lr"] = now["lr"]
+        for was, group in zip(saved["param_groups"], fresh["param_groups"]):
+            was["lr"] = group["lr"]
         return
     scheduler, was_scheduled = configs[0].scheduler, checkpoint["lr_schedulers"][0]
     if isinstance(scheduler, ReduceLROnPlateau):  # stepped by a metric: its settings change, its counters carry on
