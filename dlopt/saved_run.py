@@ -314,6 +314,17 @@ def history(folder: Path, named: str) -> list[dict[str, Any]]:
     return rows or []
 
 
+def flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{'optimizer.lr': 0.01, ...}: every leaf of a config by its dotted key, an empty mapping too (diagnostics=none
+    is {}); values as they are (interpolations unresolved in an unresolved config)."""
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
 RESUMES = "resumes.json"  # a run's continuations, appended by dlopt train resume= (dlopt.training.resumes)
 
 

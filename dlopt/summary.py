@@ -37,8 +37,8 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
         overrides = [o for o in run.overrides if not o.startswith("search.trial=")]  # the sweeper's note to the trial
         study = [o for o in overrides if o.startswith("search.study_name=")]  # continues the search: keep it in view
         status = {"dev run": "done", "corrupt": "failed", "running": "failed"}.get(run.status, run.status)
-        row: dict[str, Any] = {"run": folder.name, "overrides": " ".join(overrides), "shown": " ".join(run.shown() + study),
-                               "status": status, "error": run.reason}
+        row: dict[str, Any] = {"run": folder.name, "overrides": " ".join(overrides),
+                               "shown": " ".join(run.shown() + study), "status": status, "error": run.reason}
         if run.metrics:
             row.update({k: run.metrics.get(k) for k in COLUMNS[3:-1]}, mode=run.metrics.get("mode", "min"))
         rows.append(row)

@@ -43,6 +43,7 @@ class Resume:
 
     config: DictConfig
     overrides: list[str]
+    earlier: list[str]  # the overrides the run started with and those of its earlier resumes
     changed: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # for the log, once the resume is accepted
 
@@ -96,18 +97,6 @@ def log_untouched(run_dir: Path) -> Iterator[None]:
         root.addHandler(handler)
 
 
-def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    """{dotted key: value} of every leaf (an empty mapping too: diagnostics=none is {}), interpolations kept as
-    written."""
-    if not isinstance(node, dict) or not node and prefix:
-        return {prefix: node}
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)) if isinstance(value, dict)
-                    else {f"{prefix}.{key}" if prefix else str(key): value})
-    return flat
-
-
 def _compose(config_name: str, overrides: list[str], run_dir: Path) -> dict:
     from hydra import compose
     from hydra.errors import CompactHydraException
@@ -121,13 +110,11 @@ def _compose(config_name: str, overrides: list[str], run_dir: Path) -> dict:
                         f"dlopt: {composition_error(err)}") from None
 
 
-def overrides_so_far(run_dir: Path) -> list[str]:
-    """The overrides the run started with, then those of each of its resumes: what its config was composed from."""
-    named = f"resume={run_dir}"
-    started = run_dir / ".hydra" / "overrides.yaml"
-    overrides = [str(o) for o in read_yaml(started, named)] if started.is_file() else []
-    return overrides + [o for record in saved_run.resumes(run_dir, named) for o in record["overrides"]
-                        if _key(o) not in NOT_CONFIG]
+def _overrides_so_far(run_dir: Path, records: list[dict[str, Any]]) -> list[str]:
+    """The overrides the run started with, then those of each of its resumes (`records`): what its config was
+    composed from."""
+    return saved_run.run_overrides(run_dir, f"resume={run_dir}") + [
+        o for record in records for o in record["overrides"] if _key(o) not in NOT_CONFIG]
 
 
 def _under(key: str, prefixes: tuple[str, ...]) -> bool:
@@ -145,21 +132,21 @@ def resumed_config(cfg: DictConfig, run_dir: Path, new_overrides: list[str], all
     records = saved_run.resumes(run_dir, named)
     started = read_yaml(run_dir / ".hydra" / "config.yaml", named)
     saved = saved_run.apply_resumes(OmegaConf.to_container(started, resolve=False), records)
-    overrides = overrides_so_far(run_dir)
+    overrides = _overrides_so_far(run_dir, records)
     fresh = _compose(config_name, overrides, run_dir)
-    was, now = _flat(saved), _flat(fresh)
+    was, now = saved_run.flat(saved), saved_run.flat(fresh)
     gone = sorted(k for k in set(was) - set(now) if not _under(k, NOT_CONFIG))
     if gone:
         raise UserError(f"resume={run_dir}: this dlopt no longer has {', '.join(gone[:5])}"
                         f"{' and more' if len(gone) > 5 else ''}, which the run's config sets; resume it with "
                         "the dlopt version that started it, or start a new run")
     merged = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(fresh), OmegaConf.create(saved)), resolve=False)
-    before = _flat(merged)
+    before = saved_run.flat(merged)
     added = sorted(k for k in set(now) - set(was) if not _under(k, NOT_CONFIG))
     notes = [f"resume: keys new since the run started take their defaults: {', '.join(added)}"] if added else []
     changed: dict[str, dict[str, Any]] = {}
     if new_overrides:
-        wanted = _flat(_compose(config_name, [*overrides, *new_overrides], run_dir))
+        wanted = saved_run.flat(_compose(config_name, [*overrides, *new_overrides], run_dir))
         for key in sorted(set(now) | set(wanted)):  # a parent before its children, as apply_resumes needs them
             if _under(key, NOT_CONFIG):
                 continue
@@ -170,7 +157,7 @@ def resumed_config(cfg: DictConfig, run_dir: Path, new_overrides: list[str], all
                 changed[key] = {**({"from": before[key]} if key in before else {}), "to": wanted[key]}
         merged = saved_run.apply_resumes(merged, [{"changed": changed}])
     resumed = OmegaConf.create(merged)
-    after = _flat(merged)
+    after = saved_run.flat(merged)
     history = saved_run.read_json(run_dir / "history.json", named) or []
     metrics = saved_run.metrics(run_dir, named)
     if metrics is not None and metrics.get("epochs", 0) >= len(history):  # finished, and not extended since
@@ -183,7 +170,7 @@ def resumed_config(cfg: DictConfig, run_dir: Path, new_overrides: list[str], all
         _refuse_partial_records(run_dir, history)
     resumed.resume = None  # the config is the run's own; how it was continued is in resumes.json
     check_config(resumed, f"{named}: its .hydra/config.yaml, overrides.yaml and resumes.json", allowed)
-    return Resume(resumed, list(new_overrides), changed, notes)
+    return Resume(resumed, list(new_overrides), overrides, changed, notes)
 
 
 def _finished(metrics: dict, before: dict, after: dict, changed: dict) -> Optional[str]:

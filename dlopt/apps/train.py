@@ -31,7 +31,7 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         if cfg.get("resume"):
             given = [o for o in overrides if not o.startswith("resume=")]
             resumed = resuming.resumed_config(cfg, run_dir, given, trusted_targets(cfg))
-            cfg, overrides = resumed.config, resuming.overrides_so_far(run_dir) + given
+            cfg, overrides = resumed.config, resumed.earlier + given
         check(cfg)
         if isinstance(cfg.get("augmentation"), DictConfig) and isinstance(cfg.get("data"), DictConfig):
             from dlopt.checks import refuse_label_changing

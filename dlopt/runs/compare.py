@@ -12,7 +12,7 @@ from typing import Any
 
 from dlopt import saved_run
 from dlopt.errors import UserError
-from dlopt.runs.listing import ABSENT, Run, cell, flat, markdown, read, resume, rounded, shared
+from dlopt.runs.listing import ABSENT, Run, cell, markdown, read, resume, rounded, shared
 
 METRICS = ("objective", "val/loss", "val/acc", "test/loss", "test/acc", "test/ece", "best_epoch", "epochs",
            "wall_time_s", "params")
@@ -37,7 +37,7 @@ def differences(runs: list[Run]) -> dict[str, list[Any]]:
     """Each config group's option (optimizer: sgd) and config key whose value is not the same in every run, with
     each run's value (ABSENT where it has none)."""
     configs = [{**{group: run.settings().get(group, option) for group, option in run.choices().items()},
-                **flat(run.config())} for run in runs]  # a group's option as a resume last set it
+                **saved_run.flat(run.config())} for run in runs]  # a group's option as a resume last set it
     keys = list(dict.fromkeys(k for config in configs for k in config))
     return {k: [c.get(k, ABSENT) for c in configs] for k in keys if len({json.dumps(c.get(k, ABSENT), default=str)
                                                                           for c in configs}) > 1}

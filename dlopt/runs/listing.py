@@ -225,16 +225,6 @@ def resume(record: dict[str, Any]) -> str:
     return f"resumed from epoch {record['from_epoch']}" + (f": {overrides}" if overrides else "")
 
 
-def flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    """{'optimizer.lr': 0.01, ...}: every leaf of a config, by its dotted key."""
-    if isinstance(node, dict) and node:
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: node}
-
-
 _CONFIG_SOURCES = re.compile(r"^    config_sources:\n((?:    [- ] .*\n)+)", re.M)
 
 
@@ -266,7 +256,7 @@ def _as_overrides(content: dict[str, Any]) -> list[str]:
     overrides that set the same (model=mlp model.activation=relu)."""
     groups = [f"{key.removeprefix('override').strip().lstrip('/')}={value}" for entry in content.get("defaults") or []
               if isinstance(entry, dict) for key, value in entry.items()]
-    values = flat({k: v for k, v in content.items() if k != "defaults"})
+    values = saved_run.flat({k: v for k, v in content.items() if k != "defaults"})
     return groups + [f"{key}={_text(value)}" for key, value in values.items()]
 
 
