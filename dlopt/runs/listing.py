@@ -225,27 +225,16 @@ def resume(record: dict[str, Any]) -> str:
     return f"resumed from epoch {record['from_epoch']}" + (f": {overrides}" if overrides else "")
 
 
-_CONFIG_SOURCES = re.compile(r"^    config_sources:\n((?:    [- ] .*\n)+)", re.M)
-
-
-def config_dirs(folder: Path) -> list[Path]:
-    """The folders a run's command line added to its config search path (--config-dir), from .hydra/hydra.yaml."""
-    block = _CONFIG_SOURCES.search(saved_run.text(folder / ".hydra" / "hydra.yaml"))
-    sources = _yaml(block.group(1)) if block else None
-    return [Path(s["path"]) for s in sources or [] if isinstance(s, dict) and s.get("provider") == "command-line"
-            and isinstance(s.get("path"), str)]
-
-
 def remedy(folder: Path, name: str) -> list[str]:
     """What the remedy `name` of a try-run of `dlopt doctor try=true` sets, as overrides: its file remedy/NAME.yaml
     (in the config folder doctor wrote, recorded as the run's --config-dir, or the run's sweep folder) without what
     remedy/original.yaml sets too; ['original'] for the original. `+remedy=NAME` when the file does not read."""
     if name == "original":
         return ["original"]
-    for group in [*(d / "remedy" for d in config_dirs(folder)), folder.parent / "remedy"]:
-        content = _yaml(saved_run.text(group / f"{name}.yaml"))
+    for group in [*(d / "remedy" for d in saved_run.config_dirs(folder)), folder.parent / "remedy"]:
+        content = saved_run.yaml_data(saved_run.text(group / f"{name}.yaml"))
         if isinstance(content, dict):
-            original = _yaml(saved_run.text(group / "original.yaml"))
+            original = saved_run.yaml_data(saved_run.text(group / "original.yaml"))
             base = set(_as_overrides(original)) if isinstance(original, dict) else set()
             return [o for o in _as_overrides(content) if o not in base] or [f"{REMEDY}{name}"]
     return [f"{REMEDY}{name}"]
@@ -267,20 +256,8 @@ def _text(value: Any) -> str:
 
 @functools.lru_cache(maxsize=64)
 def search_command(sweep: Path) -> tuple[str, ...]:
-    """The overrides a search was started with (its multirun.yaml): what its trials were given, not drawn."""
-    config = _yaml(saved_run.text(sweep / "multirun.yaml"))
-    task = config.get("hydra", {}).get("overrides", {}).get("task") if isinstance(config, dict) else None
-    return tuple(str(o) for o in task) if isinstance(task, list) else ()
-
-
-def _yaml(text: str) -> Any:
-    """YAML text as data (None when it does not parse)."""
-    import yaml
-
-    try:
-        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError:
-        return None
+    """The overrides a search was started with: what its trials were given, not drawn (read once per search)."""
+    return saved_run.sweep_overrides(sweep)
 
 
 def collect(path: Path, now: Optional[float] = None) -> list[Run]:
