@@ -92,6 +92,8 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "label_smoothing": (lambda x: _number(x) and 0 <= x < 1, "a number in [0, 1)"),
     "exclude_norm_bias": (lambda x: isinstance(x, bool), "true or false"),
     "batch_size": (lambda x: integer(x) and x >= 1, "an integer >= 1"),
+    "min_batches": (lambda x: integer(x) and x >= 1, "an integer >= 1 (training batches per epoch at least; 1: one "
+                    "pass per epoch)"),
     "num_workers": (lambda x: integer(x) and x >= 0, "an integer >= 0"),
     "depth": (lambda x: integer(x) and x >= 1, "an integer >= 1"),
     "width": (lambda x: integer(x) and x >= 1, "an integer >= 1"),

@@ -29,13 +29,15 @@ class TensorBatches:
 
     Lightning calls ``sampler.set_epoch(epoch)`` at the start of every training epoch, so the
     order depends only on the seed and the epoch number (also after a resume). With several
-    processes, each rank takes every ``world``-th sample of the shuffled order.
+    processes, each rank takes every ``world``-th sample of the shuffled order. ``passes``: an epoch
+    goes over the samples that many times, each pass in an order of its own (data.min_batches).
     """
 
-    def __init__(self, x, y, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1):
+    def __init__(self, x, y, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1,
+                 passes: int = 1):
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.passes = rank, world, passes
         self.epoch = 0
         self.sampler, self.batch_sampler = self, None  # where Lightning looks for set_epoch
 
@@ -43,15 +45,17 @@ class TensorBatches:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return math.ceil(math.ceil(len(self.y) / self.world) / self.batch_size)
+        return math.ceil(math.ceil(len(self.y) * self.passes / self.world) / self.batch_size)
 
     def _order(self) -> torch.Tensor | None:
         """Sample indices of this rank for this epoch; None means all samples in order."""
         n = len(self.y)
-        if not self.shuffle and self.world == 1:
+        if not self.shuffle and self.world == 1 and self.passes == 1:
             return None
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch)) \
-            if self.shuffle else torch.arange(n)
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.cat([torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+                           for _ in range(self.passes)])
+        n *= self.passes
         if self.world > 1:  # as DistributedSampler: repeat a few samples so every rank gets as many
             order = torch.cat([order, order[: -n % self.world]])[self.rank :: self.world]
         return order.to(self.x.device)
@@ -183,12 +187,16 @@ class DataModule(L.LightningDataModule):
     training augmentation, applied to whole batches on the training device."""
 
     def __init__(self, *, classes: Sequence[str], train_labels: torch.Tensor, batch_size: int = 64,
-                 num_workers: int = 0, seed: int = 0, name: str = "data", class_weights: str = "none"):
+                 num_workers: int = 0, seed: int = 0, name: str = "data", class_weights: str = "none",
+                 min_batches: int = 1):
         super().__init__()
         if class_weights not in CLASS_WEIGHTS:
             raise UserError(f"data.class_weights={class_weights} is not valid; choose one of {', '.join(CLASS_WEIGHTS)}")
         self.classes = [str(c) for c in classes]
         self.batch_size, self.num_workers, self.seed, self.name = batch_size, num_workers, seed, name
+        # data.min_batches: an epoch passes over a small training split several times, so that it is at least
+        # this many batches; full_batch (optimizer=lbfgs): one batch of the whole split, one pass per epoch
+        self.min_batches, self.full_batch = min_batches, False
         self.class_weights = balanced_weights(train_labels, len(self.classes)) if class_weights == "balanced" else None
         self.augment: Optional[Callable] = None  # (x, y) -> (x, y); y may become soft labels (mixup)
         self.shift = self.scale = None  # set by the subclass from its training split
@@ -221,6 +229,14 @@ class DataModule(L.LightningDataModule):
             n = self.train_count
             p = None if sample_weights is None else read_weights(str(sample_weights), n)
             self.train_index = torch.from_numpy(np.random.default_rng(seed).choice(n, size=n, replace=True, p=p))
+
+    def train_batching(self, count: int, world: int = 1) -> tuple[int, int]:
+        """(batch size, passes per epoch) for `count` training samples over `world` processes: whole passes, enough
+        for data.min_batches batches; with full_batch the whole split in one batch, once."""
+        if self.full_batch:
+            return max(1, math.ceil(count / world)), 1
+        per_pass = math.ceil(math.ceil(count / world) / self.batch_size)
+        return self.batch_size, max(1, math.ceil(self.min_batches / max(1, per_pass)))
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -269,6 +285,7 @@ class InMemoryDataModule(DataModule):
         seed: int = 0,
         name: str = "data",
         class_weights: str = "none",
+        min_batches: int = 1,
     ):
         splits = {
             "train": (x_train.float(), y_train.long()),
@@ -280,7 +297,8 @@ class InMemoryDataModule(DataModule):
                 raise UserError(f"data={name}: the {split} split has {len(x)} inputs and {len(y)} labels")
         # tensors are sliced in the main process, so num_workers has nothing to do here
         super().__init__(classes=classes, train_labels=splits["train"][1], batch_size=batch_size,
-                         num_workers=num_workers, seed=seed, name=name, class_weights=class_weights)
+                         num_workers=num_workers, seed=seed, name=name, class_weights=class_weights,
+                         min_batches=min_batches)
         self.splits = splits
         self.shift, self.scale = input_stats(splits["train"][0], normalize)
 
@@ -310,7 +328,8 @@ class InMemoryDataModule(DataModule):
             index = self.train_index.to(x.device)
             x, y = x[index], y[index]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-        return TensorBatches(x, y, self.batch_size, shuffle, seed=self.seed, rank=rank, world=world)
+        batch_size, passes = self.train_batching(len(y), world) if split == "train" else (self.batch_size, 1)
+        return TensorBatches(x, y, batch_size, shuffle, seed=self.seed, rank=rank, world=world, passes=passes)
 
     def train_dataloader(self) -> TensorBatches:
         # Lightning turns off a DataLoader's shuffling for overfit_batches; these batches shuffle themselves

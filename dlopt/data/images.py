@@ -372,8 +372,8 @@ class FolderDataModule(DataModule):
     def split_batches(self, split: str) -> DataLoader:
         return self._loader(split, persistent=False)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+    def train_dataloader(self) -> DataLoader:  # (full_batch: one batch; data.min_batches is for in-memory data)
+        return self._loader("train", shuffle=True, batch_size=self.train_batching(self.train_count)[0])
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import re
 import threading
 import time
@@ -104,7 +105,33 @@ def build(cfg: DictConfig, data: Optional[DataModule] = None,
         config={**OmegaConf.to_container(cfg, resolve=True), "augmentation": knobs},  # as built
     )
     apply_transfer(cfg, module)  # transfer.from: the network of an earlier run, and how it trains
+    data.full_batch = full_batch(cfg)
     return data, module
+
+
+def full_batch(cfg: DictConfig) -> bool:
+    """Whether the optimizer takes the whole training split as one batch each step: L-BFGS (optimizer=lbfgs), whose
+    line search needs the same loss at every evaluation of a step."""
+    from hydra.utils import get_object
+
+    target = (cfg.get("optimizer") or {}).get("_target_")
+    made = get_object(str(target)) if target else None
+    return isinstance(made, type) and issubclass(made, torch.optim.LBFGS)
+
+
+def _log_batching(data: DataModule) -> tuple[int, int]:
+    """Say how the training split is batched when it is not the usual one pass of data.batch_size; returns (batches,
+    passes) of an epoch in one process."""
+    count = len(data.train_index) if data.train_index is not None else data.train_count
+    size, passes = data.train_batching(count)
+    batches = math.ceil(count * passes / size)
+    if data.full_batch:
+        log.info("optimizer=lbfgs: every step takes the whole training split (%d samples) as one batch", count)
+    elif passes > 1:
+        log.info("data.min_batches=%d: the %d training samples make %d batch%s of %d, so each epoch passes over them "
+                 "%d times (%d batches)", data.min_batches, count, math.ceil(count / size),
+                 "es" if math.ceil(count / size) > 1 else "", size, passes, batches)
+    return batches, passes
 
 
 RESAMPLING = ("bootstrap", "sample_weights", "fold")  # data keys the run applies to the built DataModule (resample)
@@ -246,6 +273,7 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
     data, module = build(cfg, data, set_by_user=list(hparams or {}))
     data.resample(cfg.seed, cfg.data.get("split_seed", cfg.seed),
                   **{k: cfg.data.get(k) for k in RESAMPLING if cfg.data.get(k) is not None})
+    _, passes = _log_batching(data)
     module.started_at = start
     module.epoch_lines_to_file = sweep
     if trainer.is_global_zero:
@@ -288,6 +316,9 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         "objective": best[cfg.monitor],
         "best_epoch": best["epoch"],
         "epochs": len(history),
+        "steps": trainer.global_step,  # optimizer steps, over all epochs
+        "batches_per_epoch": trainer.num_training_batches,
+        "passes_per_epoch": passes,  # data.min_batches: passes over the training split per epoch
         "stopped_early": stopped is not None,
         "pruned": any(getattr(callback, "pruned", False) for callback in trainer.callbacks),
         "stopped_epoch": stopped[0] if stopped else None,
