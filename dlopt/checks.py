@@ -267,6 +267,8 @@ def check(cfg: DictConfig) -> None:
         raise UserError(f"model.width={model.width} is not divisible by model.heads={model.heads}; "
                         f"choose heads that divide the width")
     _check_monitors(cfg)
+    _check_cv(cfg)
+    _check_lbfgs(cfg)
     _check_label_changing(cfg)
     _check_warmup(cfg)
     _check_lr_find(cfg)
@@ -331,6 +333,48 @@ def _check_label_changing(cfg: DictConfig) -> None:
     if value is not None and not (isinstance(value, ListConfig) and all(v in knobs for v in value)):
         raise UserError(f"data.label_changing={value} is not valid: expected a list of augmentation knobs whose "
                         f"transform changes the class, e.g. [hflip_p,vflip_p], or []; the knobs are {', '.join(knobs)}")
+
+
+def _check_cv(cfg: DictConfig) -> None:
+    """data.cv: K >= 2 folds (or one fold 'k/K', checked with the data), alone: not with another resampling of the
+    training split, nor in a command that does not train runs of its own."""
+    data = cfg.get("data")
+    cv = data.get("cv") if isinstance(data, DictConfig) else None
+    if cv is None:
+        return
+    if isinstance(cv, bool) or not (integer(cv) and cv >= 2 or isinstance(cv, str) and "/" in cv):
+        raise UserError(f"data.cv={cv} is not valid: expected a number of folds K >= 2 (data.cv=5: five runs, each "
+                        "testing on one fold), null (no cross-validation) or one fold 'k/K'")
+    for key, off in (("fold", None), ("bootstrap", False), ("sample_weights", None)):
+        if data.get(key, off) not in (off, None):
+            raise UserError(f"data.cv={cv} with data.{key}={data.get(key)}: cross-validation chooses each run's "
+                            f"training samples itself; choose one of them")
+    if integer(cv) and cfg.get("lr_find") is not None:
+        raise UserError(f"data.cv={cv}: dlopt tune-lr runs one range test; test one fold's split with data.cv=0/{cv}")
+    if integer(cv) and cfg.get("method") is not None:
+        raise UserError(f"data.cv={cv}: an ensemble's members are single runs (stacking's out-of-fold predictions: "
+                        "ensemble.folds=K); drop data.cv")
+
+
+def _check_lbfgs(cfg: DictConfig) -> None:
+    """optimizer=lbfgs evaluates each step's loss several times on the whole training split: one batch per step, the
+    same batch at every evaluation (no accumulation, no mixed samples)."""
+    optimizer = cfg.get("optimizer")
+    if not isinstance(optimizer, DictConfig) or not str(optimizer.get("_target_", "")).endswith("LBFGS"):
+        return
+    trainer, augmentation = cfg.get("trainer"), cfg.get("augmentation")
+    accumulate = trainer.get("accumulate_grad_batches", 1) if isinstance(trainer, DictConfig) else 1
+    if integer(accumulate) and accumulate > 1:
+        raise UserError(f"optimizer=lbfgs with trainer.accumulate_grad_batches={accumulate}: L-BFGS takes the whole "
+                        "training split as one batch each step; drop trainer.accumulate_grad_batches")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        value = augmentation.get(key) if isinstance(augmentation, DictConfig) else None
+        if _number(value) and value > 0:
+            raise UserError(f"optimizer=lbfgs with augmentation.{key}={value}: L-BFGS's line search needs the same "
+                            "samples at every evaluation of a step, and mixing draws new ones; use another optimizer "
+                            "or augmentation=none")
+    if cfg.get("lr_find") is not None:
+        raise UserError("optimizer=lbfgs finds its step length by line search: dlopt tune-lr has no lr to find for it")
 
 
 def _check_warmup(cfg: DictConfig) -> None:

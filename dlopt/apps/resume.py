@@ -61,6 +61,9 @@ def check_run_folder(folder: str) -> Path:
         raise UserError(f"resume={folder} does not exist; give the folder of a dlopt train run")
     if not (path / ".hydra" / "config.yaml").is_file():
         raise UserError(f"resume={folder} is not a dlopt train run folder (it has no .hydra/config.yaml)")
+    if (path / "folds").is_dir() and not (path / "checkpoints").exists():
+        raise UserError(f"resume={folder} is a cross-validation (data.cv): its folds are runs of their own in "
+                        f"{path / 'folds'}; resuming all of them is not supported: start it again")
     if not (path / "checkpoints" / "last.ckpt").is_file():
         raise UserError(f"resume={folder} has no checkpoints/last.ckpt: the run ended before its first epoch did, "
                         "or ran with callbacks.last_checkpoint=null; start it again instead")

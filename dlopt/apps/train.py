@@ -58,6 +58,10 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         url = study.storage_url(cfg.search, hydra.sweep.dir)
         marks.append(Pruning(study.trial(cfg.search, url, cfg.trainer.max_epochs), cfg.monitor))
     last = run_dir / "checkpoints" / "last.ckpt" if resumed is not None else None
+    from dlopt.training.crossval import cross_validate, folds
+
+    if folds(cfg):  # data.cv=K: K runs in run_dir/folds
+        return cross_validate(cfg, run_dir, callbacks=marks, hparams=hparams(cfg, overrides))
     return run_training(cfg, run_dir, callbacks=marks, resume=last, hparams=hparams(cfg, overrides))
 
 

@@ -62,10 +62,39 @@ def _carve(x, y, fraction: float, seed: int, name: str, key: str, value: float):
     return x[rest], y[rest], x[part], y[part]
 
 
-def stratified_split(x, y, val_fraction: float, test_fraction: float, seed: int, *, name: str = "data"):
-    """Stratified (x_tr, y_tr, x_va, y_va, x_te, y_te); test_fraction=0 carves no test split (empty)."""
+def cv_fold(cv, y, seed: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the other samples, the samples of fold k) for data.cv='k/K': fold k of scikit-learn's StratifiedKFold over
+    all samples, from `seed` (data.split_seed); the K folds' test splits cover every sample once."""
+    from sklearn.model_selection import StratifiedKFold
+
+    k, _, folds = str(cv).partition("/")
+    if not (k.isdigit() and folds.isdigit() and 0 <= int(k) < int(folds) and int(folds) >= 2):
+        raise UserError(f"data.cv={cv} is not valid: expected K >= 2 folds (data.cv=5: all five, one run each) or "
+                        "one fold k/K with 0 <= k < K, e.g. 0/5")
+    counts = np.unique(y.numpy(), return_counts=True)[1]
+    if int(folds) > counts.min():
+        raise UserError(f"data.cv={folds} is more folds than data={name}'s smallest class has samples "
+                        f"({counts.min()}): each fold needs every class; choose data.cv={max(2, counts.min())} "
+                        "or fewer")
+    labels = y.numpy()
+    rest, held = list(StratifiedKFold(int(folds), shuffle=True, random_state=seed).split(labels, labels))[int(k)]
+    return torch.from_numpy(rest), torch.from_numpy(held)
+
+
+def stratified_split(x, y, val_fraction: float, test_fraction: float, seed: int, *, name: str = "data", cv=None):
+    """Stratified (x_tr, y_tr, x_va, y_va, x_te, y_te); test_fraction=0 carves no test split (empty). `cv`
+    ('k/K', data.cv): the test split is fold k of K (cv_fold) in place of test_fraction; validation takes
+    val_fraction of all samples from the rest."""
     x, y = torch.as_tensor(x), torch.as_tensor(y)
     val_fraction = _check_fraction("data.val_fraction", val_fraction)
+    if cv is not None:
+        rest, held = cv_fold(cv, y, seed, name)
+        share = val_fraction * len(y) / len(rest)
+        if share >= 1:
+            raise UserError(f"data.val_fraction={val_fraction:g} leaves no training data in a fold of data.cv={cv}; "
+                            "lower it")
+        x_tr, y_tr, x_va, y_va = _carve(x[rest], y[rest], share, seed, name, "data.val_fraction", val_fraction)
+        return x_tr, y_tr, x_va, y_va, x[held], y[held]
     test_fraction = _check_fraction("data.test_fraction", test_fraction, allow_zero=True)
     if val_fraction + test_fraction >= 1:
         raise UserError(
@@ -82,7 +111,7 @@ def stratified_split(x, y, val_fraction: float, test_fraction: float, seed: int,
     return x_tr, y_tr, x_va, y_va, x_te, y_te
 
 
-def digits(*, val_fraction=0.15, test_fraction=0.15, split_seed=0, **loader) -> InMemoryDataModule:
+def digits(*, val_fraction=0.15, test_fraction=0.15, split_seed=0, cv=None, **loader) -> InMemoryDataModule:
     """scikit-learn's bundled 8x8 handwritten digits (1797 images), offline; pixels scaled from 0..16 to [0, 1]
     like every other image source, so that augmentation and `data.normalize=none` see the usual range."""
     from sklearn.datasets import load_digits
@@ -90,7 +119,7 @@ def digits(*, val_fraction=0.15, test_fraction=0.15, split_seed=0, **loader) -> 
     data = load_digits()
     x = torch.from_numpy(data.images).float().unsqueeze(1) / 16
     y = torch.from_numpy(data.target).long()
-    splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="digits")
+    splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="digits", cv=cv)
     return _module(splits, range(10), "digits", loader, split_seed)
 
 
@@ -127,6 +156,7 @@ def synthetic(
     val_fraction=0.15,
     test_fraction=0.15,
     split_seed=0,
+    cv=None,
     **loader,
 ) -> InMemoryDataModule:
     """One random prototype per class plus Gaussian noise, in any shape: (F,), (C, L) or (C, H, W).
@@ -163,7 +193,7 @@ def synthetic(
         prototypes.view(num_classes, -1)[:, informative:] = 0
     y = torch.arange(num_samples) % num_classes
     x = prototypes[y] + noise * torch.randn(num_samples, *dims, generator=g)
-    splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="synthetic")
+    splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="synthetic", cv=cv)
     return _module(splits, range(num_classes), "synthetic", loader, split_seed)
 
 

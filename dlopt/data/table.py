@@ -103,7 +103,8 @@ def _numbers(values: np.ndarray, column: str, lines, shown: str, categorical: li
 
 
 def csv(
-    *, path=None, target=None, categorical=None, val_fraction=0.15, test_fraction=0.15, split_seed=0, **loader
+    *, path=None, target=None, categorical=None, val_fraction=0.15, test_fraction=0.15, split_seed=0, cv=None,
+    **loader
 ) -> InMemoryDataModule:
     """A CSV file's rows as (F,) float32 feature vectors, classified by the `target` column."""
     if path is None:
@@ -188,7 +189,7 @@ def csv(
     log.info("data=csv: %s: %d rows, %d features (%s), %d classes (%s)", shown, len(y), len(names),
              _listed(names), len(class_names), _listed(class_names))
 
-    splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="csv")
+    splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="csv", cv=cv)
     module = _module(splits, class_names, "csv", loader, split_seed)
     module.columns, module.feature_names = columns, names
     return module

@@ -1,0 +1,129 @@
+"""data.cv=K: K-fold cross-validation for data too small to spare one test split.
+
+The samples are cut into K stratified folds (scikit-learn's StratifiedKFold, from data.split_seed); run k tests on
+fold k and trains on the rest, less data.val_fraction for validation (early stopping, the best epoch). Every sample
+is tested once. Each fold is a complete run folder, RUN/folds/k, with the config it trained (data.cv='k/K'), so
+eval, doctor and explain open it like any run. RUN/metrics.json holds the folds' mean of every metric, the
+objective too (what a sweep or a search compares), and their standard deviations under `cv.sd`.
+
+In a search, fold 0 alone reports its epochs to the pruner: every trial's intermediate values are then the same
+kind of curve, and a pruned fold 0 ends the trial.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import shutil
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import lightning.pytorch as L
+from omegaconf import DictConfig, OmegaConf
+
+from dlopt.saved_run import read_json
+from dlopt.training import report
+
+log = logging.getLogger(__name__)
+
+FOLDS = "folds"  # RUN/folds/k: the run of fold k
+SUMMED = ("wall_time_s", "process_wall_time_s", "steps")  # the whole cross-validation's: summed over the folds
+SAME = ("classes", "params", "flops_per_sample", "seed", "threads", "batches_per_epoch", "passes_per_epoch")
+
+
+def folds(cfg: DictConfig) -> Optional[int]:
+    """K when the config asks for a K-fold cross-validation (data.cv=K); None for one run (or one fold, 'k/K')."""
+    cv = (cfg.get("data") or {}).get("cv")
+    return cv if isinstance(cv, int) and not isinstance(cv, bool) else None
+
+
+def cross_validate(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (),
+                   hparams: Optional[dict[str, Any]] = None, sweep: Optional[bool] = None) -> float:
+    """Train the K folds one after the other in RUN/folds/k, write RUN/metrics.json; returns the folds' mean
+    objective."""
+    from dlopt.training.run import train
+
+    k_folds = folds(cfg)
+    results = []
+    for k in range(k_folds):
+        fold_cfg = copy.deepcopy(cfg)
+        fold_cfg.data.cv = f"{k}/{k_folds}"
+        fold_dir = run_dir / FOLDS / str(k)
+        log.info("cross-validation: fold %d of %d (data.cv=%d) in %s", k + 1, k_folds, k_folds, fold_dir)
+        marks = [c for c in callbacks if k == 0 or not hasattr(c, "trial")]  # the pruner follows fold 0 only
+        _record_config(run_dir, fold_dir, fold_cfg)
+        try:
+            train(fold_cfg, fold_dir, callbacks=marks, hparams=hparams, sweep=sweep)
+        except BaseException:
+            if not (fold_dir / "metrics.json").is_file() and k == 0 and not any(fold_dir.glob("checkpoints/*")):
+                shutil.rmtree(run_dir / FOLDS, ignore_errors=True)  # failed before it trained: leave no trace
+            raise
+        results.append(read_json(fold_dir / "metrics.json", str(fold_dir)) or {})
+        if any(getattr(c, "pruned", False) for c in marks):
+            log.info("cross-validation: fold %d was pruned; the trial ends", k + 1)
+            break
+    metrics = summary(results, k_folds)
+    report.write_json(metrics, run_dir / "metrics.json")
+    sd = metrics["cv"]["sd"]
+    log.info("%s: %d-fold cross-validation: %s=%.4f ± %.4f; test/acc=%.4f ± %.4f -> %s", run_dir.name, k_folds,
+             cfg.monitor, metrics["objective"], sd.get("objective", math.nan), metrics.get("test/acc", math.nan),
+             sd.get("test/acc", math.nan), run_dir)
+    return metrics["objective"]
+
+
+def _record_config(run_dir: Path, fold_dir: Path, fold_cfg: DictConfig) -> None:
+    """fold_dir/.hydra as Hydra writes a run's: the fold's config, the run's overrides with data.cv=k/K, and the
+    run's hydra.yaml, so that every command opens the fold as a run of its own."""
+    hydra = fold_dir / ".hydra"
+    hydra.mkdir(parents=True, exist_ok=True)
+    (hydra / "config.yaml").write_text(OmegaConf.to_yaml(fold_cfg))
+    import yaml
+
+    parent = run_dir / ".hydra"
+    overrides = yaml.safe_load((parent / "overrides.yaml").read_text()) if (parent / "overrides.yaml").is_file() else []
+    overrides = [o for o in overrides or [] if not o.lstrip("+~").startswith("data.cv=")]
+    (hydra / "overrides.yaml").write_text(yaml.safe_dump([*overrides, f"data.cv={fold_cfg.data.cv}"]))
+    if (parent / "hydra.yaml").is_file():
+        shutil.copyfile(parent / "hydra.yaml", hydra / "hydra.yaml")
+
+
+def summary(results: list[dict[str, Any]], k_folds: int) -> dict[str, Any]:
+    """The cross-validation's metrics: each number the folds share, as their mean (a total for times and steps),
+    its sample standard deviation in cv.sd; what the folds say otherwise, per fold."""
+    first = results[0]
+    numbers = [k for k, v in first.items() if _number(v) and all(_number(r.get(k)) for r in results)]
+    out: dict[str, Any] = {}
+    sd: dict[str, float] = {}
+    for key in numbers:
+        values = [float(r[key]) for r in results]
+        if len(set(values)) == 1:  # the same in every fold (the classes, often the epochs): as the folds say it
+            out[key] = first[key]
+            if key not in SAME and len(values) > 1:
+                sd[key] = 0.0
+        elif key in SUMMED:
+            out[key] = round(sum(values), 3) if key != "steps" else int(sum(values))
+        elif key in SAME:
+            out[key] = first[key]
+        else:
+            out[key] = sum(values) / len(values)
+            if len(values) > 1:
+                sd[key] = math.sqrt(sum((v - out[key]) ** 2 for v in values) / (len(values) - 1))
+    reasons = [r.get("stop_reason") for r in results]
+    out.update({
+        "monitor": first.get("monitor"),
+        "mode": first.get("mode"),
+        "stopped_early": any(r.get("stopped_early") for r in results),
+        "pruned": any(r.get("pruned") for r in results),
+        "stop_reason": reasons[0] if len(set(reasons)) == 1 else "; ".join(
+            f"fold {k}: {reason}" for k, reason in enumerate(reasons)),
+        "warnings": [f"fold {k}: {w}" for k, r in enumerate(results) for w in r.get("warnings") or []],
+        "cv": {"folds": k_folds, "trained": len(results), "sd": sd, "runs": f"{FOLDS}/0..{k_folds - 1}",
+               "per_fold": {key: [r.get(key) for r in results] for key in ("objective", "test/acc", "best_epoch")
+                            if key in first}},
+    })
+    return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
