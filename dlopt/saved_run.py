@@ -242,7 +242,9 @@ def is_run_folder(folder: Path) -> bool:
     return (folder / ".hydra" / "config.yaml").is_file()
 
 
-INSIDE = {".hydra", "tensorboard", "checkpoints", "sample_weights"}  # folders of a run that hold no runs
+# folders of a run that hold no runs to list with it: a cross-validation's folds (data.cv) are listed as the one run
+# they make (dlopt runs RUN/folds lists them)
+INSIDE = {".hydra", "tensorboard", "checkpoints", "sample_weights", "folds"}
 
 
 def run_folders(folder: Path) -> list[Path]:
