@@ -119,6 +119,19 @@ def full_batch(cfg: DictConfig) -> bool:
     return isinstance(made, type) and issubclass(made, torch.optim.LBFGS)
 
 
+SMALL_TEST = 100  # a test split under this many samples moves its accuracy in steps of more than a point
+
+
+def _hint_cv(cfg: DictConfig, data: DataModule) -> None:
+    """One line for a test split too small to rank two configs, when the data offers cross-validation (data.cv)."""
+    if "cv" not in cfg.data or cfg.data.cv is not None or not hasattr(data, "splits"):
+        return
+    tested = len(data.splits["test"][1])
+    if 0 < tested < SMALL_TEST:
+        log.info("the test split holds %d samples (one sample is %.1f points of accuracy): to compare configs on data "
+                 "this small, data.cv=5 tests every sample once (5 runs)", tested, 100 / tested)
+
+
 def _log_batching(data: DataModule) -> tuple[int, int]:
     """Say how the training split is batched when it is not the usual one pass of data.batch_size; returns (batches,
     passes) of an epoch in one process."""
@@ -274,6 +287,7 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
     data.resample(cfg.seed, cfg.data.get("split_seed", cfg.seed),
                   **{k: cfg.data.get(k) for k in RESAMPLING if cfg.data.get(k) is not None})
     _, passes = _log_batching(data)
+    _hint_cv(cfg, data)
     module.started_at = start
     module.epoch_lines_to_file = sweep
     if trainer.is_global_zero:
