@@ -97,14 +97,12 @@ def summary(results: list[dict[str, Any]], k_folds: int) -> dict[str, Any]:
     sd: dict[str, float] = {}
     for key in numbers:
         values = [float(r[key]) for r in results]
-        if len(set(values)) == 1:  # the same in every fold (the classes, often the epochs): as the folds say it
+        if key in SUMMED:
+            out[key] = round(sum(values), 3) if key != "steps" else int(sum(values))
+        elif key in SAME or len(set(values)) == 1:  # the same in every fold (often the epochs): as the folds say it
             out[key] = first[key]
             if key not in SAME and len(values) > 1:
                 sd[key] = 0.0
-        elif key in SUMMED:
-            out[key] = round(sum(values), 3) if key != "steps" else int(sum(values))
-        elif key in SAME:
-            out[key] = first[key]
         else:
             out[key] = sum(values) / len(values)
             if len(values) > 1:
