@@ -771,6 +771,38 @@ CASES += [
          real_run(killed(lambda r: None)), tiny=False),
 ]
 
+def uneven_table(name: str = "t.csv", counts: tuple[int, ...] = (30, 30, 3)) -> Setup:
+    """A CSV like table()'s with counts[i] rows of class "abc"[i]: a class too small for some number of folds."""
+    rng = random.Random(0)
+    lines = ["height,weight,species"]
+    for label, count in zip("abc", counts):
+        lines += [f"{rng.uniform(1, 2):.3f},{rng.uniform(40, 90):.1f},{label}" for _ in range(count)]
+    return files({name: "\n".join(lines) + "\n"})
+
+
+# Cross-validation (data.cv), optimizer=lbfgs and data.min_batches (issue 25): each refused before training.
+CSV = ["data=csv", "data.path=t.csv", "data.target=species"]
+CASES += [
+    Case("issue25 data.cv=1", ["train", "data.cv=1"], "data.cv"),
+    Case("issue25 data.cv=abc", ["train", "data.cv=abc"], "data.cv"),
+    Case("issue25 data.cv=5 on a CSV whose smallest class has 3 rows", ["train", *CSV, "data.cv=5"], "data.cv",
+         uneven_table()),
+    Case("issue25 data.cv=5 with data.fold=0/5", ["train", "data.cv=5", "data.fold=0/5"], ("data.cv", "data.fold")),
+    Case("issue25 data.cv=5 with data.bootstrap=true", ["train", "data.cv=5", "data.bootstrap=true"],
+         ("data.cv", "data.bootstrap")),
+    Case("issue25 optimizer=lbfgs with trainer.accumulate_grad_batches=2",
+         ["train", "optimizer=lbfgs", "trainer.accumulate_grad_batches=2"],
+         ("optimizer=lbfgs", "trainer.accumulate_grad_batches")),
+    Case("issue25 optimizer=lbfgs with augmentation=mixup on a CSV", ["train", *CSV, "optimizer=lbfgs",
+                                                                      "augmentation=mixup"],
+         ("optimizer=lbfgs", "augmentation.mixup_alpha"), table()),
+    Case("issue25 data.min_batches=0", ["train", "data.min_batches=0"], "data.min_batches"),
+    Case("issue25 tune-lr optimizer=lbfgs", ["tune-lr", "optimizer=lbfgs"], "optimizer=lbfgs"),
+    Case("issue25 tune-lr data.cv=5", ["tune-lr", "data.cv=5"], "data.cv"),
+    Case("issue25 ensemble method=bagging data.cv=5", ["ensemble", "method=bagging", "data.cv=5"], "data.cv"),
+    Case("issue25 data=mnist1d data.cv=5 (mnist1d has no cv key)", ["train", "data=mnist1d", "data.cv=5"], "data.cv"),
+]
+
 # --- the runner ------------------------------------------------------------------------------------
 
 @dataclass
