@@ -165,6 +165,11 @@ def transfer_source(source: str) -> Path:
         raise UserError(f"transfer.from={source} does not exist; give {TRANSFER_SOURCES}")
     if not path.is_dir():
         return path
+    from dlopt.saved_run import cross_validation
+
+    folds = cross_validation(path)
+    if folds:
+        raise UserError(f"transfer.from={source} is {folds}; give one, e.g. transfer.from={path / 'folds' / '0'}")
     if not (path / "checkpoints" / "best.ckpt").is_file():
         raise UserError(f"transfer.from={source} is not a dlopt run folder (it has no checkpoints/best.ckpt); "
                         f"give {TRANSFER_SOURCES}")

@@ -132,8 +132,21 @@ def find(run: Optional[str], ckpt_path: Optional[str]) -> SavedRun | SavedEnsemb
         if command not in (None, "train"):
             raise UserError(f"run={run} is a run of dlopt {command}, not of dlopt train; give the folder of a dlopt "
                             "train run (outputs/train/DATE/TIME)")
+        folds = cross_validation(folder)
+        if folds:
+            raise UserError(f"run={run} is {folds}; give one, e.g. run={folder / 'folds' / '0'}")
         raise UserError(f"run={run} is not a finished dlopt train run: {best} is missing")
     return SavedRun(best, f"run={run}")
+
+
+def cross_validation(folder: Path) -> Optional[str]:
+    """'a 5-fold cross-validation (data.cv=5) whose networks are its folds, RUN/folds/0..4' for the folder of a
+    cross-validation (dlopt.training.crossval), None for any other folder."""
+    folds = sorted(int(p.name) for p in (folder / "folds").glob("*") if p.name.isdigit() and is_run_folder(p))
+    if not folds or (folder / "checkpoints").exists():
+        return None
+    return f"a {len(folds)}-fold cross-validation (data.cv) whose networks are its folds, {folder / 'folds'}/" \
+           f"{folds[0]}..{folds[-1]}"
 
 
 def _command(folder: Path) -> Optional[str]:

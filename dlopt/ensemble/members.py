@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from dlopt.errors import UserError
-from dlopt.saved_run import is_run_folder, metrics, run_folders
+from dlopt.saved_run import cross_validation, is_run_folder, metrics, run_folders
 
 SPLITS = ("val", "test")
 
@@ -56,6 +56,9 @@ def _predictions(run: Path) -> tuple[Optional[dict[str, Any]], str]:
     """(split -> (probabilities, labels)) of predictions.npz, or None and why it cannot be used."""
     path = run / "predictions.npz"
     if not path.is_file():
+        folds = cross_validation(run)
+        if folds:  # each fold predicts its own test split: no common samples to combine on
+            return None, f"{folds}; each fold tests its own rows"
         return None, "no predictions.npz (trained before dlopt saved predictions; train it again)"
     try:
         with np.load(path, allow_pickle=False) as arrays:
