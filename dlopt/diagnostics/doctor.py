@@ -244,6 +244,8 @@ def _metric(diagnosis: Optional[Diagnosis], key: str) -> Optional[float]:
 def _show(value: Optional[float]) -> str:
     if value is None:
         return "-"
+    if math.isfinite(value) and value == int(value) and abs(value) < 1e6:  # a count: optimizer steps
+        return str(int(value))
     return f"{value:.3g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.1e}"
 
 

@@ -163,6 +163,47 @@ def _longer(config: dict) -> list[Remedy]:
     return [Remedy([f"trainer.max_epochs={2 * epochs}"], "more epochs to finish learning")] if epochs else []
 
 
+# L-BFGS takes the whole training split as one batch in each step: offered for a table up to this many rows
+FULL_BATCH_ROWS = 10_000
+
+
+def _more_steps(config: dict, finding: Finding) -> list[Remedy]:
+    """About the optimizer steps a run needs (the finding's target_steps, thresholds.few_steps): more epochs; as many
+    epochs of more batches (data.min_batches passes a small training split several times per epoch), when the
+    run's data has the knob and trainer.limit_train_batches does not cap it; for a linear model or a small table,
+    L-BFGS, which needs few steps."""
+    facts = finding.facts
+    target, per, epochs, batches = (facts.get(k) for k in ("target_steps", "steps_per_epoch", "epochs",
+                                                           "batches_per_epoch"))
+    if not per or not epochs or not target:
+        return []
+    more_epochs = math.ceil(target / per)
+    remedies = [Remedy([f"trainer.max_epochs={more_epochs}"],
+                       f"train longer: {more_epochs} epochs of {per:.3g} steps, about {round(more_epochs * per)} "
+                       "optimizer steps")]
+    limit = (config.get("trainer") or {}).get("limit_train_batches")
+    if _has(config, "data", "min_batches") and batches:
+        least = math.ceil(target / epochs * batches / per)  # batches per step: gradient accumulation
+        uncapped = limit is None or (isinstance(limit, float) and limit >= 1.0) or \
+            (isinstance(limit, int) and not isinstance(limit, bool) and limit >= least)
+        if least > batches and uncapped:
+            remedies.append(Remedy(
+                [f"data.min_batches={least}"],
+                f"train longer in the same {epochs} epochs: each passes over the training split until it has drawn "
+                f"about {least} batches, about {target:g} optimizer steps in all (less time in validation and "
+                "checkpoints than more epochs)"))
+    optimizer = config.get("optimizer") if isinstance(config.get("optimizer"), dict) else {}
+    passes = facts.get("passes_per_epoch") or 1
+    size = (config.get("data") or {}).get("batch_size")
+    rows = batches / passes * size if batches and isinstance(size, int) else math.inf
+    linear = str(_model(config).get("_target_", "")).endswith(".Linear")
+    if optimizer.get("_target_") != "torch.optim.LBFGS" and (linear or (_source(config) == "csv" and
+                                                                        rows <= FULL_BATCH_ROWS)):
+        remedies.append(Remedy(["optimizer=lbfgs"], "L-BFGS takes the whole training split in each step and fits a "
+                               "linear model or a small table in tens of steps"))
+    return remedies
+
+
 def _patience(config: dict, finding: Finding) -> list[Remedy]:
     patience = finding.facts.get("patience")
     patience = patience if isinstance(patience, int) else 3
@@ -186,6 +227,7 @@ def _lr_first(config: dict, findings: list[Finding], others: list[Remedy]) -> li
 # per symptom: its remedies from the run's config, the finding and all the findings of the report (c, f, fs)
 REMEDIES: dict[str, Callable[[dict, Finding, list[Finding]], list[Remedy]]] = {
     "lr_out_of_range": lambda c, f, fs: _range(c, fs),
+    "too_few_steps": lambda c, f, fs: _more_steps(c, f),
     "vanishing_gradients": lambda c, f, fs: (_activation(c) + _norm(c) + _residual(c)
                                              if _model(c).get("activation") in ("sigmoid", "tanh")
                                              else _residual(c) + _norm(c) + _activation(c)) + _init(c),

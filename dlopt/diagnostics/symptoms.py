@@ -17,6 +17,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 SATURATING = ("sigmoid", "tanh")
+# thresholds a config's diagnostics.thresholds may lack (one written before they were added): their defaults, as
+# conf/diagnostics/default.yaml explains its others. few_steps: Adam moves each weight by about lr per step at most
+# (lr x m/sqrt(v), |m/sqrt(v)| <= ~1), so at its usual 1e-3 a weight travels at most ~1 in 1000 steps, the scale of
+# what a network learns (a linear model on standardized columns: weights of order 1); on bench/doctor.py the runs
+# still learning at their end took 80 to 300 steps, the healthy ones 380 to 1600. falling: the share of the training
+# loss's fall made in the last half of the epochs above which it was still falling (a steady fall under a cosine
+# schedule leaves ~18% to the last half; on bench/doctor.py healthy runs 0.2% to 5.3%, runs still learning 13% to
+# 35%, a linear model on a 178-row table after 60 steps 21%).
+LATER_THRESHOLDS = {"few_steps": 1000.0, "falling": 0.1}
 
 
 @dataclass
@@ -375,9 +384,92 @@ def slow_update_finding(summaries: list[dict[str, Any]], history: list[dict[str,
         top, "update/weight ratio", {"update_ratio": top})
 
 
-CAUSES = ("lr_out_of_range", "lr_too_high", "exploding_gradients", "vanishing_gradients", "dead_units",
-          "saturated_units", "stuck", "lr_too_low")
-ORDER = ("lr_out_of_range", "lr_too_high", "exploding_gradients", "vanishing_gradients", "dead_units",
+def optimizer_steps(metrics: dict[str, Any]) -> Optional[int]:
+    """The optimizer steps a run took (metrics.json's `steps`, Lightning's global_step); None for a run of an older
+    dlopt, which did not record them."""
+    steps = metrics.get("steps")
+    return steps if isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0 else None
+
+
+def _threshold(t: dict[str, float], key: str) -> float:
+    return t.get(key, LATER_THRESHOLDS[key])
+
+
+def still_improving(history: list[dict[str, Any]], metrics: dict[str, Any], config: dict[str, Any],
+                    t: dict[str, float]) -> Optional[str]:
+    """How a run was still improving at its last epoch, or None: its monitor best at the last epochs and better by
+    more than `converge` over the last quarter (as for not_converged), or, in a run that did not fit its training
+    split (train/acc below `fitted`), its training loss at its lowest in the last epochs, down by at least `slow` of
+    its first value, with more than `falling` of that fall in the last half of the epochs (a schedule that takes the
+    lr to zero slows the end of any run; a converged run made almost all of its fall early) and its monitor within
+    `overfit` of its best (more steps would not help a run that overfits)."""
+    monitor = str(metrics.get("monitor", config.get("monitor", "val/loss")))
+    mode = metrics.get("mode", config.get("mode"))
+    series = [(r.get("epoch"), r[monitor]) for r in history if _number(r.get(monitor)) and math.isfinite(r[monitor])]
+    sign = -1 if mode == "max" else 1  # the monitor times sign: lower is better
+    values = [sign * v for _, v in series]
+    best = values.index(min(values)) if values else None
+    if len(values) >= 4:
+        quarter = max(1, len(values) // 4)
+        better = values[-1 - quarter] - values[-1]
+        scale = abs(values[-1 - quarter]) or 1.0
+        if better > t["converge"] * scale and best >= len(values) - 2:
+            return f"{monitor} still {better / scale:.1%} better over {_last(quarter)}, best at epoch {series[best][0]}"
+    losses = [r.get("train/loss") for r in history]
+    finite = [v for v in losses if _number(v) and math.isfinite(v)]
+    accs = [r["train/acc"] for r in history if _number(r.get("train/acc"))]
+    worse = bool(values) and values[-1] - values[best] > t["overfit"] * abs(values[best])
+    if len(finite) < 4 or len(finite) < len(losses) or (accs and accs[-1] >= t["fitted"]) or worse:
+        return None
+    half = len(finite) // 2
+    fall, recent = finite[0] - finite[-1], finite[-1 - half] - finite[-1]
+    lowest = finite.index(min(finite)) >= len(finite) - 2
+    if lowest and fall >= t["slow"] * finite[0] and recent > _threshold(t, "falling") * fall:
+        return (f"train/loss still falling at the last epoch: {finite[0]:.3g} -> {finite[-1]:.3g}, {recent / fall:.0%} "
+                f"of that fall in {_last(half)}" + (f", train/acc {accs[-1]:.3f}" if accs else ""))
+    return None
+
+
+def _last(epochs: int) -> str:
+    return "the last epoch" if epochs == 1 else f"the last {epochs} epochs"
+
+
+def steps_finding(history: list[dict[str, Any]], metrics: dict[str, Any], config: dict[str, Any],
+                  t: dict[str, float]) -> Optional[Finding]:
+    """Too few optimizer steps: a run that reached trainer.max_epochs (not stopped early, pruned or diverged) still
+    improving (still_improving) after fewer than `few_steps` optimizer steps in all. Not for a run that did not record
+    its steps (an older dlopt), nor for L-BFGS, whose every step is a whole line search over the full batch."""
+    steps, epochs = optimizer_steps(metrics), epochs_budget(config)
+    optimizer = config.get("optimizer") if isinstance(config.get("optimizer"), dict) else {}
+    if steps is None or not epochs or steps >= _threshold(t, "few_steps") or len(history) < epochs \
+            or str(optimizer.get("_target_")) == "torch.optim.LBFGS":
+        return None
+    if metrics.get("stopped_early") or metrics.get("pruned") or metrics.get("error") or metrics.get("dev_run") \
+            or metrics.get("overfit_batches"):
+        return None
+    how = still_improving(history, metrics, config, t)
+    if how is None:
+        return None
+    ran = len(history)
+    per = steps / ran
+    batches = metrics.get("batches_per_epoch")
+    return Finding(
+        "too_few_steps", "too few optimizer steps",
+        f"{steps} steps in {ran} epochs ({per:.3g} per epoch; threshold {_threshold(t, 'few_steps'):g} steps) and "
+        f"{how}",
+        "each step moves the weights only a little (Adam: by about lr each), so a few steps leave them near where "
+        "they started: the run ended while still learning",
+        float(steps), "optimizer steps",
+        {"steps": steps, "epochs": ran, "steps_per_epoch": per, "target_steps": _threshold(t, "few_steps"),
+         "batches_per_epoch": batches if _number(batches) else None,
+         "passes_per_epoch": metrics.get("passes_per_epoch") if _number(metrics.get("passes_per_epoch")) else None})
+
+
+CAUSES = ("lr_out_of_range", "too_few_steps", "lr_too_high", "exploding_gradients", "vanishing_gradients",
+          "dead_units", "saturated_units", "stuck", "lr_too_low")
+# too few optimizer steps before the learning rate's and the model's symptoms it may explain; an lr far outside its
+# optimizer's range before it (more steps at lr 1e-6 would need a thousand times as many)
+ORDER = ("lr_out_of_range", "too_few_steps", "lr_too_high", "exploding_gradients", "vanishing_gradients", "dead_units",
          "saturated_units", "lr_too_low", "stuck", "underfitting", "overfitting", "not_converged", "eager_stopping")
 # which way a symptom moves the learning rate, strongest evidence first: an lr far outside its optimizer's range
 # explains the rest; then steps measured too large or a loss thrown off; then what large steps leave behind (units
@@ -401,6 +493,14 @@ def _leaning(finding: Finding) -> Optional[str]:
     return {"lr_too_high": "lower", "lr_too_low": "higher"}.get(finding.symptom, finding.facts.get("direction"))
 
 
+def _explained_by_steps(finding: Finding) -> bool:
+    """A finding of the curves that too few optimizer steps explain: a loss that never left its starting value or
+    barely moved, a monitor still improving at max_epochs. Not the update/weight ratio, which judges each step's
+    size whatever their number."""
+    return finding.symptom in ("stuck", "not_converged") or \
+        (finding.symptom == "lr_too_low" and "update_ratio" not in finding.facts)
+
+
 def diagnose(records: list[dict[str, Any]], history: list[dict[str, Any]], metrics: dict[str, Any],
              config: dict[str, Any], t: dict[str, float]) -> list[Finding]:
     """Every symptom of a run, most fundamental first (a learning rate that wrecks training before the
@@ -412,6 +512,8 @@ def diagnose(records: list[dict[str, Any]], history: list[dict[str, Any]], metri
     findings += [slow] if slow else []
     out_of_range = lr_range_finding(config, findings, t)
     findings += [out_of_range] if out_of_range else []
+    few = steps_finding(history, metrics, config, t)  # not among what an lr far outside its range did
+    findings += [few] if few else []
     if any(f.symptom in CAUSES for f in findings):  # low train accuracy is then their effect, not the model's size
         findings = [f for f in findings if f.symptom != "underfitting"]
     unique: dict[str, Finding] = {}
@@ -422,6 +524,8 @@ def diagnose(records: list[dict[str, Any]], history: list[dict[str, Any]], metri
             first.facts.update(finding.facts)
         else:
             unique[finding.symptom] = finding
+    if "too_few_steps" in unique:
+        unique = _few_steps_first(unique)
     direction, root = lr_direction(list(unique.values()))
     kept = []
     for finding in unique.values():
@@ -430,6 +534,28 @@ def diagnose(records: list[dict[str, Any]], history: list[dict[str, Any]], metri
         else:
             root.evidence += f"; set aside: {finding.title} ({finding.measure_name} {finding.measure:.2g}), its aftermath"
     return kept
+
+
+def _few_steps_first(unique: dict[str, Finding]) -> dict[str, Finding]:
+    """With too few optimizer steps, the findings they explain are set aside (they would ask for a larger lr or a
+    bigger model), unless an lr far outside its range explains them better; updates measured far below healthy
+    ones (lr_too_low with an update ratio) keep their lr and go just before it: a larger lr costs no time, more
+    steps do."""
+    few = unique["too_few_steps"]
+    kept = {}
+    for symptom, finding in unique.items():
+        if finding is not few and _explained_by_steps(finding) and \
+                ("lr_out_of_range" not in unique or symptom == "not_converged"):
+            few.evidence += f"; set aside: {finding.title} ({finding.measure_name} {finding.measure:.2g}), explained " \
+                            "by the few steps"
+        else:
+            kept[symptom] = finding
+    slow = kept.get("lr_too_low")
+    if slow is None or "update_ratio" not in slow.facts:
+        return kept
+    order = [s for s in kept if s != "lr_too_low"]
+    order.insert(order.index("too_few_steps"), "lr_too_low")
+    return {s: kept[s] for s in order}
 
 
 # per symptom, thresholds past which it always shows: its measure in a run where it is not a symptom
@@ -447,6 +573,9 @@ def measure(symptom: str, records: list[dict[str, Any]], history: list[dict[str,
     if symptom == "lr_out_of_range":
         beyond = beyond_usual_lr(config)
         return beyond[0] if beyond else None
+    if symptom == "too_few_steps":
+        steps = optimizer_steps(metrics)
+        return float(steps) if steps is not None else None
     lenient = {**t, **_ALWAYS[symptom]}
     if symptom == "lr_too_low":
         lenient["update_high"] = math.inf
