@@ -42,9 +42,17 @@ def cross_validate(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callbac
                    hparams: Optional[dict[str, Any]] = None, sweep: Optional[bool] = None) -> float:
     """Train the K folds one after the other in RUN/folds/k, write RUN/metrics.json; returns the folds' mean
     objective."""
+    from dlopt.errors import UserError
+    from dlopt.training.processes import NoRelaunch
     from dlopt.training.run import train
 
     k_folds = folds(cfg)
+    devices = cfg.trainer.get("devices")
+    one_process = NoRelaunch(UserError(  # Lightning's DDP starts ranks by running the command, all K folds, again
+        f"data.cv={k_folds} trains its folds one after the other in this process, and trainer.devices={devices} "
+        f"would start processes that run them all again; use trainer.devices=1, or train the folds as a sweep, "
+        f"one fold per run: dlopt train -m data.cv={','.join(f'{k}/{k_folds}' for k in range(k_folds))} ..."))
+    callbacks = [*callbacks, one_process]
     results = []
     for k in range(k_folds):
         fold_cfg = copy.deepcopy(cfg)
