@@ -2,7 +2,10 @@
 overrides: a changed default shows too; a resumed run's config as its last resume trained it), each run's resumes
 (from which epoch, with which overrides, what they changed), their metrics side by side, and compare.png with val
 loss and val accuracy per epoch overlaid from each run's history.json. Configs and histories are read as data, by
-dlopt.saved_run."""
+dlopt.saved_run.
+
+A K-fold cross-validation (data.cv=K) is one run: its metrics are the folds' means, shown as `mean ± sd` over its
+folds, and its curve is the folds' mean per epoch (the epochs every trained fold reached)."""
 
 from __future__ import annotations
 
@@ -12,11 +15,13 @@ from typing import Any
 
 from dlopt import saved_run
 from dlopt.errors import UserError
-from dlopt.runs.listing import ABSENT, Run, cell, markdown, read, resume, rounded, shared
+from dlopt.runs.listing import (ABSENT, Run, cell, cross_validation, cv_note, markdown, read, resume, rounded,
+                                shared, shown_metric)
 
 METRICS = ("objective", "val/loss", "val/acc", "test/loss", "test/acc", "test/ece", "best_epoch", "epochs",
            "wall_time_s", "params")
 CURVES = ("val/loss", "val/acc")
+FOLDS = "folds"  # a cross-validation's RUN/folds/k (dlopt.training.crossval)
 
 
 def open_runs(paths: list[Any]) -> list[Run]:
@@ -54,17 +59,30 @@ def names(runs: list[Run]) -> list[str]:
 
 
 def history(run: Run) -> list[dict[str, Any]]:
-    """The run's metrics per epoch ([] when it has none or they do not read: the run is named instead)."""
+    """The run's metrics per epoch ([] when it has none or they do not read: the run is named instead); a
+    cross-validation's: the mean of its trained folds' at each epoch they all reached."""
+    cv = cross_validation(run.metrics)
+    folders = [run.folder / FOLDS / str(k) for k in range(cv["trained"])] if cv else [run.folder]
     try:
-        return saved_run.history(run.folder, str(run.folder))
+        histories = [saved_run.history(folder, str(folder)) for folder in folders]
     except UserError:
         return []
+    if len(histories) == 1 or not all(histories):
+        return histories[0] if len(histories) == 1 else []
+    by_epoch = [{row["epoch"]: row for row in rows} for rows in histories]
+    epochs = sorted(set.intersection(*(set(rows) for rows in by_epoch)))
+    mean = []
+    for epoch in epochs:
+        rows = [rows[epoch] for rows in by_epoch]
+        keys = [k for k in rows[0] if k != "epoch" and all(isinstance(r.get(k), (int, float)) for r in rows)]
+        mean.append({"epoch": epoch, **{k: sum(r[k] for r in rows) / len(rows) for k in keys}})
+    return mean
 
 
 def report(runs: list[Run]) -> str:
     labels = names(runs)
     diff = differences(runs)
-    lines = [f"compared: {', '.join(f'{label} ({run.status})' for label, run in zip(labels, runs))}", ""]
+    lines = [f"compared: {', '.join(f'{label} ({_what(run)})' for label, run in zip(labels, runs))}", ""]
     columns = ["key", *labels]
     if diff:
         lines += ["config keys that differ:", "",
@@ -74,10 +92,16 @@ def report(runs: list[Run]) -> str:
         lines += ["their configs are the same", ""]
     lines += resumes(labels, runs)
     shown = [m for m in METRICS if any(m in run.metrics for run in runs)]
-    lines += ["metrics:", "", markdown(["metric", *labels],
-                                       [{"metric": m, **{label: run.metrics.get(m) for label, run in zip(labels, runs)}}
-                                        for m in shown])]
+    folds = any(cross_validation(run.metrics) for run in runs)
+    lines += [("metrics (a cross-validation's: mean ± sd over its folds):" if folds else "metrics:"), "",
+              markdown(["metric", *labels], [{"metric": m, **{label: shown_metric(run.metrics, m)
+                                                              for label, run in zip(labels, runs)}} for m in shown])]
     return "\n".join(lines)
+
+
+def _what(run: Run) -> str:
+    """The run's status, and what a cross-validation is (done, 5-fold cross-validation)."""
+    return ", ".join(filter(None, (run.status, cv_note(run.metrics))))
 
 
 def resumes(labels: list[str], runs: list[Run]) -> list[str]:
@@ -100,7 +124,8 @@ def as_json(runs: list[Run]) -> str:
     """The comparison as JSON (format=json): each run's folder, status and resumes, the differing keys, the
     metrics."""
     return json.dumps({"runs": [{"run": str(r.folder), "status": r.status, "resumes": r.resumes,
-                                 **({"resumes_error": r.resume_error} if r.resume_error else {})} for r in runs],
+                                 **({"resumes_error": r.resume_error} if r.resume_error else {}),
+                                 **({"cv": r.metrics["cv"]} if cross_validation(r.metrics) else {})} for r in runs],
                        "differences": differences(runs),
                        "metrics": {m: [r.metrics.get(m) for r in runs] for m in METRICS
                                    if any(m in r.metrics for r in runs)}}, indent=1, default=str)
@@ -124,6 +149,8 @@ def plot(runs: list[Run], path: Path) -> list[str]:
     for label, run, overrides in zip(names(runs), runs, shown):
         own = rounded(o for o in overrides if o not in common)
         label = f"{label}: {own}" if own else label
+        cv = cross_validation(run.metrics)
+        label += f" (mean of {cv['trained']} folds)" if cv and cv["trained"] > 1 else ""
         rows = history(run)
         if not rows:
             missing.append(str(run.folder))

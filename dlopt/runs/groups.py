@@ -15,22 +15,32 @@ names the key and the `by=` that groups by every varied key. A key with one valu
 is tested with `by` (the difference between groups is theirs together): its values are shown beside `by`'s. Numbers
 read alike: mean and sd to the same decimal places, those of the sd to 2 significant digits, one number of places
 per column; p to 2 significant digits.
+
+A K-fold cross-validation (data.cv=K) is one run, one replicate: its value is its folds' mean (what its metrics.json
+says), and a group's sd is that between its runs, never that of folds, which share training samples and so are no
+replicates (a test on them would take their spread for noise that independent runs would show). A note says so, and
+gives the folds' sd of the metric for each group of a single cross-validation (it has no test: n is 1). Folds listed
+as runs (path=RUN/folds) differ in data.cv (k/K): not replicates, and the note says to list their cross-validation.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from dlopt.runs.listing import ABSENT, NAMES, Run, cell, known, lower_is_better, markdown
+from dlopt.runs.listing import ABSENT, NAMES, Run, cell, cross_validation, fold_sd, known, lower_is_better, \
+    markdown
 
 ALPHA = 0.05  # a difference with p below this is called real
 SHOWN = ("test/acc", "test/loss", "test/ece")  # test metrics given with the tested metric
 UNNAMED = ("resume", "resume_changes")  # keys of resuming: which run, the consent to change it (not settings)
+CV = "data.cv"  # K for a K-fold cross-validation; 'k/K' for its fold k (dlopt.training.crossval)
+_FOLD = re.compile(r"\d+/\d+")
 
 
 @dataclass
@@ -197,17 +207,20 @@ def table(groups: list[Group], by: list[str], metric: str) -> tuple[list[str], l
 
 
 def _label(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else cell(value)
+    return f"{value:.4g}" if isinstance(value, float) else "null" if value is None else cell(value)
 
 
-def notes(groups: list[Group], by: list[str]) -> list[str]:
+def notes(groups: list[Group], by: list[str], metric: str = "objective") -> list[str]:
     """What the grouping leaves out: keys that vary inside groups (no verdict for them), keys that vary only
-    between groups (tested together with `by`); with the `by=` that groups by every varied key."""
+    between groups (tested together with `by`); with the `by=` that groups by every varied key. How
+    cross-validations count, and folds listed as runs."""
     mixed = list(dict.fromkeys(k for group in groups for k in group.mixed))
     also = list(groups[0].also) if groups else []
     every = f"by=[{','.join(dict.fromkeys([*by, *mixed, *also]))}]"
     resumed = [k for k in mixed if k in by]  # a key of `by` differs inside a group only after a resume changed it
-    lines = []
+    lines = folds(groups, by, metric)
+    fold_runs = CV in mixed and any(_FOLD.fullmatch(str(setting(run, CV))) for g in groups if CV in g.mixed
+                                    for run in g.counted(metric))
     if mixed:
         named = [" ".join(map(_label, g.values)) for g in groups if g.mixed]
         others = any(g.untested for g in groups)  # groups of replicates left untested by a mixed best group
@@ -217,18 +230,45 @@ def notes(groups: list[Group], by: list[str]) -> list[str]:
                      + (" (nor do the others: the best group is not replicates)" if others else "")
                      + (f"; a resume changed {', '.join(resumed)} (the runs' notes in dlopt runs say which)"
                         if resumed else "")
-                     + (f"; group by every key that varies: {every}" if len(mixed) > len(resumed) else ""))
+                     + (f"; {CV}=k/K: they are folds of a cross-validation, which share training samples; list "
+                        "the cross-validation itself (path= the folder that holds folds/) to count it as one run"
+                        if fold_runs else "")
+                     + (f"; group by every key that varies: {every}"
+                        if len(mixed) > len(resumed) and not (fold_runs and mixed == [CV]) else ""))
     if also:
         lines.append(f"the groups also differ in {', '.join(also)} (one value each, shown): a difference between "
                      f"groups is that of {', '.join([*by, *also])} together" + ("" if mixed else f"; {every} says so"))
     return lines
 
 
+def folds(groups: list[Group], by: list[str], metric: str) -> list[str]:
+    """A line on the cross-validations among the counted runs: each counts once, by its folds' mean; the folds' sd
+    of `metric` for each group of a single cross-validation. [] without one."""
+    counted = [run for group in groups for run in group.counted(metric)]
+    if not any(cross_validation(run.metrics) for run in counted):
+        return []
+    line = ("cross-validations: each counts as one run, by its folds' mean (folds share training samples: they are "
+            "not replicates)")
+    single = [(group, group.counted(metric)[0]) for group in groups if len(group.counted(metric)) == 1
+              and cross_validation(group.counted(metric)[0].metrics)]
+    spreads = []
+    for group, run in single:
+        cv, sd = cross_validation(run.metrics), fold_sd(run.metrics, metric)
+        name = " ".join(f"{key}={_label(value)}" for key, value in zip(by, group.values))
+        spreads.append(f"{name} {sd:.2g} over {cv['trained']} folds" if sd is not None else
+                       f"{name} none ({cv['trained']} of {cv['folds']} folds trained)")
+    if spreads:
+        one = len(single) == 1
+        line += (f"; {'a group' if one else 'groups'} of one cross-validation{'' if one else ' each'}, so no test "
+                 f"(n < 2), with the sd of {metric} over {'its' if one else 'their'} folds: {', '.join(spreads)}")
+    return [line]
+
+
 def report(groups: list[Group], by: list[str], metric: str) -> str:
     columns, rows = table(groups, by, metric)
     note = (f"grouped by {', '.join(by)}: mean ± sd over the finished runs of each group; 'vs best' is Welch's "
             f"t-test of {metric} against the best group (worse if p < {ALPHA})")
-    return "\n".join([note, *notes(groups, by)]) + "\n\n" + markdown(columns, rows)
+    return "\n".join([note, *notes(groups, by, metric)]) + "\n\n" + markdown(columns, rows)
 
 
 def plot(runs: list[Run], by: list[str], metric: str, path: Path) -> None:

@@ -13,6 +13,12 @@ The overrides column shows what tells a run apart, whole (a long cell wraps, it 
 shared by every listed run, without those that only name the run (search.trial, search.study_name: its folder says
 the same); a search trial's drawn values first; a try-run of `dlopt doctor try=true` as what its remedy changes
 (`+remedy=r1` is `model.activation=leaky_relu`, read from the remedy's file in the config folder doctor wrote).
+
+A K-fold cross-validation (data.cv=K) is one run: its metrics.json holds the folds' mean of each metric and their
+standard deviations under cv.sd (dlopt.training.crossval); its folds (RUN/folds/k) are listed with path=RUN/folds.
+Its metric cells read `mean ± sd` (CSV: the mean, and the sd in a column `METRIC sd` beside it; a count the folds
+agree on, such as the epochs, stays one number), and its note says `K-fold cross-validation`, and how many folds
+trained when a pruned trial stopped before the last.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ FIELDS = ("run", "time", "kind", "status")  # what every run has besides its met
 NAMES = ("search.trial", "search.study_name")  # overrides that only name a run (its folder says the same)
 REMEDY = "+remedy="  # a try-run of dlopt doctor: the option of its config group remedy/ (dlopt.diagnostics.doctor)
 ABSENT = "(absent)"  # the value of a key a run does not have
+TOTALS = ("wall_time_s", "process_wall_time_s", "steps")  # a cross-validation's are its folds' sum: no spread
 
 _ERROR_LINE = re.compile(r"\]\[ERROR\] - (.+)$", re.M)
 
@@ -212,6 +219,65 @@ def read(folder: Path, ended: bool = False, now: Optional[float] = None) -> Run:
     return run
 
 
+def cross_validation(metrics: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """A K-fold cross-validation's record in its metrics.json (dlopt.training.crossval.summary): {"folds": K,
+    "trained": folds trained, "sd": {metric: the folds' standard deviation}}; None for a run of its own, or a cv
+    entry that does not read as one."""
+    cv = metrics.get("cv") if isinstance(metrics, dict) else None
+    if not isinstance(cv, dict) or not _count(cv.get("folds")):
+        return None
+    trained = cv.get("trained")
+    sd = cv.get("sd") if isinstance(cv.get("sd"), dict) else {}
+    return {"folds": cv["folds"], "trained": trained if _count(trained) else cv["folds"],
+            "sd": {k: float(v) for k, v in sd.items() if _finite(v)}}
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and \
+        abs(value) != float("inf")
+
+
+def cv_note(metrics: dict[str, Any]) -> str:
+    """'5-fold cross-validation' (and '2 of 5 folds trained' when a pruned trial stopped before the last); '' for a
+    run of its own."""
+    cv = cross_validation(metrics)
+    if cv is None:
+        return ""
+    note = f"{cv['folds']}-fold cross-validation"
+    if cv["trained"] < cv["folds"]:
+        note += f", {cv['trained']} of {cv['folds']} folds trained" + (
+            " (its numbers are fold 0's alone)" if cv["trained"] == 1 else " (its numbers are their mean)")
+    return note
+
+
+def fold_sd(metrics: dict[str, Any], key: str) -> Optional[float]:
+    """The folds' standard deviation of `key` in a cross-validation's metrics; None for a run of its own, a key
+    without one (a total: wall time, steps; a count the folds share), or a cross-validation of one trained fold."""
+    cv = cross_validation(metrics)
+    return None if cv is None or key in TOTALS or not _finite(metrics.get(key)) else cv["sd"].get(key)
+
+
+def spread(value: Any, sd: Optional[float]) -> str:
+    """A cross-validation's cell: `0.9605 ± 0.0254`, both numbers in the format cell() gives the mean; the mean
+    alone without an sd, or for a count every fold agrees on (epochs: 30)."""
+    if sd is None or (isinstance(value, int) and not sd):
+        return cell(value)
+    if isinstance(value, int):
+        return f"{value} ± {cell(float(sd))}"
+    form = ".4g" if value and not 1e-3 <= abs(value) < 1000 else ".4f"
+    return f"{value:{form}} ± {sd:{form}}"
+
+
+def shown_metric(metrics: dict[str, Any], key: str) -> Any:
+    """A metric as a table shows it: `mean ± sd` for a cross-validation, else the value."""
+    sd = fold_sd(metrics, key)
+    return metrics.get(key) if sd is None else spread(metrics.get(key), sd)
+
+
 def resumed(run: Run) -> str:
     """The run's resumes as its note: 'resumed from epoch 18: optimizer=sgd resume_changes=true', one per resume."""
     if run.resume_error:
@@ -365,7 +431,8 @@ def cell(value: Any) -> str:
 
 def rows(runs: list[Run], base: Path) -> tuple[list[str], list[dict[str, Any]]]:
     """(the overrides all runs share, one row per run with the overrides that differ and its note: why it failed,
-    its resumes)."""
+    that it is a cross-validation, its resumes). A cross-validation's row holds its metrics' means, and the folds'
+    standard deviations as `METRIC sd`."""
     shown = [run.shown() for run in runs]
     common = shared(shown)
     table = []
@@ -377,7 +444,8 @@ def rows(runs: list[Run], base: Path) -> tuple[list[str], list[dict[str, Any]]]:
         table.append({"run": name, "time": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.started)),
                       "kind": run.kind, "status": run.status, "overrides": rounded(o for o in own if o not in common),
                       **{k: run.metrics.get(k) for k in COLUMNS[5:-1]},
-                      "note": "; ".join(filter(None, (run.reason, resumed(run))))})
+                      **{f"{k} sd": sd for k in COLUMNS[5:-1] if (sd := fold_sd(run.metrics, k)) is not None},
+                      "note": "; ".join(filter(None, (run.reason, cv_note(run.metrics), resumed(run))))})
     return common, table
 
 
@@ -391,13 +459,15 @@ def render(runs: list[Run], base: Path, form: str) -> str:
                           indent=1)
     common, table = rows(runs, base)
     used = [c for c in COLUMNS if c in FIELDS or any(row.get(c) not in (None, "") for row in table)]
-    if form == "csv":
+    if form == "csv":  # a cross-validation's sd in a column of its own beside the metric's mean
+        used = [name for c in used for name in (c, f"{c} sd") if name == c or any(f"{c} sd" in row for row in table)]
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(used)
         writer.writerows([[row.get(c) if row.get(c) is not None else "" for c in used] for row in table])
         return out.getvalue().rstrip("\n")
     head = f"{len(runs)} run{'s' * (len(runs) != 1)} in {base}" + (f"; all with {' '.join(common)}" if common else "")
+    table = [{**row, **{c: spread(row[c], row[f"{c} sd"]) for c in used if f"{c} sd" in row}} for row in table]
     return head + "\n\n" + (markdown(used, table) if form == "md" else aligned(used, table))
 
 
