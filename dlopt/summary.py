@@ -40,7 +40,8 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"run": folder.name, "overrides": " ".join(overrides),
                                "shown": " ".join(run.shown() + study), "status": status, "error": run.reason}
         if run.metrics:
-            row.update({k: run.metrics.get(k) for k in COLUMNS[3:-1]}, mode=run.metrics.get("mode", "min"))
+            row.update({k: run.metrics.get(k) for k in COLUMNS[3:-1]}, mode=run.metrics.get("mode", "min"),
+                       metrics=run.metrics)
         rows.append(row)
     finished = [r for r in rows if r["status"] in ("done", "pruned") and r.get("objective") is not None]
     sign = -1 if finished and finished[0]["mode"] == "max" else 1
@@ -103,7 +104,9 @@ def write(rows: list[dict[str, Any]], sweep_dir: Path, monitor: str) -> None:
         writer.writerows([[row.get(c, "") for c in shown] for row in rows])
     common = common_overrides(rows)
     lines = [f"All runs: `{' '.join(common)}`", ""] if common else []
-    table = [{h: _cell(own_overrides(row, common) if c == "overrides" else row.get(c)) for h, c in zip(header, shown)}
+    table = [{h: _cell(own_overrides(row, common) if c == "overrides" else
+                       listing.shown_metric(row["metrics"], c) if row.get("metrics") and c in COLUMNS[3:-1] else
+                       row.get(c)) for h, c in zip(header, shown)}  # a cross-validation's: mean ± sd
              for row in rows]
     for row in table:
         row["overrides"] = rounded_overrides(row["overrides"])
