@@ -10,6 +10,16 @@ Metrics (loss, accuracy, macro F1, calibration error) are torchmetrics objects u
 per epoch: a `self.log` call per step costs more than a small network's step. The gradient norm
 (before and after clipping) goes to the logger every `trainer.log_every_n_steps` optimizer steps.
 
+An optimizer that takes a closure and evaluates it several times per step (torch.optim.LBFGS: its
+iterations and line search) runs training_step, backward and gradient clipping at every evaluation.
+The epoch's training metrics count the first evaluation of each step only (the loss before the
+update, as with every other optimizer), and the gradient norm is logged once per step.
+An optimizer without a `weight_decay` argument (LBFGS) gets regularization.weight_decay as the
+penalty (weight_decay / 2) * sum of ||w||^2 in the training loss, over the parameters weight
+decay would cover (not biases and norms with exclude_norm_bias; the transfer's param groups):
+its gradient weight_decay * w is exactly SGD's (coupled) weight decay, and a line search sees the
+same loss the gradient belongs to. Like weight decay, it is not part of train/loss.
+
 A non-finite loss raises `Diverged`; the run decides whether that fails the run or stops it early.
 Checkpoints carry the random number generators' states, so that a resumed run draws the same
 dropout masks and augmentations as one that was never interrupted.
@@ -115,6 +125,19 @@ class Classifier(L.LightningModule):
         self.earlier_wall_time = 0.0  # seconds the run took in the processes before a resume
         self._val_row: dict[str, float] = {}
         self.epoch_lines_to_file = False  # epoch log lines to the run's log file only (a sweep's run: training.run)
+        # the training step being evaluated, (epoch, global_step, batch_idx), and its evaluation, from 1: an
+        # optimizer that calls its closure several times per step (LBFGS) evaluates the same step again
+        self._evaluating: Optional[tuple[int, int, int]] = None
+        self.evaluation = 0
+        # the parameters of the L2 penalty in the training loss: weight decay for an optimizer without a
+        # weight_decay argument (set by configure_optimizers)
+        self.l2_params: list[nn.Parameter] = []
+
+    @property
+    def reevaluating(self) -> bool:
+        """Whether the current training step evaluates a batch already evaluated in the same optimizer step
+        (LBFGS's further iterations and line search): what it computes is not counted again."""
+        return self.evaluation > 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x - self.input_shift) / self.input_scale)
@@ -124,6 +147,8 @@ class Classifier(L.LightningModule):
         logits = self(x)
         if split == "train":
             loss = F.cross_entropy(logits, y, weight=self.class_weights, label_smoothing=self.label_smoothing)
+            if self.reevaluating:  # counted at the step's first evaluation
+                return loss
         else:
             loss = F.cross_entropy(logits, y)
         # one value per sample: MeanMetric(nan_strategy="disable") drops a weight (torchmetrics issue 3434)
@@ -132,23 +157,36 @@ class Classifier(L.LightningModule):
         return loss
 
     def _diverged(self, what: str, value: float, where: str) -> Diverged:
-        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
-        return Diverged(
-            f"the {what} loss became {value} at {where} (optimizer.lr={lr:g}): "
-            "try a lower optimizer.lr or trainer.gradient_clip_val=1.0"
-        )
+        group = self.trainer.optimizers[0].param_groups[0]
+        lr = group["lr"]
+        if "line_search_fn" not in group:
+            remedy = "try a lower optimizer.lr or trainer.gradient_clip_val=1.0"
+        elif group["line_search_fn"] is None:  # LBFGS taking fixed steps of lr
+            remedy = "try optimizer.line_search_fn=strong_wolfe or a lower optimizer.lr"
+        else:  # a line search's trial step; clipping would make the gradient disagree with the loss it searches
+            remedy = "try a lower optimizer.lr"
+        return Diverged(f"the {what} loss became {value} at {where} (optimizer.lr={lr:g}): {remedy}")
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        step = (self.current_epoch, self.global_step, batch_idx)
+        self.evaluation = self.evaluation + 1 if step == self._evaluating else 1
+        self._evaluating = step
         loss = self._step(batch, "train")
         if not torch.isfinite(loss):
             if self.range_test:  # skip this step; the range test records its loss as NaN
                 self.trainer.should_stop = True
                 return None
-            raise self._diverged("training", loss.item(), f"epoch {self.current_epoch + 1}, step {self.global_step}")
+            where = f"epoch {self.current_epoch + 1}, step {self.global_step}"
+            if self.reevaluating:  # parameters the optimizer tried within the step (LBFGS's line search)
+                where += f", evaluation {self.evaluation} of the step"
+            raise self._diverged("training", loss.item(), where)
         if self.l1:
             penalty = self.l1 * sum(p.abs().sum() for p in self.parameters() if p.dim() > 1)
-            self.l1_penalty.update(penalty.detach())
+            if not self.reevaluating:
+                self.l1_penalty.update(penalty.detach())
             loss = loss + penalty
+        if self.l2_params:
+            loss = loss + self.weight_decay / 2 * sum(p.square().sum() for p in self.l2_params)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -173,6 +211,9 @@ class Classifier(L.LightningModule):
         self.log_dict({k: v for k, v in values.items() if k not in shown}, on_epoch=True)
         self.log_dict(shown, on_epoch=True, prog_bar=True)
         return {k: float(v) for k, v in values.items()}
+
+    def on_train_start(self) -> None:
+        self._evaluating, self.evaluation = None, 0  # a module may be fitted again (dlopt tune-lr's range test)
 
     def on_fit_start(self) -> None:
         # Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 at import so that picking devices cannot
@@ -212,7 +253,8 @@ class Classifier(L.LightningModule):
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         every = self.trainer.log_every_n_steps
-        watch = self.logger is not None and every and self.global_step % every == 0
+        # once per step: LBFGS clips (through this hook) at every evaluation of its closure
+        watch = self.logger is not None and every and self.global_step % every == 0 and not self.reevaluating
         clips = bool(gradient_clip_val) or bool(self.clip_factor)
         norms = {"grad/norm": grad_norm(self.parameters())} if watch else {}
         if self.clip_factor:
@@ -228,14 +270,16 @@ class Classifier(L.LightningModule):
         # one group; with transfer learning the head's, then the backbone's with its lr_scale
         groups = self.transfer.param_groups(self.net) if self.transfer else \
             [{"params": [p for p in self.parameters() if p.requires_grad]}]
-        if self.exclude_norm_bias and self.weight_decay:
+        decays = self._takes_weight_decay()
+        # without a weight_decay argument, weight decay is the L2 penalty in training_step, over these parameters
+        self.l2_params = [] if decays or not self.weight_decay else \
+            [p for g in groups for p in g["params"] if p.dim() > 1 or not self.exclude_norm_bias]
+        if self.exclude_norm_bias and self.weight_decay and decays:
             groups = [{**g, "params": [p for p in g["params"] if p.dim() > 1]} for g in groups] + \
                      [{**g, "params": [p for p in g["params"] if p.dim() <= 1], "weight_decay": 0.0}  # biases, norms
                       for g in groups]
-        try:
-            optimizer = self.make_optimizer([g for g in groups if g["params"]], weight_decay=self.weight_decay)
-        except ValueError as err:  # torch.optim's own range checks ("Invalid alpha value: -1")
-            raise UserError(f"optimizer: torch.optim refuses its settings: {err}") from None
+        groups = [g for g in groups if g["params"]]
+        optimizer = self._optimizer(groups, {"weight_decay": self.weight_decay} if decays else {})
         for group in optimizer.param_groups:
             group["lr"] *= group.get("lr_scale", 1.0)
         if self.make_scheduler is None:
@@ -249,6 +293,34 @@ class Classifier(L.LightningModule):
             scheduler = self._warmup(optimizer, scheduler, per_step)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": self.monitor,
                                                          "interval": "step" if per_step else "epoch"}}
+
+    def _takes_weight_decay(self) -> bool:
+        """Whether the optimizer takes a weight_decay argument (LBFGS does not)."""
+        import inspect
+
+        try:
+            takes = inspect.signature(self.make_optimizer).parameters
+        except (TypeError, ValueError):  # a callable without a signature: as every torch.optim optimizer but LBFGS
+            return True
+        return "weight_decay" in takes or any(p.kind is p.VAR_KEYWORD for p in takes.values())
+
+    def _optimizer(self, groups: list[dict[str, Any]], extra: dict[str, Any]) -> torch.optim.Optimizer:
+        """The optimizer of these param groups. One that takes a single group (LBFGS) gets them as one when they
+        differ in their parameters only; when they differ in their settings, it is refused in one line."""
+        try:
+            return self.make_optimizer([dict(g) for g in groups], **extra)  # copies: torch.optim adds its defaults
+        except ValueError as err:  # torch.optim's own range checks ("Invalid alpha value: -1")
+            refusal = err
+        if len(groups) > 1 and "param" in str(refusal) and "group" in str(refusal):
+            settings = [{"lr_scale": 1.0, **{k: v for k, v in g.items() if k != "params"}} for g in groups]
+            if all(s == settings[0] for s in settings):
+                return self._optimizer([{**groups[0], "params": [p for g in groups for p in g["params"]]}], extra)
+            if self.transfer:
+                raise UserError(f"optimizer: {refusal}; transfer.strategy={self.transfer.strategy} trains the backbone "
+                                f"at optimizer.lr x transfer.backbone_lr_scale={self.transfer.backbone_lr_scale:g}, a "
+                                "param group of its own: set transfer.backbone_lr_scale=1.0 or choose another "
+                                "optimizer") from None
+        raise UserError(f"optimizer: torch.optim refuses its settings: {refusal}") from None
 
     def _scheduler_arguments(self, optimizer: torch.optim.Optimizer) -> tuple[bool, dict[str, Any]]:
         """Whether the scheduler steps every optimizer step (it takes `total_steps`, as OneCycleLR does),
