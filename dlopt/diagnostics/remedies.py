@@ -13,7 +13,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from dlopt.diagnostics.symptoms import USUAL_LR, Finding, epochs_budget, lr_direction
+from dlopt.diagnostics.symptoms import USUAL_LR, Finding, epochs_budget, lbfgs, lr_direction
 
 RELU_FAMILY = ("relu", "leaky_relu", "prelu", "gelu", "silu", "elu")
 # the update/weight ratio a computed lr aims at, the near edge of the 3e-3 to 1.2e-2 of healthy runs on
@@ -163,8 +163,9 @@ def _longer(config: dict) -> list[Remedy]:
     return [Remedy([f"trainer.max_epochs={2 * epochs}"], "more epochs to finish learning")] if epochs else []
 
 
-# L-BFGS takes the whole training split as one batch in each step: offered for a table up to this many rows
-FULL_BATCH_ROWS = 10_000
+# L-BFGS takes the whole training split as one batch in each step: offered for a table up to this many rows (as
+# conf/optimizer/lbfgs.yaml says)
+FULL_BATCH_ROWS = 100_000
 
 
 def _more_steps(config: dict, finding: Finding) -> list[Remedy]:
@@ -192,13 +193,11 @@ def _more_steps(config: dict, finding: Finding) -> list[Remedy]:
                 f"train longer in the same {epochs} epochs: each passes over the training split until it has drawn "
                 f"about {least} batches, about {target:g} optimizer steps in all (less time in validation and "
                 "checkpoints than more epochs)"))
-    optimizer = config.get("optimizer") if isinstance(config.get("optimizer"), dict) else {}
     passes = facts.get("passes_per_epoch") or 1
     size = (config.get("data") or {}).get("batch_size")
     rows = batches / passes * size if batches and isinstance(size, int) else math.inf
     linear = str(_model(config).get("_target_", "")).endswith(".Linear")
-    if optimizer.get("_target_") != "torch.optim.LBFGS" and (linear or (_source(config) == "csv" and
-                                                                        rows <= FULL_BATCH_ROWS)):
+    if not lbfgs(config) and (linear or (_source(config) == "csv" and rows <= FULL_BATCH_ROWS)):
         remedies.append(Remedy(["optimizer=lbfgs"], "L-BFGS takes the whole training split in each step and fits a "
                                "linear model or a small table in tens of steps"))
     return remedies

@@ -434,15 +434,20 @@ def _last(epochs: int) -> str:
     return "the last epoch" if epochs == 1 else f"the last {epochs} epochs"
 
 
+def lbfgs(config: dict[str, Any]) -> bool:
+    """The run trained with L-BFGS (optimizer=lbfgs): full batch, each step a line search of up to max_iter
+    iterations."""
+    optimizer = config.get("optimizer") if isinstance(config.get("optimizer"), dict) else {}
+    return str(optimizer.get("_target_")) == "torch.optim.LBFGS"
+
+
 def steps_finding(history: list[dict[str, Any]], metrics: dict[str, Any], config: dict[str, Any],
                   t: dict[str, float]) -> Optional[Finding]:
     """Too few optimizer steps: a run that reached trainer.max_epochs (not stopped early, pruned or diverged) still
     improving (still_improving) after fewer than `few_steps` optimizer steps in all. Not for a run that did not record
     its steps (an older dlopt), nor for L-BFGS, whose every step is a whole line search over the full batch."""
     steps, epochs = optimizer_steps(metrics), epochs_budget(config)
-    optimizer = config.get("optimizer") if isinstance(config.get("optimizer"), dict) else {}
-    if steps is None or not epochs or steps >= _threshold(t, "few_steps") or len(history) < epochs \
-            or str(optimizer.get("_target_")) == "torch.optim.LBFGS":
+    if steps is None or not epochs or steps >= _threshold(t, "few_steps") or len(history) < epochs or lbfgs(config):
         return None
     if metrics.get("stopped_early") or metrics.get("pruned") or metrics.get("error") or metrics.get("dev_run") \
             or metrics.get("overfit_batches"):
@@ -514,6 +519,9 @@ def diagnose(records: list[dict[str, Any]], history: list[dict[str, Any]], metri
     findings += [out_of_range] if out_of_range else []
     few = steps_finding(history, metrics, config, t)  # not among what an lr far outside its range did
     findings += [few] if few else []
+    if lbfgs(config):  # its line search sizes each step (no update once converged), and its plateau is convergence
+        findings = [f for f in findings if f.symptom != "eager_stopping" and
+                    not (f.symptom in ("lr_too_low", "lr_too_high") and "update_ratio" in f.facts)]
     if any(f.symptom in CAUSES for f in findings):  # low train accuracy is then their effect, not the model's size
         findings = [f for f in findings if f.symptom != "underfitting"]
     unique: dict[str, Finding] = {}
