@@ -7,6 +7,10 @@
 - one story per report: one learning rate, whichever symptom proposes it (SGD at lr 5), the root cause
   first (Adam far above its usual range, SGD whose updates are far below those of healthy runs), and a
   remedy that needs more epochs says so;
+- too few optimizer steps (a run still improving at max_epochs after fewer than thresholds.few_steps): named
+  with its count, before the learning rate's symptoms, its remedy to train longer; the stuck loss it explains
+  does not ask for a larger lr; a run with enough steps, one stopped early and one of an older dlopt that did
+  not record its steps do not get it (real runs, and the rule on hand-written records);
 - a run that stopped on a NaN loss, a run without per-layer records, a run whose records an older dlopt
   cut at a resume and a sweep's folder are read too;
 - try=true trains the original and its top remedy as one sweep and compares them;
@@ -39,8 +43,12 @@ LR_TOO_LOW = ("optimizer.lr=1e-7", "trainer.max_epochs=3", "diagnostics.every_n_
 # 5% of the training split (one batch of 63 images), no regularization, nothing stops it early
 OVERFIT = ("model=mlp", "data.fraction=0.05", "optimizer.lr=0.01", "scheduler=none", "regularization=none",
            "callbacks.early_stopping=null", "trainer.max_epochs=20", "trainer.limit_test_batches=2")
+# 12 optimizer steps, still improving at the end: too few steps (not converged, for a run that did not record its steps)
 NOT_CONVERGED = ("trainer.max_epochs=4", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
                  "trainer.limit_test_batches=2")
+# a linear model, 2 batches an epoch (cli.TINY's) for 6 epochs: 12 steps, train/loss 2.43 -> 2.25 and falling, above
+# 0.9 ln(10)
+FEW_STEPS = ("model=linear", "trainer.max_epochs=6", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2")
 # plain SGD at lr=50: the training loss becomes NaN in epoch 1 and early stopping's finite check ends the run
 NAN = ("model=mlp", "optimizer=sgd", "optimizer.lr=50", "trainer.max_epochs=3", *SMALL)
 # issue 24: plain SGD at lr 5 kills the cnn's units in its first step: three symptoms that each propose an lr
@@ -157,6 +165,17 @@ def copy_run(run_dir: Path, into: Path) -> Path:
     return target
 
 
+def older_run(run_dir: Path, into: Path) -> Path:
+    """A copy of a run as an older dlopt wrote it: its metrics.json without the optimizer steps and batches."""
+    target = copy_run(run_dir, into)
+    metrics = strict_json(target / "metrics.json")
+    assert isinstance(metrics["steps"], int), metrics  # dlopt train records them
+    for key in ("steps", "batches_per_epoch", "passes_per_epoch"):
+        metrics.pop(key, None)
+    (target / "metrics.json").write_text(json.dumps(metrics))
+    return target
+
+
 # --- 5. a healthy run -----------------------------------------------------------------------------------------------
 
 
@@ -250,8 +269,7 @@ def test_overfitting_on_a_tiny_training_split_is_diagnosed(cli, runs, tmp_path):
 def test_a_run_without_history_json_is_read_from_its_last_checkpoint(cli, runs, tmp_path):
     """A run of a dlopt that wrote no history.json (nor diagnostics.jsonl): its curves come from the history its
     last checkpoint carries."""
-    run_dir = tmp_path / "older_run"
-    shutil.copytree(runs(*NOT_CONVERGED), run_dir)
+    run_dir = older_run(runs(*NOT_CONVERGED), tmp_path / "older")  # nor its optimizer steps
     for name in ("history.json", "diagnostics.jsonl", "doctor.json"):
         (run_dir / name).unlink(missing_ok=True)
     result = doctor(cli, tmp_path / "cwd", f"run={run_dir}")
@@ -260,7 +278,9 @@ def test_a_run_without_history_json_is_read_from_its_last_checkpoint(cli, runs, 
 
 
 def test_a_run_stopped_while_still_improving_is_not_converged(cli, runs, tmp_path):
-    run_dir = runs(*NOT_CONVERGED)
+    """Without its optimizer steps (an older dlopt's run) a run still improving at max_epochs is not converged;
+    with them, 12 steps are too few (below)."""
+    run_dir = older_run(runs(*NOT_CONVERGED), tmp_path / "older")
     result = doctor(cli, tmp_path, f"run={run_dir}")
     found = report(tmp_path)
     assert [s["symptom"] for s in found["symptoms"]] == ["not_converged"], found["symptoms"]
@@ -271,6 +291,162 @@ def test_a_run_stopped_while_still_improving_is_not_converged(cli, runs, tmp_pat
     assert entry["remedies"][0]["overrides"] == ["trainer.max_epochs=8"]
     words = shlex.split(entry["remedies"][0]["command"])
     assert [w for w in words if w.startswith("trainer.max_epochs=")] == ["trainer.max_epochs=8"], words
+
+
+# --- too few optimizer steps ---------------------------------------------------------------------------------------
+
+
+def test_a_run_of_few_steps_still_improving_is_told_to_train_longer_not_to_raise_its_lr(cli, runs, tmp_path):
+    run_dir = runs(*FEW_STEPS)
+    metrics = cli.metrics(run_dir)
+    assert (metrics["steps"], metrics["batches_per_epoch"], metrics["epochs"]) == (12, 2, 6), metrics
+    result = doctor(cli, tmp_path, f"run={run_dir}")
+    found = report(tmp_path)
+    names = [s["symptom"] for s in found["symptoms"]]
+    assert names[0] == "too_few_steps" and not {"stuck", "lr_too_low"} & set(names), found["symptoms"]
+    entry = found["symptoms"][0]
+    assert (entry["measure"], entry["measure_name"]) == (12, "optimizer steps"), entry
+    assert "TOO FEW OPTIMIZER STEPS: 12 steps in 6 epochs (2 per epoch; threshold 1000 steps) and train/loss still " \
+           "falling at the last epoch" in result.stdout, result.describe()
+    assert "; set aside: loss never left its starting value" in entry["evidence"], entry
+    check_remedies(run_dir, entry, result.stdout)
+    # 500 epochs of 2 steps; data.min_batches would change nothing under trainer.limit_train_batches=2; a linear model
+    assert [r["overrides"] for r in entry["remedies"]] == [["trainer.max_epochs=500"], ["optimizer=lbfgs"]], entry
+    assert not proposed_lrs(found)  # nothing asks for a larger lr
+    assert printed_remedies(result.stdout)[0].split()[-1] == "trainer.max_epochs=500"
+
+    # the same run as an older dlopt wrote it (no steps in metrics.json): no count, no symptom of it; the stuck loss
+    # then asks for a larger lr, as doctor did for every such run before
+    older = older_run(run_dir, tmp_path / "older")
+    doctor(cli, tmp_path / "cwd_older", f"run={older}")
+    found = report(tmp_path / "cwd_older")
+    assert [s["symptom"] for s in found["symptoms"]] == ["stuck"], found["symptoms"]
+    assert lr_of(found["symptoms"][0]["remedies"][0]) > 1e-3
+
+
+def test_too_few_steps_is_judged_against_thresholds_few_steps(cli, runs, tmp_path):
+    run_dir = runs(*NOT_CONVERGED)  # 12 steps, still improving
+    result = doctor(cli, tmp_path / "default", f"run={run_dir}")
+    found = report(tmp_path / "default")
+    assert [s["symptom"] for s in found["symptoms"]] == ["too_few_steps"], found["symptoms"]
+    entry = found["symptoms"][0]
+    assert entry["evidence"].startswith("12 steps in 4 epochs (3 per epoch; threshold 1000 steps) and val/loss still ")
+    assert "; set aside: not converged" in entry["evidence"], entry
+    check_remedies(run_dir, entry, result.stdout)
+    assert [r["overrides"] for r in entry["remedies"]] == [["trainer.max_epochs=334"]], entry  # a cnn on digits
+    # 12 steps are enough by a threshold of 12: the run is only not converged
+    doctor(cli, tmp_path / "enough", f"run={run_dir}", "++diagnostics.thresholds.few_steps=12")
+    assert [s["symptom"] for s in report(tmp_path / "enough")["symptoms"]] == ["not_converged"]
+
+
+# the rule on hand-written records: a linear model on a small table, 2 optimizer steps an epoch for 30 epochs, its
+# training loss falling steadily from 1.45 to 1.2 (above ln(3): stuck), val/loss falling with it
+TABLE = {"trainer": {"max_epochs": 30}, "optimizer": {"_target_": "torch.optim.Adam", "lr": 1e-3},
+         "model": {"_target_": "dlopt.models.Linear"}, "monitor": "val/loss", "mode": "min",
+         "data": {"_target_": "dlopt.data.table.csv", "batch_size": 64, "min_batches": 1}}
+
+
+def table_run(epochs: int = 30, steps: int | None = 60, train_acc: float = 0.26, falling: float = 0.25,
+              train: list[float] | None = None, val: list[float] | None = None, **metrics):
+    """history.json and metrics.json of such a run: train/loss falling by `falling` at an even pace (or `train`)."""
+    train = train or [1.45 - falling * e / (epochs - 1) for e in range(epochs)]
+    val = val or [1.48 - 0.25 * e / (epochs - 1) for e in range(epochs)]
+    history = [{"epoch": e + 1, "train/loss": train[e], "train/acc": train_acc, "val/loss": val[e], "lr": 1e-3}
+               for e in range(epochs)]
+    metrics = {"monitor": "val/loss", "mode": "min", "classes": 3, "epochs": epochs, "stopped_early": False,
+               "pruned": False, "stop_reason": "trainer.max_epochs=30 reached",
+               **({"steps": steps, "batches_per_epoch": steps // epochs, "passes_per_epoch": 1} if steps else {}),
+               **metrics}
+    return history, metrics
+
+
+def step_records(ratio: float, epochs: int = 30) -> list[dict]:
+    """Per-layer records of one step an epoch with this update/weight ratio."""
+    layers = {"features": 1.0, "head": 1.0}
+    return [{"kind": "layers", "classes": 3, "weights": []}] + [
+        {"kind": "step", "epoch": e, "step": 2 * (e - 1), "grad_norm": layers, "weight_norm": layers,
+         "update_ratio": {k: ratio for k in layers}, "total_grad_norm": 1.0, "loss": 1.4} for e in range(1, epochs + 1)]
+
+
+def diagnosed(history, metrics, config=TABLE, records=(), **thresholds):
+    from dlopt.diagnostics import symptoms
+
+    return symptoms.diagnose(list(records), history, metrics, config, {**default_thresholds(), **thresholds})
+
+
+def test_too_few_steps_names_the_count_and_sets_aside_what_it_explains():
+    from dlopt.diagnostics import remedies, symptoms
+
+    history, metrics = table_run()
+    findings = diagnosed(history, metrics)
+    assert [f.symptom for f in findings] == ["too_few_steps"], [(f.symptom, f.evidence) for f in findings]
+    [few] = findings
+    assert few.evidence.startswith("60 steps in 30 epochs (2 per epoch; threshold 1000 steps) and train/loss still "
+                                   "falling at the last epoch: 1.45 -> 1.2, 52% of that fall in the last 15 epochs"), \
+        few.evidence
+    assert "set aside: loss never left its starting value" in few.evidence  # no larger lr for it
+    assert few.measure == 60 and symptoms.measure("too_few_steps", [], history, metrics, TABLE, default_thresholds()) \
+        == 60
+    cures = remedies.remedies(few, TABLE, findings)
+    assert [r.overrides for r in cures] == [["trainer.max_epochs=500"], ["data.min_batches=34"], ["optimizer=lbfgs"]]
+    assert not any(o.startswith("optimizer.lr=") for r in cures for o in r.overrides)
+    # a cnn on images: no L-BFGS; under a cap of 2 batches an epoch, no data.min_batches
+    cnn = {**TABLE, "model": {"_target_": "dlopt.models.CNN"}, "data": {**TABLE["data"], "_target_": "digits"},
+           "trainer": {"max_epochs": 30, "limit_train_batches": 2}}
+    assert [r.overrides for r in remedies.remedies(few, cnn, findings)] == [["trainer.max_epochs=500"]]
+
+
+CONVERGED = [0.3 + 1.15 * math.exp(-e / 3) for e in range(30)]  # 1.45 -> 0.3, all but 0.1% of it in 15 epochs
+
+
+@pytest.mark.parametrize("change", [
+    dict(steps=1000), dict(thresholds={"few_steps": 50}), dict(steps=None),
+    dict(stopped_early=True, stop_reason="early stopping: Monitored metric val/loss did not improve"),
+    dict(pruned=True, stop_reason="pruned by optuna"),
+    dict(stopped_early=True, stop_reason="the training loss became nan at epoch 30"),
+    dict(error="CUDA out of memory"), dict(epochs=20, stop_reason="trainer.max_steps=40 reached"),
+    dict(config={**TABLE, "optimizer": {"_target_": "torch.optim.LBFGS", "lr": 1}}),
+    dict(train=CONVERGED, val=[v + 0.1 for v in CONVERGED]), dict(falling=0.01), dict(train_acc=0.95),
+    dict(val=[1.0] * 20 + [1.1] * 10),
+], ids=["1000 steps", "threshold 50", "steps not recorded", "stopped early", "pruned", "diverged", "failed",
+        "fewer epochs than max_epochs", "L-BFGS", "converged early", "barely moving", "fitted its training split",
+        "val/loss rising"])
+def test_too_few_steps_is_only_for_a_run_that_ended_still_improving_after_few_steps(change):
+    thresholds, config = change.pop("thresholds", {}), change.pop("config", TABLE)
+    history, metrics = table_run(**change)
+    names = [f.symptom for f in diagnosed(history, metrics, config, **thresholds)]
+    assert "too_few_steps" not in names, names
+    history, metrics = table_run(steps=999)  # the same run otherwise: too few
+    assert [f.symptom for f in diagnosed(history, metrics)] == ["too_few_steps"]
+
+
+def test_too_few_steps_comes_before_the_learning_rates_symptoms_but_after_an_lr_far_outside_its_range():
+    history, metrics = table_run()
+    # updates far above the rule of thumb: the lr's symptom after the few steps, its lower lr among its own remedies
+    findings = diagnosed(history, metrics, records=step_records(0.3))
+    shown = [(f.symptom, f.evidence) for f in findings]
+    assert [f.symptom for f in findings] == ["too_few_steps", "lr_too_high"], shown
+    # an lr 100x below Adam's usual range explains the stuck loss: it goes first, and the stuck loss stays its effect
+    tiny = {**TABLE, "optimizer": {"_target_": "torch.optim.Adam", "lr": 1e-6}}
+    findings = diagnosed(history, metrics, tiny)
+    assert [f.symptom for f in findings] == ["lr_out_of_range", "too_few_steps", "stuck"], findings
+    # updates measured 10x below healthy ones: a larger lr first (it costs no time), then more steps
+    findings = diagnosed(history, metrics, records=step_records(5e-4))
+    assert [f.symptom for f in findings] == ["lr_too_low", "too_few_steps"], [(f.symptom, f.evidence) for f in findings]
+    assert "set aside: loss never left its starting value" in findings[1].evidence
+
+
+def test_an_lbfgs_run_that_converged_and_stopped_early_is_healthy():
+    """optimizer=lbfgs, the remedy for a linear model: its line search sizes each step, so the update ratio says
+    nothing of its lr (0 once converged), and a plateau after a few epochs is its convergence, not an eager stop."""
+    lbfgs = {**TABLE, "optimizer": {"_target_": "torch.optim.LBFGS", "lr": 1.0}}
+    history, metrics = table_run(epochs=12, steps=12, train_acc=1.0, train=[0.2] + [0.01] * 11, val=[0.1] + [0.02] * 11,
+                                 stopped_early=True, stop_reason="early stopping: Monitored metric val/loss did not "
+                                 "improve in the last 10 records.")
+    records = step_records(0.0, epochs=12)
+    assert diagnosed(history, metrics, lbfgs, records) == []
+    adam = [f.symptom for f in diagnosed(history, metrics, TABLE, records)]  # the same records of Adam
+    assert adam == ["lr_too_low", "eager_stopping"], adam
 
 
 # --- issue 24: one story per report ----------------------------------------------------------------------------------
@@ -460,7 +636,7 @@ def test_try_trains_the_original_and_its_top_remedy_and_compares(cli, runs, tmp_
 
 @pytest.mark.slow
 def test_try_a_longer_training_really_trains_longer(cli, runs, tmp_path):
-    run_dir = runs(*NOT_CONVERGED)
+    run_dir = older_run(runs(*NOT_CONVERGED), tmp_path / "older")  # not converged: twice the epochs
     doctor(cli, tmp_path, f"run={run_dir}", "try=true", "remedies=1")
     [folder] = [d for d in (tmp_path / "outputs" / "doctor").glob("*/*") if d.is_dir()]
     [tried] = report(tmp_path)["tried"]
