@@ -21,10 +21,10 @@ SATURATING = ("sigmoid", "tanh")
 # conf/diagnostics/default.yaml explains its others. few_steps: Adam moves each weight by about lr per step at most
 # (lr x m/sqrt(v), |m/sqrt(v)| <= ~1), so at its usual 1e-3 a weight travels at most ~1 in 1000 steps, the scale of
 # what a network learns (a linear model on standardized columns: weights of order 1); on bench/doctor.py the runs
-# still learning at their end took 80 to 300 steps, the healthy ones 380 to 1600. falling: the share of the training
+# still learning at their end took 100 to 300 steps, the healthy ones 360 to 1620. falling: the share of the training
 # loss's fall made in the last half of the epochs above which it was still falling (a steady fall under a cosine
 # schedule leaves ~18% to the last half; on bench/doctor.py healthy runs 0.2% to 5.3%, runs still learning 13% to
-# 35%, a linear model on a 178-row table after 60 steps 21%).
+# 25%, a linear model on a 178-row table after 60 steps 21%).
 LATER_THRESHOLDS = {"few_steps": 1000.0, "falling": 0.1}
 
 
