@@ -95,7 +95,7 @@ CASES = [
 SHORT = {"lr_out_of_range": "lr_far", "vanishing_gradients": "vanish", "exploding_gradients": "explode", "dead_units": "dead",
          "saturated_units": "satur", "lr_too_high": "lr_hi", "stuck": "stuck", "lr_too_low": "lr_lo",
          "underfitting": "underfit", "overfitting": "overfit", "not_converged": "not_conv",
-         "eager_stopping": "eager"}
+         "eager_stopping": "eager", "too_few_steps": "steps"}
 
 _print_lock = threading.Lock()
 _start = time.perf_counter()

@@ -235,8 +235,9 @@ class DataModule(L.LightningDataModule):
         for data.min_batches batches; with full_batch the whole split in one batch, once."""
         if self.full_batch:
             return max(1, math.ceil(count / world)), 1
-        per_pass = math.ceil(math.ceil(count / world) / self.batch_size)
-        return self.batch_size, max(1, math.ceil(self.min_batches / max(1, per_pass)))
+        share = max(1, math.ceil(count / world))  # this process's samples
+        # the fewest whole passes that make min_batches batches: ceil(share * passes / batch_size) >= min_batches
+        return self.batch_size, max(1, math.ceil(((self.min_batches - 1) * self.batch_size + 1) / share))
 
     @property
     def in_shape(self) -> tuple[int, ...]:

@@ -25,7 +25,7 @@ SATURATING = ("sigmoid", "tanh")
 # loss's fall made in the last half of the epochs above which it was still falling (a steady fall under a cosine
 # schedule leaves ~18% to the last half; on bench/doctor.py healthy runs 0.2% to 5.3%, runs still learning 13% to
 # 25%, a linear model on a 178-row table after 60 steps 21%).
-LATER_THRESHOLDS = {"few_steps": 1000.0, "falling": 0.1}
+LATER_THRESHOLDS = {"few_steps": 1000.0, "falling": 0.1}  # conf/diagnostics/default.yaml's, for runs of an older dlopt
 
 
 @dataclass
