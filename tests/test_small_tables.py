@@ -181,3 +181,10 @@ def test_bad_inputs_get_one_line_and_leave_nothing(cli, table, tmp_path, overrid
     result = cli.run("train", *cli.TINY, *WINE, f"data.path={table}", "model=linear", *overrides, cwd=tmp_path)
     assert result.returncode == 2, result.describe()
     assert_fails_clearly(result, tmp_path, needle)
+
+
+def test_doctor_of_a_cross_validation_reads_its_folds(cli, cross_validation, tmp_path):
+    result = cli.ok("doctor", f"run={cross_validation}", cwd=tmp_path)
+    lines = [line for line in result.stdout.splitlines() if "data.cv=" in line]
+    assert [line.split(":")[0] for line in lines] == ["0", "1", "2"], result.describe()
+    assert f"3 runs in {cross_validation}" in result.stdout

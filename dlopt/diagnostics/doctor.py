@@ -122,7 +122,8 @@ def one_line(diagnosis: Diagnosis) -> str:
 
 
 def runs_of(folder: str | None) -> tuple[Path, list[Path]]:
-    """The folder named by run= and the run folders in it: itself, or the runs of a sweep."""
+    """The folder named by run= and the run folders in it: itself, or the runs of a sweep; a cross-validation
+    (data.cv) stands for its folds, the runs that trained."""
     if folder is None:
         raise UserError("give run=RUN_DIR: the folder of a dlopt train run (outputs/train/DATE/TIME) or a sweep's "
                         "folder (outputs/train/multirun/DATE/TIME)")
@@ -130,13 +131,12 @@ def runs_of(folder: str | None) -> tuple[Path, list[Path]]:
     if not path.is_dir():
         raise UserError(f"run={folder} does not exist; give the folder of a dlopt train run "
                         "(outputs/train/DATE/TIME) or a sweep's folder")
-    if saved_run.is_run_folder(path):
-        return path, [path]
-    runs = saved_run.run_folders(path)
+    runs = [path] if saved_run.is_run_folder(path) else saved_run.run_folders(path)
     if not runs:
         raise UserError(f"run={folder} is not a dlopt run folder (no .hydra/config.yaml in it or below it); give "
                         "the folder of a dlopt train run (outputs/train/DATE/TIME) or a sweep's folder")
-    return path, runs
+    return path, [fold for run in runs for fold in
+                  (saved_run.run_folders(run / "folds") if saved_run.cross_validation(run) else [run])]
 
 
 def trained(diagnosis: Diagnosis) -> bool:
