@@ -352,7 +352,8 @@ def _check_cv(cfg: DictConfig) -> None:
                         "testing on one fold), null (no cross-validation) or one fold 'k/K'")
     for key, off in (("fold", None), ("bootstrap", False), ("sample_weights", None)):
         if data.get(key, off) not in (off, None):
-            raise UserError(f"data.cv={cv} with data.{key}={data.get(key)}: cross-validation chooses each run's "
+            shown = str(data.get(key)).lower() if isinstance(data.get(key), bool) else data.get(key)
+            raise UserError(f"data.cv={cv} with data.{key}={shown}: cross-validation chooses each run's "
                             f"training samples itself; choose one of them")
     if integer(cv) and cfg.get("lr_find") is not None:
         raise UserError(f"data.cv={cv}: dlopt tune-lr runs one range test; test one fold's split with data.cv=0/{cv}")

@@ -171,7 +171,7 @@ def test_cross_validation_in_a_search_and_a_joblib_sweep(cli, table, tmp_path):
 @pytest.mark.parametrize("overrides, needle", [
     (("data.cv=1",), "data.cv=1 is not valid"),
     (("data.cv=5", "data.fold=0/5"), "data.cv=5 with data.fold=0/5"),
-    (("data.cv=5", "data.bootstrap=true"), "data.cv=5 with data.bootstrap=True"),
+    (("data.cv=5", "data.bootstrap=true"), "data.cv=5 with data.bootstrap=true"),
     (("data.cv=80",), "data.cv=80 is more folds than"),
     (("data.min_batches=0",), "data.min_batches=0 is not valid"),
     (("optimizer=lbfgs", "trainer.accumulate_grad_batches=2"), "trainer.accumulate_grad_batches=2"),
