@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import csv as csvlib
 import json
+import os
+import signal
+import subprocess
 
 import lightning.pytorch as L
 import pytest
@@ -168,6 +171,34 @@ def test_a_resumed_lbfgs_run_goes_on_as_if_never_interrupted(cli, runs):
         assert torch.allclose(tensor, uninterrupted["state_dict"][key], rtol=1e-5, atol=1e-6), key
     assert resumed["optimizer_states"][0]["state"][0]["n_iter"] == 20
     assert metrics["test/acc"] == pytest.approx(reference["test/acc"])
+
+
+def test_two_processes_step_together_and_as_one_process_does(cli, wine):
+    """trainer=ddp: each process's L-BFGS sees the mean loss of both, as it sees their mean gradient. With its own
+    loss, each process's line search chose its own steps (a small MLP: the two networks drift apart from the first
+    step, silently, or the processes wait forever for each other's gradients)."""
+    argv = [cli.exe, "train", *cli.TINY, *data_args(wine), *LBFGS, "model=mlp", "model.width=8", "model.depth=1",
+            "trainer.max_epochs=4", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
+    folder = wine.parent / "ddp"
+    folder.mkdir()
+    proc = subprocess.Popen(argv, cwd=folder, env=cli.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # its own session: a hung rank is killed with it
+    try:
+        output, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"trainer=ddp optimizer=lbfgs still ran after 300 s (killed: its processes wait for each other)\n"
+                    f"{output[-3000:]}")
+    assert proc.returncode == 0, output[-3000:]
+    (run,) = cli.run_dirs(folder)
+    both = json.loads((run / "history.json").read_text())
+    # 62 training rows per process: the objective of one process on all 124, so its steps, up to rounding (epoch k's
+    # train/loss is the loss at the start of step k; the 27 validation rows are not split evenly)
+    data, module = build(OmegaConf.load(run / ".hydra" / "config.yaml"))
+    fit(module, data, epochs=4)
+    assert [row["train/loss"] for row in both] == pytest.approx([row["train/loss"] for row in module.history],
+                                                                rel=1e-3)
 
 
 # the module's side, in process

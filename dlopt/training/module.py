@@ -14,6 +14,7 @@ An optimizer that takes a closure and evaluates it several times per step (torch
 iterations and line search) runs training_step, backward and gradient clipping at every evaluation.
 The epoch's training metrics count the first evaluation of each step only (the loss before the
 update, as with every other optimizer), and the gradient norm is logged once per step.
+With several processes (DDP), the loss LBFGS sees is their mean, as its gradient is.
 An optimizer without a `weight_decay` argument (LBFGS) gets regularization.weight_decay as the
 penalty (weight_decay / 2) * sum of ||w||^2 in the training loss, over the parameters weight
 decay would cover (not biases and norms with exclude_norm_bias; the transfer's param groups):
@@ -187,6 +188,13 @@ class Classifier(L.LightningModule):
             loss = loss + penalty
         if self.l2_params:
             loss = loss + self.weight_decay / 2 * sum(p.square().sum() for p in self.l2_params)
+        if self._trainer is not None and self.trainer.world_size > 1 and self.trainer.optimizers \
+                and "line_search_fn" in self.trainer.optimizers[0].defaults:
+            # LBFGS decides on loss values (line search, tolerance_change) and gets the gradient averaged over the
+            # processes: its loss must be their mean too, or each process steps its own way and the next evaluation
+            # waits forever for the others' gradients. The value becomes the mean, the gradient stays this process's.
+            mean = self.trainer.strategy.reduce(loss.detach().clone(), reduce_op="mean")
+            loss = loss + (mean - loss).detach()
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
