@@ -11,6 +11,7 @@ import json
 import statistics
 from pathlib import Path
 
+import lightning.pytorch as L
 import numpy as np
 import pytest
 import torch
@@ -188,3 +189,36 @@ def test_doctor_of_a_cross_validation_reads_its_folds(cli, cross_validation, tmp
     lines = [line for line in result.stdout.splitlines() if "data.cv=" in line]
     assert [line.split(":")[0] for line in lines] == ["0", "1", "2"], result.describe()
     assert f"3 runs in {cross_validation}" in result.stdout
+
+
+class PrunesAtFirstEpoch(L.Callback):
+    """A search trial's pruning as dlopt.search.pruning.Pruning marks it (a `trial`, `pruned` and `stopped`): it
+    records the epochs it saw and stops the run after the first."""
+
+    trial = "a trial"
+
+    def __init__(self):
+        self.seen, self.stopped = [], None
+
+    @property
+    def pruned(self) -> bool:
+        return self.stopped is not None
+
+    def on_validation_end(self, trainer, module) -> None:
+        self.seen.append(trainer.current_epoch)
+        self.stopped = (trainer.current_epoch, "pruned")
+        trainer.should_stop = True
+
+
+def test_a_search_trial_prunes_on_fold_0_and_ends_the_cross_validation(tmp_path):
+    from test_training import TINY, composed
+
+    from dlopt.training.crossval import cross_validate
+
+    pruning = PrunesAtFirstEpoch()
+    cfg = composed(*TINY, "model=linear", "data=synthetic", "data.cv=3", "trainer.max_epochs=3")
+    objective = cross_validate(cfg, tmp_path, callbacks=[pruning])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert pruning.seen == [0]  # fold 0 alone reports, and its first epoch ends the trial
+    assert metrics["pruned"] and metrics["cv"]["trained"] == 1 and metrics["objective"] == objective
+    assert not (tmp_path / "folds" / "1").exists()
