@@ -376,9 +376,13 @@ def _check_lbfgs(cfg: DictConfig) -> None:
     for key in ("mixup_alpha", "cutmix_alpha"):
         value = augmentation.get(key) if isinstance(augmentation, DictConfig) else None
         if _number(value) and value > 0:
-            raise UserError(f"optimizer=lbfgs with augmentation.{key}={value}: L-BFGS's line search needs the same "
-                            "samples at every evaluation of a step, and mixing draws new ones; use another optimizer "
-                            "or augmentation=none")
+            raise UserError(f"optimizer=lbfgs with augmentation.{key}={value}: L-BFGS's curvature estimate assumes "
+                            "one fixed loss over the training split, and mixing draws new mixtures every step; use "
+                            "another optimizer or augmentation=none")
+    precision = str(trainer.get("precision", "")) if isinstance(trainer, DictConfig) else ""
+    if precision.startswith("16"):
+        raise UserError(f"optimizer=lbfgs with trainer.precision={precision}: Lightning's gradient scaler cannot drive "
+                        "L-BFGS's closure; use trainer.precision=32-true or bf16-mixed")
     if cfg.get("lr_find") is not None:
         raise UserError("optimizer=lbfgs finds its step length by line search: dlopt tune-lr has no lr to find for it")
 

@@ -177,6 +177,7 @@ def test_cross_validation_in_a_search_and_a_joblib_sweep(cli, table, tmp_path):
     (("data.min_batches=0",), "data.min_batches=0 is not valid"),
     (("optimizer=lbfgs", "trainer.accumulate_grad_batches=2"), "trainer.accumulate_grad_batches=2"),
     (("optimizer=lbfgs", "augmentation=mixup"), "augmentation.mixup_alpha"),
+    (("optimizer=lbfgs", "trainer.precision=16-mixed"), "trainer.precision=16-mixed"),
 ])
 def test_bad_inputs_get_one_line_and_leave_nothing(cli, table, tmp_path, overrides, needle):
     result = cli.run("train", *cli.TINY, *WINE, f"data.path={table}", "model=linear", *overrides, cwd=tmp_path)

@@ -150,8 +150,8 @@ class Recorder(L.Callback):
         return header, [r for r in records if r.get("epoch", 0) <= history[-1]["epoch"]]
 
     def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule, optimizer) -> None:
-        if self._path is None or trainer.global_step % self.every_n_steps:
-            return
+        if self._path is None or trainer.global_step % self.every_n_steps or getattr(module, "reevaluating", False):
+            return  # (an optimizer that evaluates its closure again within the step, LBFGS: its first evaluation)
         weights = self.weights(module)
         grads = {name: p.grad for name, p in weights.items() if p.grad is not None}
         grad_norm = {name: float(g.norm()) for name, g in grads.items()}
@@ -188,7 +188,9 @@ class Recorder(L.Callback):
         weights = self.weights(module)
         self._row["update_ratio"] = {name: float((weights[name].detach() - before).norm() / (before.norm() + 1e-12))
                                      for name, before in (self._before or {}).items() if name in weights}
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        loss = getattr(module, "step_loss", None)  # the loss before the update, also when the closure ran again
+        if loss is None:
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         self._row["loss"] = float(loss) if loss is not None else None
         self._before = None
         row, self._row = self._row, {}

@@ -133,6 +133,7 @@ class Classifier(L.LightningModule):
         # the parameters of the L2 penalty in the training loss: weight decay for an optimizer without a
         # weight_decay argument (set by configure_optimizers)
         self.l2_params: list[nn.Parameter] = []
+        self.step_loss: Optional[torch.Tensor] = None  # the training loss of the step's first evaluation
 
     @property
     def reevaluating(self) -> bool:
@@ -195,6 +196,8 @@ class Classifier(L.LightningModule):
             # waits forever for the others' gradients. The value becomes the mean, the gradient stays this process's.
             mean = self.trainer.strategy.reduce(loss.detach().clone(), reduce_op="mean")
             loss = loss + (mean - loss).detach()
+        if not self.reevaluating:  # the step's loss before its update (Lightning's outputs hold the last evaluation's)
+            self.step_loss = loss.detach()
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
