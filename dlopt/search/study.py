@@ -20,14 +20,35 @@ PRUNERS = ("none", "median", "hyperband")
 STORAGE_FILE = "study.db"
 
 
+JOURNAL = "journal:"  # search.storage=journal:FILE: Optuna's journal file, for a file system several machines share
+
+
 def storage_url(search: DictConfig, sweep_dir: str | Path) -> str:
-    """search.storage, or a SQLite file in the sweep folder."""
-    return search.get("storage") or f"sqlite:///{Path(sweep_dir).resolve() / STORAGE_FILE}"
+    """search.storage (a journal file made absolute: a trial may start in another folder), or a SQLite file in the
+    sweep folder."""
+    url = search.get("storage")
+    if url and str(url).startswith(JOURNAL):
+        return JOURNAL + str(Path(str(url)[len(JOURNAL):]).expanduser().resolve())
+    return url or f"sqlite:///{Path(sweep_dir).resolve() / STORAGE_FILE}"
 
 
 def storage(url: str) -> optuna.storages.BaseStorage:
     """The study's storage; SQLite waits for a lock (trials of a parallel launcher write beside the sweeper).
-    An unreachable or unknown URL is one line naming search.storage."""
+    journal:FILE is Optuna's JournalFileBackend: an append-only file with its own lock, safe on a shared file system
+    (NFS) where SQLite's locking is not, and no server. An unreachable or unknown URL is one line naming
+    search.storage."""
+    if url.startswith(JOURNAL):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url[len(JOURNAL):])
+        if not path.parent.is_dir() or path.is_dir():
+            raise UserError(f"search.storage={url}: {path.parent if not path.parent.is_dir() else path} is not "
+                            "a folder this machine has; give journal:FILE in an existing folder (on a file system "
+                            "every machine of the search shares)")
+        try:
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except Exception as err:
+            raise UserError(f"search.storage={url} cannot be opened: {' '.join(str(err).split())[:300]}") from None
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     for _ in range(3):
         try:
@@ -40,7 +61,7 @@ def storage(url: str) -> optuna.storages.BaseStorage:
             time.sleep(0.5)
     reason = " ".join(str(error).split())[:300]
     raise UserError(f"search.storage={url} cannot be opened: {reason}; give a SQLAlchemy URL that this machine "
-                    f"reaches (sqlite:///FILE, postgresql://USER@HOST/DB, ...) or leave it null for "
+                    f"reaches (sqlite:///FILE, postgresql://USER@HOST/DB, ...), journal:FILE, or leave it null for "
                     f"{STORAGE_FILE} in the sweep folder") from None
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import warnings
 from datetime import datetime
@@ -85,6 +86,8 @@ class Search:
         # keeps its own record of the points it visited, and its seed orders the grid: it stays)
         if study.trials and search.sampler != "grid":
             study.sampler = studies.sampler(search, seed=cfg.seed + len(study.trials), grid=grid)
+        elif not owned and search.sampler != "grid":  # processes sharing a study start together: one seed each
+            study.sampler = studies.sampler(search, seed=cfg.seed + os.getpid(), grid=grid)
         OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
         if owned:
             self._retry_interrupted(study, sweep_dir)
@@ -108,9 +111,12 @@ class Search:
         """Ask, launch and tell batches of search.n_jobs trials until the study has n_trials."""
         search, sweep_dir = self.config.search, Path(self.config.hydra.sweep.dir)
         returns: list[Sequence[JobReturn]] = []
-        # n_trials counts the study's trials, also those that other machines on the same storage ran
-        while (done := len(_counted(study))) < n_trials:
-            trials = [study.ask(space) for _ in range(min(search.n_jobs, n_trials - done))]
+        # n_trials counts the study's trials, also those that other processes on the same storage ran or run
+        while (room := n_trials - len(_counted(study)) - len(_running(study))) > 0:
+            trials = [study.ask(space) for _ in range(min(search.n_jobs, room))]
+            trials = [t for t in trials if not _surplus(study, t, n_trials)]
+            if not trials:
+                break
             batch = [[*fixed.values(), *(spaces.override(k, v) for k, v in t.params.items()),
                       *([] if named else [f"search.study_name={search.study_name}"]), f"search.trial={t.number}"]
                      for t in trials]
@@ -216,6 +222,22 @@ def _read_json(path: Path) -> Optional[dict[str, Any]]:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials in flight: another process's on a shared storage (this sweeper tells its own before it asks again)."""
+    return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def _surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
+    """Whether the trial just asked is beyond n_trials because another process on the same storage asked at the
+    same moment: then it is told failed, marked surplus (not a result, not counted), and not run."""
+    ahead = {t.number for t in [*_counted(study), *_running(study)] if t.number < trial.number}
+    if len(ahead) < n_trials:
+        return False
+    trial.set_user_attr("surplus", True)
+    study.tell(trial, state=TrialState.FAIL)
+    return True
+
+
 def _counted(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Trials that count towards search.n_trials: finished ones, but not those a killed sweep interrupted."""
     return [t for t in study.get_trials(deepcopy=False)
@@ -253,7 +275,7 @@ def tally(study: optuna.Study) -> dict[str, int]:
             count["done"] += 1
         elif t.state == TrialState.PRUNED:
             count["pruned"] += 1
-        elif t.state == TrialState.FAIL:
+        elif t.state == TrialState.FAIL and not t.user_attrs.get("surplus"):
             count["interrupted" if t.user_attrs.get("interrupted") else "failed"] += 1
     return count
 
