@@ -85,6 +85,10 @@ def test_a_grid_needs_lists():
     (["search.storage=sqlite:////no/such/folder/s.db"], "dlopt train: search.storage=sqlite:////no/such/folder/s.db "
                                                         "cannot be opened"),
     (["search.storage=postgresql://nobody@127.0.0.1:1/none"], "cannot be opened"),
+    (["search.storage=journal:/tmp/dlopt-never-written.log", "search.heartbeat=5"],
+     "search.heartbeat=5: search.storage=journal:/tmp/dlopt-never-written.log is a journal file, which keeps no "
+     "heartbeats"),
+    (["search.heartbeat=0"], "search.heartbeat=0 is not valid: expected seconds"),
     (["search.storage=journal:/no/such/folder/s.log"], "dlopt train: search.storage=journal:/no/such/folder/s.log: "
                                                        "/no/such/folder is not a folder this machine has"),
     (["search.n_trials=0"], "search.n_trials=0 is not valid: expected a positive number of trials"),
@@ -380,3 +384,37 @@ def test_two_sweepers_may_create_a_new_storage_at_the_same_moment(cli, tmp_path)
         procs = [subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(2)]
         errors = [p.communicate(timeout=60)[1] for p in procs]
         assert [p.returncode for p in procs] == [0, 0], errors
+
+
+@pytest.mark.slow
+def test_a_trial_whose_process_dies_is_failed_by_its_heartbeat_and_run_again(cli, tmp_path):
+    """Two sweepers on one database study with heartbeats; one is killed (SIGKILL) in its first trial. Its trial goes
+    silent, the other sweeper fails it after two heartbeats, runs its parameters again (Optuna's
+    RetryHeartbeatStaleTrialCallback), and the study ends with its n_trials finished; the dead trial counts as interrupted."""
+    import os
+    import subprocess
+
+    from dlopt.search.study import storage
+    from dlopt.search.sweeper import tally
+
+    tests = str(Path(__file__).parent)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    args = [cli.exe, "train", "-m", "--config-dir", str(Path(tests) / "conf"), "callbacks=[default,kill]",
+            "callbacks.kill.epoch=0", "callbacks.kill.batch=0", "search=random", "search.study_name=shared",
+            f"search.storage={url}", "search.heartbeat=1", "search.n_trials=3",
+            "optimizer.lr=tag(log,interval(1e-3,1e-1))", *SMALL, *cli.TINY, "trainer.max_epochs=2"]
+    path = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
+    procs = []
+    for name, kill in (("alive", "0"), ("killed", "1")):
+        (tmp_path / name).mkdir()
+        procs.append(subprocess.Popen(args, cwd=tmp_path / name, env={**cli.env(), "PYTHONPATH": path,
+                                                                      "DLOPT_TEST_KILL": kill},
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, -9], outputs
+    study = optuna.load_study(study_name="shared", storage=storage(url))
+    count = tally(study)
+    assert (count["done"] + count["pruned"], count["failed"], count["interrupted"]) == (3, 0, 1), (count, outputs)
+    [dead] = [t for t in study.trials if t.state == TrialState.FAIL]
+    [again] = [t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number]
+    assert again.state == TrialState.COMPLETE and again.params == dead.params

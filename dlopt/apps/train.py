@@ -56,13 +56,18 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
         from dlopt.search.pruning import Pruning
 
         url = study.storage_url(cfg.search, hydra.sweep.dir)
-        marks.append(Pruning(study.trial(cfg.search, url, cfg.trainer.max_epochs), cfg.monitor))
+        trial = study.trial(cfg.search, url, cfg.trainer.max_epochs)
+        marks.append(Pruning(trial, cfg.monitor))
+        beating = study.heartbeats(trial)  # while it trains, on a storage that keeps them (search.heartbeat)
+    else:
+        beating = contextlib.nullcontext()
     last = run_dir / "checkpoints" / "last.ckpt" if resumed is not None else None
     from dlopt.training.crossval import cross_validate, folds
 
-    if folds(cfg):  # data.cv=K: K runs in run_dir/folds
-        return cross_validate(cfg, run_dir, callbacks=marks, hparams=hparams(cfg, overrides))
-    return run_training(cfg, run_dir, callbacks=marks, resume=last, hparams=hparams(cfg, overrides))
+    with beating:
+        if folds(cfg):  # data.cv=K: K runs in run_dir/folds
+            return cross_validate(cfg, run_dir, callbacks=marks, hparams=hparams(cfg, overrides))
+        return run_training(cfg, run_dir, callbacks=marks, resume=last, hparams=hparams(cfg, overrides))
 
 
 def hparams(cfg: DictConfig, overrides) -> dict:

@@ -7,6 +7,7 @@ sides agree without passing objects between processes.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,23 @@ def storage_url(search: DictConfig, sweep_dir: str | Path) -> str:
     return url or f"sqlite:///{Path(sweep_dir).resolve() / STORAGE_FILE}"
 
 
-def storage(url: str) -> optuna.storages.BaseStorage:
+def heartbeat(search: DictConfig, url: str) -> int | None:
+    """search.heartbeat in seconds, None when off: auto is 60 s on database storage, off on a journal file."""
+    value = search.get("heartbeat", "auto")
+    journal = url.startswith(JOURNAL)
+    if value == "auto":
+        return None if journal else 60
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"search.heartbeat={value} is not valid: expected seconds (an integer >= 1), auto or null")
+    if journal:
+        raise UserError(f"search.heartbeat={value}: search.storage={url} is a journal file, which keeps no "
+                        "heartbeats (a database does); set search.heartbeat=null, or use a database URL")
+    return value
+
+
+def storage(url: str, beat: int | None = None) -> optuna.storages.BaseStorage:
     """The study's storage; SQLite waits for a lock (trials of a parallel launcher write beside the sweeper).
     journal:FILE is Optuna's JournalFileBackend: an append-only file with its own lock, safe on a shared file system
     (NFS) where SQLite's locking is not, and no server. An unreachable or unknown URL is one line naming
@@ -50,9 +67,16 @@ def storage(url: str) -> optuna.storages.BaseStorage:
         except Exception as err:
             raise UserError(f"search.storage={url} cannot be opened: {' '.join(str(err).split())[:300]}") from None
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    # a trial silent for 2 heartbeats is failed, and its parameters enqueued once more (Optuna's own callback)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
+        beats = {} if beat is None else {"heartbeat_interval": beat, "heartbeat_stale_trial_callback":
+                                         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
     for _ in range(3):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **beats)
         except Exception as err:
             error = err
             # two sweepers starting on a new database both create its tables: the later one finds them made
@@ -100,8 +124,17 @@ def pruner(search: DictConfig, max_epochs: int) -> optuna.pruners.BasePruner:
 
 
 def trial(search: DictConfig, url: str, max_epochs: int) -> optuna.Trial:
-    """Trial number search.trial of the study, as the job that runs it sees it (to report and prune)."""
-    store = storage(url)
+    """Trial number search.trial of the study, as the job that runs it sees it (to report and prune, and to keep its
+    heartbeat: dlopt.search.pruning.Pruning)."""
+    store = storage(url, heartbeat(search, url))
     study = optuna.load_study(study_name=str(search.study_name), storage=store, pruner=pruner(search, max_epochs))
     study_id = store.get_study_id_from_name(str(search.study_name))
     return optuna.Trial(study, store.get_trial_id_from_study_id_trial_number(study_id, int(search.trial)))
+
+
+def heartbeats(trial: optuna.Trial):
+    """A context that keeps the trial's heartbeat while it runs (Optuna's heartbeat thread; nothing on a storage
+    without heartbeats)."""
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    return get_heartbeat_thread(trial._trial_id, trial.study._storage)  # noqa: SLF001 - Optuna's optimize() does so

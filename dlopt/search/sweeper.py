@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import shutil
+import time
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -76,7 +77,8 @@ class Search:
         owned = not search.get("storage")  # the default SQLite file: this sweeper is the only one using it
         if owned:
             folders.make(sweep_dir)
-        storage = studies.storage(url)  # a bad search.storage fails here, before anything is written
+        self.beat = studies.heartbeat(search, url)
+        storage = studies.storage(url, self.beat)  # a bad search.storage fails here, before anything is written
         folders.make(sweep_dir)
         study = optuna.create_study(study_name=str(search.study_name), storage=storage, sampler=sampler,
                                     pruner=pruner, direction="maximize" if cfg.mode == "max" else "minimize",
@@ -112,7 +114,7 @@ class Search:
         search, sweep_dir = self.config.search, Path(self.config.hydra.sweep.dir)
         returns: list[Sequence[JobReturn]] = []
         # n_trials counts the study's trials, also those that other processes on the same storage ran or run
-        while (room := n_trials - len(_counted(study)) - len(_running(study))) > 0:
+        while (room := self._room(study, n_trials)) > 0:
             trials = [study.ask(space) for _ in range(min(search.n_jobs, room))]
             trials = [t for t in trials if not _surplus(study, t, n_trials)]
             if not trials:
@@ -129,6 +131,19 @@ class Search:
         log.info("%s", _ended(study, self.config.monitor))
         write_plots(study, sweep_dir, self.config.monitor)
         return returns
+
+    def _room(self, study: optuna.Study, n_trials: int) -> int:
+        """How many trials to ask now: n_trials less those finished and those other processes run. With heartbeats,
+        a trial whose process died is failed (and its parameters enqueued once more, Optuna's
+        RetryHeartbeatStaleTrialCallback) once it is silent for two heartbeats; while others run the last trials, wait for
+        them, since a dead one is found so."""
+        while True:
+            if self.beat:
+                optuna.storages.fail_stale_trials(study)
+            done, running = len(_counted(study)), len(_running(study))
+            if done >= n_trials or n_trials - done - running > 0 or not (self.beat and running):
+                return n_trials - done - running
+            time.sleep(self.beat)
 
     def _checked(self, space: dict, fixed: dict[str, str], declared: set[str]) -> dict:
         """The space, each key checked against the composed config before any trial starts: an unknown key
@@ -270,13 +285,15 @@ def _progress(study: optuna.Study, number: int, done: int, total: int, monitor: 
 def tally(study: optuna.Study) -> dict[str, int]:
     """The study's trials by outcome: done, pruned, failed, interrupted (a killed sweep's, not a failure)."""
     count = dict.fromkeys(("done", "pruned", "failed", "interrupted"), 0)
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs.get("failed_trial") for t in trials}  # a dead process's trial, run again (heartbeats)
+    for t in trials:
         if t.state == TrialState.COMPLETE:
             count["done"] += 1
         elif t.state == TrialState.PRUNED:
             count["pruned"] += 1
         elif t.state == TrialState.FAIL and not t.user_attrs.get("surplus"):
-            count["interrupted" if t.user_attrs.get("interrupted") else "failed"] += 1
+            count["interrupted" if t.user_attrs.get("interrupted") or t.number in retried else "failed"] += 1
     return count
 
 
