@@ -801,6 +801,11 @@ CASES += [
     Case("issue25 tune-lr data.cv=5", ["tune-lr", "data.cv=5"], "data.cv"),
     Case("issue25 ensemble method=bagging data.cv=5", ["ensemble", "method=bagging", "data.cv=5"], "data.cv"),
     Case("issue25 data=mnist1d data.cv=5 (mnist1d has no cv key)", ["train", "data=mnist1d", "data.cv=5"], "data.cv"),
+    Case("issue26 search.storage=journal: in a missing folder", ["train", "search=random",
+         "search.storage=journal:no/such/folder/s.log"], "search.storage=journal:"),
+    Case("issue26 search.heartbeat on a journal file", ["train", "search=random", "search.storage=journal:s.log",
+         "search.heartbeat=5"], "search.heartbeat=5"),
+    Case("issue26 search.heartbeat=0", ["train", "search=random", "search.heartbeat=0"], "search.heartbeat=0"),
 ]
 
 # --- the runner ------------------------------------------------------------------------------------
