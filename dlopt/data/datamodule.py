@@ -13,7 +13,7 @@ buffers, so they travel inside every checkpoint.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import lightning.pytorch as L
 import numpy as np
@@ -165,20 +165,33 @@ def read_weights(path: str, n: int) -> np.ndarray:
     return weights.astype(np.float64) / weights.sum()
 
 
-def _fold(fold: str, labels: torch.Tensor, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the samples to train on, the samples of fold k) for data.fold='k/K': scikit-learn's StratifiedKFold."""
+def parse_fold(spec: Any) -> Optional[tuple[int, int]]:
+    """(k, K) of a fold 'k/K' (data.fold, data.cv) with K >= 2 and 0 <= k < K; None when it is not one."""
+    k, _, folds = str(spec).partition("/")
+    if not (k.isdigit() and folds.isdigit() and 0 <= int(k) < int(folds) and int(folds) >= 2):
+        return None
+    return int(k), int(folds)
+
+
+def stratified_fold(labels: torch.Tensor, k: int, folds: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the other samples, the samples of fold k) of scikit-learn's StratifiedKFold(folds, shuffled from seed);
+    ValueError when a class has fewer samples than folds."""
     from sklearn.model_selection import StratifiedKFold
 
-    k, _, folds = fold.partition("/")
-    if not (k.isdigit() and folds.isdigit() and 0 <= int(k) < int(folds) and int(folds) >= 2):
+    y = labels.numpy()
+    rest, held = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y))[k]
+    return torch.from_numpy(rest), torch.from_numpy(held)
+
+
+def _fold(fold: str, labels: torch.Tensor, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the samples to train on, the samples of fold k) for data.fold='k/K', of the training split."""
+    parsed = parse_fold(fold)
+    if parsed is None:
         raise UserError(f"data.fold={fold} is not valid: expected k/K with K >= 2 folds and 0 <= k < K, e.g. 0/5")
     try:
-        y = labels.numpy()
-        parts = list(StratifiedKFold(int(folds), shuffle=True, random_state=split_seed).split(y, y))
+        return stratified_fold(labels, *parsed, split_seed)
     except ValueError as err:
         raise UserError(f"data.fold={fold}: {err}") from None
-    train, held = parts[int(k)]
-    return torch.from_numpy(train), torch.from_numpy(held)
 
 
 class DataModule(L.LightningDataModule):

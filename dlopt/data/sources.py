@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from dlopt.data.datamodule import InMemoryDataModule, select
+from dlopt.data.datamodule import InMemoryDataModule, parse_fold, select, stratified_fold
 from dlopt.errors import UserError
 
 
@@ -65,20 +65,15 @@ def _carve(x, y, fraction: float, seed: int, name: str, key: str, value: float):
 def cv_fold(cv, y, seed: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(the other samples, the samples of fold k) for data.cv='k/K': fold k of scikit-learn's StratifiedKFold over
     all samples, from `seed` (data.split_seed); the K folds' test splits cover every sample once."""
-    from sklearn.model_selection import StratifiedKFold
-
-    k, _, folds = str(cv).partition("/")
-    if not (k.isdigit() and folds.isdigit() and 0 <= int(k) < int(folds) and int(folds) >= 2):
+    parsed = parse_fold(cv)
+    if parsed is None:
         raise UserError(f"data.cv={cv} is not valid: expected K >= 2 folds (data.cv=5: all five, one run each) or "
                         "one fold k/K with 0 <= k < K, e.g. 0/5")
-    counts = np.unique(y.numpy(), return_counts=True)[1]
-    if int(folds) > counts.min():
-        raise UserError(f"data.cv={folds} is more folds than data={name}'s smallest class has samples "
-                        f"({counts.min()}): each fold needs every class; choose data.cv={max(2, counts.min())} "
-                        "or fewer")
-    labels = y.numpy()
-    rest, held = list(StratifiedKFold(int(folds), shuffle=True, random_state=seed).split(labels, labels))[int(k)]
-    return torch.from_numpy(rest), torch.from_numpy(held)
+    smallest = int(np.unique(y.numpy(), return_counts=True)[1].min())
+    if parsed[1] > smallest:
+        raise UserError(f"data.cv={parsed[1]} is more folds than data={name}'s smallest class has samples "
+                        f"({smallest}): each fold needs every class; choose data.cv={max(2, smallest)} or fewer")
+    return stratified_fold(y, *parsed, seed)
 
 
 def stratified_split(x, y, val_fraction: float, test_fraction: float, seed: int, *, name: str = "data", cv=None):

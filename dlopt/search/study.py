@@ -67,15 +67,13 @@ def storage(url: str, beat: int | None = None) -> optuna.storages.BaseStorage:
         except Exception as err:
             raise UserError(f"search.storage={url} cannot be opened: {' '.join(str(err).split())[:300]}") from None
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    # a trial silent for 2 heartbeats is failed, and its parameters enqueued once more (Optuna's own callback)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
-        beats = {} if beat is None else {"heartbeat_interval": beat, "heartbeat_stale_trial_callback":
-                                         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
     for _ in range(3):
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
+                # a trial silent for 2 heartbeats is failed, and its parameters enqueued once more (Optuna's callback)
+                beats = {} if beat is None else {"heartbeat_interval": beat, "heartbeat_stale_trial_callback":
+                                                 optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
                 return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, **beats)
         except Exception as err:
             error = err
@@ -125,7 +123,7 @@ def pruner(search: DictConfig, max_epochs: int) -> optuna.pruners.BasePruner:
 
 def trial(search: DictConfig, url: str, max_epochs: int) -> optuna.Trial:
     """Trial number search.trial of the study, as the job that runs it sees it (to report and prune, and to keep its
-    heartbeat: dlopt.search.pruning.Pruning)."""
+    heartbeat: `heartbeats`)."""
     store = storage(url, heartbeat(search, url))
     study = optuna.load_study(study_name=str(search.study_name), storage=store, pruner=pruner(search, max_epochs))
     study_id = store.get_study_id_from_name(str(search.study_name))

@@ -16,13 +16,14 @@ import copy
 import logging
 import math
 import shutil
+import statistics
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import lightning.pytorch as L
 from omegaconf import DictConfig, OmegaConf
 
-from dlopt.saved_run import read_json
+from dlopt.saved_run import read_json, run_overrides
 from dlopt.training import report
 
 log = logging.getLogger(__name__)
@@ -83,17 +84,15 @@ def cross_validate(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callbac
 def _record_config(run_dir: Path, fold_dir: Path, fold_cfg: DictConfig) -> None:
     """fold_dir/.hydra as Hydra writes a run's: the fold's config, the run's overrides with data.cv=k/K, and the
     run's hydra.yaml, so that every command opens the fold as a run of its own."""
+    import yaml
+
     hydra = fold_dir / ".hydra"
     hydra.mkdir(parents=True, exist_ok=True)
     (hydra / "config.yaml").write_text(OmegaConf.to_yaml(fold_cfg))
-    import yaml
-
-    parent = run_dir / ".hydra"
-    overrides = yaml.safe_load((parent / "overrides.yaml").read_text()) if (parent / "overrides.yaml").is_file() else []
-    overrides = [o for o in overrides or [] if not o.lstrip("+~").startswith("data.cv=")]
+    overrides = [o for o in run_overrides(run_dir, str(run_dir)) if not o.lstrip("+~").startswith("data.cv=")]
     (hydra / "overrides.yaml").write_text(yaml.safe_dump([*overrides, f"data.cv={fold_cfg.data.cv}"]))
-    if (parent / "hydra.yaml").is_file():
-        shutil.copyfile(parent / "hydra.yaml", hydra / "hydra.yaml")
+    if (run_dir / ".hydra" / "hydra.yaml").is_file():
+        shutil.copyfile(run_dir / ".hydra" / "hydra.yaml", hydra / "hydra.yaml")
 
 
 def summary(results: list[dict[str, Any]], k_folds: int) -> dict[str, Any]:
@@ -112,9 +111,9 @@ def summary(results: list[dict[str, Any]], k_folds: int) -> dict[str, Any]:
             if key not in SAME and len(values) > 1:
                 sd[key] = 0.0
         else:
-            out[key] = sum(values) / len(values)
+            out[key] = statistics.fmean(values)
             if len(values) > 1:
-                sd[key] = math.sqrt(sum((v - out[key]) ** 2 for v in values) / (len(values) - 1))
+                sd[key] = statistics.stdev(values)
     reasons = [r.get("stop_reason") for r in results]
     out.update({
         "monitor": first.get("monitor"),
