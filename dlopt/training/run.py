@@ -9,7 +9,9 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import os
 import re
+import socket
 import threading
 import time
 import warnings
@@ -347,6 +349,7 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         "flops_per_sample": size.total_flops,
         "seed": cfg.seed,
         "threads": torch.get_num_threads(),
+        "node": os.environ.get("DLOPT_NODE") or socket.gethostname(),  # the machine (on Ray: host/node id)
         **({"transfer": module.transfer.summary()} if module.transfer else {}),
         "wall_time_s": round(module.wall_time_s(), 3),  # with the earlier processes of a resumed run
         "process_wall_time_s": round(time.perf_counter() - start, 3),
