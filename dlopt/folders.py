@@ -41,6 +41,13 @@ def claim(path: str) -> str:
         return str(folder)
 
 
+def claimed(folder) -> bool:
+    """True if this process claimed `folder`, or a folder holding it, as its own (`claim`; a sweep's run folders):
+    no other process writes into it."""
+    folder = Path(folder).resolve()
+    return not {folder, *folder.parents}.isdisjoint(p.resolve() for p in _created)
+
+
 def make(folder: Path) -> None:
     """mkdir -p that remembers which folders it created, for `discard`."""
     missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]

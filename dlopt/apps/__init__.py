@@ -34,6 +34,11 @@ if not OmegaConf.has_resolver("dlopt.defaults"):  # --help: each config group's 
 if not OmegaConf.has_resolver("dlopt.member"):  # an ensemble member's folder: its seed minus the ensemble's
     OmegaConf.register_new_resolver("dlopt.member", lambda seed, base: str(int(seed) - int(base)))
     OmegaConf.register_new_resolver("dlopt.fold", lambda fold: str(fold).partition("/")[0])  # 'k/K' -> k
+if not OmegaConf.has_resolver("dlopt.run_id"):  # conf/trainer/nodes.yaml: the run folder every machine shares
+    from dlopt.training import nodes
+
+    OmegaConf.register_new_resolver("dlopt.run_id", nodes.run_id, use_cache=True)
+    OmegaConf.register_new_resolver("dlopt.rank", nodes.global_rank)  # its log file: this process's global rank
 
 
 def config_dir() -> str:
@@ -104,10 +109,9 @@ def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
                 with contextlib.suppress(OSError):  # the reason is in the log too
                     (run_dir / "error.txt").write_text(f"{message}\n")
                 return None
-            if rank_zero():
-                if folders.only_hydra_files(run_dir):
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                folders.discard()
+            if (rank_zero() or folders.claimed(run_dir)) and folders.only_hydra_files(run_dir):
+                shutil.rmtree(run_dir, ignore_errors=True)
+            folders.discard()  # what this process claimed: on another machine than rank 0's, its own folder
             raise SystemExit(2) from None
 
     return task_function

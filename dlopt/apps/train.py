@@ -9,10 +9,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from dlopt import threads
+from dlopt import folders, threads
 from dlopt.apps import app, log, task, trusted_targets
 from dlopt.apps import resume as resuming
 from dlopt.errors import SweepError, UserError
+from dlopt.training.nodes import check_nodes
 
 # Lightning issue 11300, Hydra issue 2070
 DDP_IN_SWEEP = ("trainer.devices={devices} would start more processes by running the command again, and inside a "
@@ -39,13 +40,14 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
             user = [k.partition(".")[2] for k in hparams(cfg, overrides) if k.startswith("augmentation.")]
             refuse_label_changing(OmegaConf.to_container(cfg.augmentation, resolve=True),
                                   cfg.data.get("label_changing"), user, hydra.runtime.choices.get("data"))
+    in_sweep = hydra.mode == RunMode.MULTIRUN
+    check_nodes(cfg.trainer, in_sweep, own_folder=folders.claimed(run_dir))
     for note in resumed.notes if resumed else []:
         log.info("%s", note)
     threads.use(cfg.threads)  # imports torch
     from dlopt.training.processes import NoRelaunch  # heavy imports (torch, Lightning) only now
     from dlopt.training.run import train as run_training
 
-    in_sweep = hydra.mode == RunMode.MULTIRUN
     marks = [NoRelaunch(SweepError(DDP_IN_SWEEP.format(devices=cfg.trainer.get("devices"))))] if in_sweep else []
     if resumed is not None:
         from dlopt.training.resumes import Resumed
