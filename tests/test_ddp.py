@@ -231,3 +231,89 @@ def test_slurm_tasks_share_one_run_folder(cli, tmp_path):
     assert run_dir == tmp_path / "outputs" / "train" / "slurm" / "31337"
     assert_report(cli, run_dir, logs=("train_rank0.log", "train_rank1.log"))
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (run_dir / "train_rank1.log").read_text()
+
+
+# --- trainer=nodes: several machines outside SLURM, each started on its own ----------------------
+
+NODE_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "GROUP_RANK", "LOCAL_RANK", "RANK", "WORLD_SIZE",
+                  "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_JOB_ID", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK",
+                  "PMI_RANK", "LSB_JOBID")
+
+
+def no_nodes_env(cli, **extra: str) -> dict[str, str]:
+    """The test's environment without any launcher's variables, plus `extra`."""
+    env = {k: v for k, v in cli.env().items() if k not in NODE_VARIABLES}
+    return {**env, **extra}
+
+
+@pytest.fixture(scope="module", params=["lightning", "torchrun"])
+def two_machines(cli, request, tmp_path_factory) -> tuple[str, Path, list[Done]]:
+    """The tiny run of `ddp_run` as 2 machines x 1 process, both on this one (loopback, gloo): started with
+    Lightning's variables (MASTER_ADDR/MASTER_PORT/NODE_RANK, the same hydra.run.dir on both), or by torchrun
+    (c10d rendezvous; the folder is named after --rdzv-id)."""
+    cwd = tmp_path_factory.mktemp(request.param)
+    args = ["train", "trainer=nodes", *cli.TINY, "trainer.limit_test_batches=null"]
+    port = str(free_port())
+    if request.param == "lightning":
+        argvs = [[cli.exe, *args, "trainer.num_nodes=2", "hydra.run.dir=outputs/train/nodes/shared"]] * 2
+        envs = [no_nodes_env(cli, MASTER_ADDR="127.0.0.1", MASTER_PORT=port, NODE_RANK=str(node)) for node in (0, 1)]
+    else:
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+                    "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=run42"]
+        argvs, envs = [[*torchrun, "-m", "dlopt", *args]] * 2, [no_nodes_env(cli)] * 2
+    start = time.perf_counter()
+    machines = [run(argv, cwd, env) for argv, env in zip(argvs, envs)]
+    done = [ok(finish(machine)) for machine in machines]
+    print(f"2 machines x 1 process ({request.param}): {time.perf_counter() - start:.1f}s")
+    return request.param, cwd, done
+
+
+@pytest.mark.slow
+def test_two_machines_make_one_run_equal_to_two_devices(cli, ddp_run, two_machines):
+    """One folder, written once by global rank 0, each process's own log; the same numbers as one machine x 2
+    processes, bit for bit: the same 2 ranks see the same shards, and a sum of two gradients does not depend on
+    which process adds."""
+    import numpy as np
+
+    launcher, cwd, done = two_machines
+    run_dir = one_run_dir(cli, cwd)
+    assert run_dir == cwd / "outputs" / "train" / "nodes" / ("shared" if launcher == "lightning" else "run42")
+    assert sorted(str(p.relative_to(cwd)) for p in (cwd / "outputs").rglob("*")
+                  if p.is_dir() and run_dir not in (p, *p.parents)) == ["outputs/train", "outputs/train/nodes"]
+    metrics = assert_report(cli, run_dir, logs=("train_rank0.log", "train_rank1.log"))
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (run_dir / "train_rank1.log").read_text()
+    assert sum(d.output.count("FLOPs per sample") for d in done) == 1  # the terminal shows rank 0's messages
+    one_machine = cli.metrics(ddp_run[1])
+    for key in [k for k in one_machine if k.startswith(("train/", "val/", "test/"))] + ["objective"]:
+        assert metrics[key] == one_machine[key], (key, metrics[key], one_machine[key])
+    with np.load(run_dir / "predictions.npz") as ours, np.load(ddp_run[1] / "predictions.npz") as theirs:
+        assert len(ours["test_labels"]) == 270  # the whole test split
+        for name in theirs.files:
+            assert np.array_equal(ours[name], theirs[name]), name
+
+
+def test_several_machines_without_their_environment_is_one_line(cli, tmp_path):
+    """Each refused before torch starts and before a process waits for another machine, leaving no folder."""
+    see = "see README, Several machines"
+    lightning = no_nodes_env(cli, MASTER_ADDR="127.0.0.1", MASTER_PORT="1", NODE_RANK="1")
+    cases = [  # (arguments, environment, what the one line says)
+        (["trainer.num_nodes=2"], no_nodes_env(cli),
+         ["trainer.num_nodes=2 but no environment defines the machines", "torchrun --nnodes=N", "--rdzv-id=ID",
+          "MASTER_ADDR=HOST MASTER_PORT=PORT NODE_RANK=K", see]),
+        (["-m", "trainer.num_nodes=2", "optimizer=sgd,adam"], lightning,
+         ["trainer.num_nodes=2 inside a sweep (-m)", "trainer.num_nodes=1", see]),
+        (["trainer=ddp", "trainer.devices=1", "trainer.num_nodes=2"], lightning,
+         ["every machine would write its own run folder", "trainer=nodes", "hydra.run.dir=DIR", see]),
+        (["trainer=nodes", "trainer.num_nodes=2"], no_nodes_env(cli),  # found while composing: not a log line
+         ["trainer=nodes needs a run folder every node shares", "torchrun --nnodes=N", "NODE_RANK=K", see]),
+    ]
+    for args, env, parts in cases:
+        done = dlopt(cli, "train", *args, *cli.TINY, cwd=tmp_path, env=env)
+        if "trainer=nodes" in args:
+            assert done.returncode == 2 and "Traceback" not in done.output and not done.leftovers, done.describe()
+            line = done.output.strip().splitlines()[-1]
+            assert line.startswith("dlopt train: ") and all(part in line for part in parts), done.describe()
+        else:
+            single_error_line(done, *parts)
+        assert "Initializing distributed" not in done.output, done.describe()
+        assert not (tmp_path / "outputs").exists(), sorted(tmp_path.rglob("*"))
