@@ -129,7 +129,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     # search (checked by the sweeper before the first trial)
     "n_trials": (lambda x: x is None or integer(x) and x >= 1,
                  "a positive number of trials (null with search=grid: every combination)"),
-    "n_jobs": (lambda x: integer(x) and x >= 1, "an integer >= 1 (trials launched at once)"),
+    "n_jobs": (lambda x: integer(x) and x >= 1, "an integer >= 1 (trials in flight at once)"),
     "startup_trials": (lambda x: integer(x) and x >= 0, "an integer >= 0"),
     "warmup_epochs": (lambda x: integer(x) and x >= 0, "an integer >= 0"),  # search's, scheduler's (epochs)
     "pct_start": (lambda x: _number(x) and 0 < x < 1, "a fraction in (0, 1) of the steps (onecycle's rise)"),

@@ -272,15 +272,44 @@ def test_a_trial_behind_in_its_hyperband_bracket_is_pruned(cli, tmp_path):
     assert stop_reason.startswith("pruned by the hyperband pruner at epoch 1 (val/loss="), stop_reason
 
 
+def overlapping(trials: list[optuna.trial.FrozenTrial]) -> list[tuple[int, int, int]]:
+    """(i, j, k): trial k started after trial j ended, while trial i, which ran when j ended, still ran. A
+    batch-synchronous search never has one: the next batch starts when the slowest of the last has ended."""
+    return [(i.number, j.number, k.number) for i in trials for j in trials for k in trials
+            if i.datetime_start < j.datetime_complete <= k.datetime_start < i.datetime_complete]
+
+
 @pytest.mark.slow
-def test_two_trials_at_once_with_the_joblib_launcher(cli, tmp_path):
-    result = cli.ok("train", "search=bayes", "search.study_name=j", "search.n_trials=2", "search.n_jobs=2",
-                    "hydra/launcher=joblib", "optimizer.lr=tag(log,interval(1e-3,1e-1))", *SMALL, *cli.TINY,
+def test_a_trial_starts_as_soon_as_one_ends_with_the_joblib_launcher(cli, tmp_path):
+    """search.n_jobs=2 keeps two trials in flight: beside a long trial (0), a short one (1) ends, the next (2) starts at
+    once, while trial 0 still runs, and is pruned (behind trial 1), and trial 3 takes its place. The times are the
+    study's (asked, told)."""
+    sweep = search_dir(tmp_path, "a")
+    sweep.mkdir(parents=True)
+    study = optuna.create_study(study_name="a", storage=f"sqlite:///{sweep / 'study.db'}")
+    for lr, epochs in ((0.02, 100), (0.005, 2), (1e-6, 100), (0.005, 2)):
+        study.enqueue_trial({"optimizer.lr": lr, "trainer.max_epochs": epochs})
+    result = cli.ok("train", "search=bayes", "search.study_name=a", "search.n_trials=4", "search.n_jobs=2",
+                    "hydra/launcher=joblib", "search.pruner=median", "search.startup_trials=1",
+                    "search.warmup_epochs=0", "optimizer=adam", "optimizer.lr=tag(log,interval(1e-6,0.1))",
+                    "trainer.max_epochs=choice(2,100)", *SMALL, "callbacks.early_stopping=null",
+                    "trainer.limit_train_batches=6", "trainer.limit_val_batches=2", "trainer.limit_test_batches=1",
                     cwd=tmp_path, timeout=600)
-    assert "Joblib.Parallel" in result.output and "n_jobs=2" in result.output, result.describe()
-    trials = study_of(search_dir(tmp_path, "j")).trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
-    assert all(len(t.intermediate_values) == 1 for t in trials)  # each worker reported to the shared study
+    trials = study_of(sweep).trials
+    timeline = [(t.number, t.state.name, t.datetime_start.time(), t.datetime_complete.time()) for t in trials]
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED,
+                                         TrialState.COMPLETE], (timeline, result.describe())
+    assert (0, 1, 2) in overlapping(trials), timeline
+    assert [len(t.intermediate_values) for t in trials] == [100, 2, 1, 2]  # each worker reported to the study
+    for t in trials:  # trial N ran in run folder N
+        assert Path(t.user_attrs["run"]).name == str(t.number)
+        assert cli.config(sweep / str(t.number))["search"]["trial"] == t.number
+    assert not (sweep / "4").exists()
+    hydra = yaml.safe_load((sweep / "0" / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    assert hydra["launcher"]["_target_"].endswith("JoblibLauncher")
+    assert "Joblib.Parallel" not in result.output  # its lines at each launch (one per trial) are quiet
+    assert [line.split("(")[1].split(")")[0] for line in result.output.splitlines() if "search: trial" in line] == [
+        f"{n} of 4 finished" for n in range(1, 5)]
 
 
 def test_genetic_uses_nsga2_with_the_population(cli, tmp_path):
@@ -310,12 +339,14 @@ def test_cmaes_adapts_the_numeric_knobs_and_draws_the_choices(cli, tmp_path):
 @pytest.mark.slow
 def test_trials_as_separate_jobs_with_the_submitit_launcher(cli, tmp_path):
     """submitit_local: the code path of submitit_slurm (pickled jobs, own processes), without a cluster."""
-    cli.ok("train", "search=random", "search.study_name=s", "search.n_trials=2", "search.n_jobs=2",
+    cli.ok("train", "search=random", "search.study_name=s", "search.n_trials=3", "search.n_jobs=2",
            "hydra/launcher=submitit_local", "optimizer.lr=tag(log,interval(1e-3,1e-1))", *SMALL, *cli.TINY,
            cwd=tmp_path, timeout=600)
-    trials = study_of(search_dir(tmp_path, "s")).trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    sweep = search_dir(tmp_path, "s")
+    trials = study_of(sweep).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3  # the third asked when one of the first two ended
     assert all(len(t.intermediate_values) == 1 for t in trials)
+    assert [cli.config(sweep / str(t.number))["search"]["trial"] for t in trials] == [0, 1, 2]
 
 
 @pytest.mark.slow

@@ -1,16 +1,22 @@
 """The sweeper behind `search=grid|random|bayes|genetic`: an Optuna study driven by ask and tell.
 
-Each batch of search.n_jobs trials is asked of the study, launched through the configured Hydra
-launcher as ordinary jobs (one run folder each, `search.trial=N` telling the job which trial it
-is, so that it reports each epoch to the pruner), and told back: the returned objective, pruned
-(the run's metrics.json says so) or failed (with the reason the run left in error.txt). The
-study lives in search.storage (default: study.db in the sweep folder), so running the same
-search.study_name again continues it. Hydra's Optuna sweeper is not used: it needs optuna<3 and
-cannot prune (Hydra issues 1710, 1954).
+Trials are asked of the study one at a time and launched through the configured Hydra launcher as
+ordinary jobs (one run folder each, run folder N for trial N, `search.trial=N` telling the job which
+trial it is, so that it reports each epoch to the pruner), and told back: the returned objective,
+pruned (the run's metrics.json says so) or failed (with the reason the run left in error.txt). The
+search is asynchronous: with a launcher that runs jobs side by side (joblib, submitit, ray),
+search.n_jobs trials are in flight at all times, each launched on its own thread, and as soon as one
+ends the trials that ended are told and new ones asked, so the sampler sees every finished trial
+before it is asked again and a pruned or short trial frees its worker at once. The sweeper's own
+thread does all the study's work (ask, tell); Hydra's basic launcher (the default) runs a job in
+this very process, so there trials run one at a time. The study lives in search.storage (default: study.db in the sweep folder),
+so running the same search.study_name again continues it. Hydra's Optuna sweeper is not used: it
+needs optuna<3 and cannot prune (Hydra issues 1710, 1954), and it launches batches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -18,11 +24,13 @@ import os
 import shutil
 import time
 import warnings
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import optuna
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
@@ -39,6 +47,8 @@ from dlopt.search import study as studies
 log = logging.getLogger("dlopt.search")
 _ABSENT = object()
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # dlopt prints one line per trial itself
+# launchers that log their sweep folder and the job's overrides at each launch: here, a launch per trial
+QUIET_LAUNCHERS = ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher")
 
 
 class Search:
@@ -110,38 +120,78 @@ class Search:
 
     def _run(self, study: optuna.Study, space: dict, fixed: dict[str, str], n_trials: int,
              named: bool) -> list[Sequence[JobReturn]]:
-        """Ask, launch and tell batches of search.n_jobs trials until the study has n_trials."""
+        """Keep search.n_jobs trials in flight until the study has n_trials: as soon as trials end, tell them, then ask
+        new ones for the free slots. The JobReturns of each launch (one trial each), in the order the trials ended."""
         search, sweep_dir = self.config.search, Path(self.config.hydra.sweep.dir)
+        slots = search.n_jobs if _side_by_side(self.launcher) else 1
+        if slots < search.n_jobs:
+            log.info("search: search.n_jobs=%d, but this launcher runs a trial in this process: one at a time "
+                     "(hydra/launcher=joblib runs them side by side)", search.n_jobs)
+        pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="dlopt-trial") if slots > 1 else None
+        running: dict[Future, optuna.Trial] = {}
         returns: list[Sequence[JobReturn]] = []
-        # n_trials counts the study's trials, also those that other processes on the same storage ran or run
-        while (room := self._room(study, n_trials)) > 0:
-            trials = [study.ask(space) for _ in range(min(search.n_jobs, room))]
-            trials = [t for t in trials if not _surplus(study, t, n_trials)]
-            if not trials:
-                break
-            batch = [[*fixed.values(), *(spaces.override(k, v) for k, v in t.params.items()),
-                      *([] if named else [f"search.study_name={search.study_name}"]), f"search.trial={t.number}"]
-                     for t in trials]
-            # run folder N holds trial N (with other machines on the same study, the first of the batch)
-            results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
-            for trial, result in zip(trials, results):
-                self._tell(study, trial, result)
-                log.info("%s", _progress(study, trial.number, len(_counted(study)), n_trials, self.config.monitor))
-            returns.append(results)
+        levels = {name: logging.getLogger(name).level for name in QUIET_LAUNCHERS}
+        for name in QUIET_LAUNCHERS:  # their lines at each launch would come once per trial; dlopt logs its own
+            logging.getLogger(name).setLevel(logging.WARNING)
+        try:
+            # n_trials counts the study's trials, also those that other processes on the same storage ran or run
+            room = self._room(study, n_trials, len(running))
+            while room > 0 or running:
+                while room > 0 and len(running) < slots:
+                    trial = study.ask(space)
+                    if _surplus(study, trial, n_trials):
+                        room = 0
+                        break
+                    overrides = [*fixed.values(), *(spaces.override(k, v) for k, v in trial.params.items()),
+                                 *([] if named else [f"search.study_name={search.study_name}"]),
+                                 f"search.trial={trial.number}"]
+                    running[self._launch(pool, overrides, trial.number)] = trial
+                    room -= 1
+                if not running:
+                    break
+                ended, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in sorted(ended, key=lambda f: running[f].number):
+                    trial, results = running.pop(future), future.result()
+                    self._tell(study, trial, results[0])
+                    log.info("%s", _progress(study, trial.number, len(_counted(study)), n_trials, self.config.monitor))
+                    returns.append(results)
+                room = self._room(study, n_trials, len(running))
+        except BaseException:  # a SweepError in a trial, Ctrl-C: no new trial; those in flight end, the same cause
+            # stops them (joblib ends them all), and those that finish are told
+            if running:
+                log.warning("search: stopping; waiting for the trials still running (%s)",
+                            ", ".join(str(t.number) for t in running.values()))
+            for future in as_completed(running):
+                with contextlib.suppress(BaseException):
+                    self._tell(study, running[future], future.result()[0])
+            raise
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
         log.info("%s", _ended(study, self.config.monitor))
         write_plots(study, sweep_dir, self.config.monitor)
         return returns
 
-    def _room(self, study: optuna.Study, n_trials: int) -> int:
-        """How many trials to ask now: n_trials less those finished and those other processes run. With heartbeats,
-        a trial whose process died is failed (and its parameters enqueued once more, Optuna's
-        RetryHeartbeatStaleTrialCallback) once it is silent for two heartbeats; while others run the last trials, wait for
-        them, since a dead one is found so."""
+    def _launch(self, pool: Optional[ThreadPoolExecutor], overrides: list[str], number: int) -> Future:
+        """Trial `number` launched in run folder `number`: on a thread of the pool, or without one here and now."""
+        if pool is not None:
+            return pool.submit(self.launcher.launch, [overrides], initial_job_idx=number)
+        future: Future = Future()
+        future.set_result(self.launcher.launch([overrides], initial_job_idx=number))
+        return future
+
+    def _room(self, study: optuna.Study, n_trials: int, mine: int) -> int:
+        """How many trials to ask now: n_trials less those finished and those running (`mine` of them this sweeper's).
+        With heartbeats, a trial whose process died is failed (and its parameters enqueued once more, Optuna's
+        RetryHeartbeatStaleTrialCallback) once it is silent for two heartbeats; while only other processes run the last
+        trials, wait for them, since a dead one is found so."""
         while True:
             if self.beat:
                 optuna.storages.fail_stale_trials(study)
             done, running = len(_counted(study)), len(_running(study))
-            if done >= n_trials or n_trials - done - running > 0 or not (self.beat and running):
+            if done >= n_trials or n_trials - done - running > 0 or mine or not (self.beat and running):
                 return n_trials - done - running
             time.sleep(self.beat)
 
@@ -237,8 +287,14 @@ def _read_json(path: Path) -> Optional[dict[str, Any]]:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _side_by_side(launcher: Any) -> bool:
+    """Whether the launcher runs a job in a process of its own, so that launches may wait on several threads at once:
+    not Hydra's basic launcher (this very process), nor joblib's with n_jobs=1 (joblib then runs it in the caller)."""
+    return not isinstance(launcher, BasicLauncher) and getattr(launcher, "joblib", {}).get("n_jobs") != 1
+
+
 def _running(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials in flight: another process's on a shared storage (this sweeper tells its own before it asks again)."""
+    """Trials in flight: this sweeper's and, on a shared storage, other processes'."""
     return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
 
