@@ -19,14 +19,17 @@ class KillAt(L.Callback):
         validation   before its first validation batch
         checkpointN  while the epoch's Nth checkpoint is written (1: best.ckpt when the epoch improved, else
                      last.ckpt), leaving half a file in a temporary place, as a kill during a write does.
-    Otherwise it does nothing, so that the same config resumes and runs to the end."""
+    Otherwise it does nothing, so that the same config resumes and runs to the end. With `run`, only in the run folder of
+    that name (a sweep's run N)."""
 
-    def __init__(self, epoch: int, batch: int):
-        self.epoch, self.batch = epoch, batch
+    def __init__(self, epoch: int, batch: int, run: str | None = None):
+        self.epoch, self.batch, self.run = epoch, batch, run
         self._saves = 0
 
     def _due(self, trainer, where: str) -> bool:
         wanted = os.environ.get("DLOPT_TEST_KILL", "0")
+        if self.run is not None and Path(trainer.default_root_dir).name != str(self.run):
+            return False
         return wanted == f"{trainer.current_epoch + 1}:{where}" and trainer.state.fn == "fit" \
             and not trainer.sanity_checking
 
@@ -37,6 +40,7 @@ class KillAt(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if os.environ.get("DLOPT_TEST_KILL") == "1" and (trainer.current_epoch, batch_idx) == (self.epoch, self.batch) \
+                and (self.run is None or Path(trainer.default_root_dir).name == str(self.run)) \
                 or self._due(trainer, f"batch{batch_idx}"):
             os.kill(os.getpid(), signal.SIGKILL)
 

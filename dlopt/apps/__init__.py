@@ -201,12 +201,14 @@ def group_options(group: str) -> list[str]:
 
 
 def register_plugins() -> None:
-    """dlopt's sweeper (hydra_plugins/dlopt_search). Hydra finds plugins by listing hydra_plugins/ on
-    sys.path, which misses it when dlopt is installed in editable mode (pip install -e)."""
+    """dlopt's sweeper and Ray launcher (hydra_plugins/dlopt_search). Hydra finds plugins by listing hydra_plugins/
+    on sys.path, which misses them when dlopt is installed in editable mode (pip install -e)."""
     from hydra.core.plugins import Plugins
+    from hydra_plugins.dlopt_search.ray_launcher import RayLauncher
     from hydra_plugins.dlopt_search.search_sweeper import SearchSweeper
 
     Plugins.instance().register(SearchSweeper)
+    Plugins.instance().register(RayLauncher)
 
 
 def app(config_name: str, task_function: Callable[[DictConfig], Any]) -> Callable[..., None]:
