@@ -806,6 +806,13 @@ CASES += [
     Case("issue26 search.heartbeat on a journal file", ["train", "search=random", "search.storage=journal:s.log",
          "search.heartbeat=5"], "search.heartbeat=5"),
     Case("issue26 search.heartbeat=0", ["train", "search=random", "search.heartbeat=0"], "search.heartbeat=0"),
+    Case("issue26 hydra/launcher=ray with no cluster at the address", ["train", "-m", "optimizer=sgd,adam",
+         "hydra/launcher=ray", "hydra.launcher.address=127.0.0.1:9"], "hydra.launcher.address=127.0.0.1:9"),
+    Case("issue26 trainer.num_nodes=2 with nothing that defines the machines", ["train", "trainer.num_nodes=2"],
+         "trainer.num_nodes=2"),
+    Case("issue26 trainer.num_nodes=2 inside a sweep", ["train", "-m", "trainer.num_nodes=2", "optimizer=sgd,adam"],
+         "trainer.num_nodes=2"),
+    Case("issue26 trainer=nodes without torchrun or a shared run folder", ["train", "trainer=nodes"], "trainer=nodes"),
 ]
 
 # --- the runner ------------------------------------------------------------------------------------
