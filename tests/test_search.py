@@ -4,6 +4,7 @@ study they leave, pruning, continuing a study, parallel trials, and the bad inpu
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import optuna
@@ -349,9 +350,54 @@ def test_trials_as_separate_jobs_with_the_submitit_launcher(cli, tmp_path):
     assert [cli.config(sweep / str(t.number))["search"]["trial"] for t in trials] == [0, 1, 2]
 
 
+@pytest.fixture(scope="module")
+def postgres():
+    """A real PostgreSQL server on the loopback (Debian's package, run as its postgres user) in a temporary folder,
+    stopped at the end; database(name) makes a new database and gives its URL. Skipped where PostgreSQL or
+    psycopg is missing."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    bin_dir = Path("/usr/lib/postgresql")
+    found = sorted(bin_dir.glob("*/bin/initdb"))
+    if not found or shutil.which("runuser") is None or os.geteuid() != 0:
+        pytest.skip("needs PostgreSQL's server (Debian's postgresql package) and root to run it as user postgres")
+    pytest.importorskip("psycopg")
+    tools = found[-1].parent
+    folder = Path(tempfile.mkdtemp(prefix="dlopt-postgres-"))  # pytest's folders are root's alone
+    folder.chmod(0o777)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def as_postgres(*argv):
+        subprocess.run(["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True, timeout=120)
+
+    as_postgres(str(tools / "initdb"), "-D", str(folder / "data"), "-A", "trust", "-U", "postgres")
+    as_postgres(str(tools / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "log"), "-w", "-o",
+                f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start")
+
+    def database(name):
+        as_postgres(str(tools / "createdb"), "-h", "127.0.0.1", "-p", str(port), name)
+        return f"postgresql+psycopg://postgres@127.0.0.1:{port}/{name}"
+
+    yield database
+    as_postgres(str(tools / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def storage_url(kind, tmp_path, request):
+    """A new storage of each kind a shared study may have."""
+    if kind == "postgresql":
+        return request.getfixturevalue("postgres")(tmp_path.name.lower().replace("-", "_")[:50])
+    return f"sqlite:///{tmp_path / 'shared.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'shared.log'}"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["sqlite", "journal"])
-def test_two_machines_share_one_study_through_its_storage(cli, tmp_path, kind):
+@pytest.mark.parametrize("kind", ["sqlite", "journal", "postgresql"])
+def test_two_machines_share_one_study_through_its_storage(cli, tmp_path, kind, request):
     """Two sweepers (two shells, or two machines with a database URL or a journal file on a shared file system)
     on one study: n_trials is the study's total, exactly, every trial number is run once, each sweeper keeps its own
     run folders, and the two draw their own points."""
@@ -359,7 +405,7 @@ def test_two_machines_share_one_study_through_its_storage(cli, tmp_path, kind):
 
     from dlopt.search.study import storage
 
-    url = f"sqlite:///{tmp_path / 'shared.db'}" if kind == "sqlite" else f"journal:{tmp_path / 'shared.log'}"
+    url = storage_url(kind, tmp_path, request)
     args = [cli.exe, "train", "search=random", "search.study_name=shared", f"search.storage={url}",
             "search.n_trials=4", "optimizer.lr=tag(log,interval(1e-3,1e-1))", *SMALL, *cli.TINY]
     machines = [tmp_path / "a", tmp_path / "b"]
@@ -418,7 +464,8 @@ def test_two_sweepers_may_create_a_new_storage_at_the_same_moment(cli, tmp_path)
 
 
 @pytest.mark.slow
-def test_a_trial_whose_process_dies_is_failed_by_its_heartbeat_and_run_again(cli, tmp_path):
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_trial_whose_process_dies_is_failed_by_its_heartbeat_and_run_again(cli, tmp_path, kind, request):
     """Two sweepers on one database study with heartbeats; one is killed (SIGKILL) in its first trial. Its trial goes
     silent, the other sweeper fails it after two heartbeats, runs its parameters again (Optuna's
     RetryHeartbeatStaleTrialCallback), and the study ends with its n_trials finished; the dead trial counts as interrupted."""
@@ -429,7 +476,7 @@ def test_a_trial_whose_process_dies_is_failed_by_its_heartbeat_and_run_again(cli
     from dlopt.search.sweeper import tally
 
     tests = str(Path(__file__).parent)
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    url = storage_url(kind, tmp_path, request)
     args = [cli.exe, "train", "-m", "--config-dir", str(Path(tests) / "conf"), "callbacks=[default,kill]",
             "callbacks.kill.epoch=0", "callbacks.kill.batch=0", "search=random", "search.study_name=shared",
             f"search.storage={url}", "search.heartbeat=1", "search.n_trials=3",

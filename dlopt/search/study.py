@@ -82,9 +82,11 @@ def storage(url: str, beat: int | None = None) -> optuna.storages.BaseStorage:
                 break
             time.sleep(0.5)
     reason = " ".join(str(error).split())[:300]
+    if "DB access module" in reason:  # Optuna's words for a database driver that is not installed
+        reason += " (PostgreSQL: pip install 'dlopt[postgres]' and postgresql+psycopg://...)"
     raise UserError(f"search.storage={url} cannot be opened: {reason}; give a SQLAlchemy URL that this machine "
-                    f"reaches (sqlite:///FILE, postgresql://USER@HOST/DB, ...), journal:FILE, or leave it null for "
-                    f"{STORAGE_FILE} in the sweep folder") from None
+                    f"reaches (sqlite:///FILE, postgresql+psycopg://USER@HOST/DB, ...), journal:FILE, or leave it "
+                    f"null for {STORAGE_FILE} in the sweep folder") from None
 
 
 def sampler(search: DictConfig, seed: int, grid: dict[str, list[Any]] | None = None) -> optuna.samplers.BaseSampler:
