@@ -496,3 +496,29 @@ def test_a_trial_whose_process_dies_is_failed_by_its_heartbeat_and_run_again(cli
     [dead] = [t for t in study.trials if t.state == TrialState.FAIL]
     [again] = [t for t in study.trials if t.system_attrs.get("failed_trial") == dead.number]
     assert again.state == TrialState.COMPLETE and again.params == dead.params
+
+
+def test_parallel_coordinates_draw_every_trial_visibly_and_integer_knobs_with_whole_ticks():
+    """Optuna's Blues would draw the worst trials white on white; an integer knob's axis would read 1.25, 1.5, ..."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.colors import to_rgb
+    from optuna.visualization import matplotlib as plots
+
+    from dlopt.search import sweeper
+
+    study = optuna.create_study()
+    for depth, lr, loss in ((1, 1e-3, 0.4), (2, 1e-2, 0.9), (4, 3e-2, 2.1), (3, 3e-3, 1.2)):
+        study.add_trial(optuna.trial.create_trial(
+            params={"model.depth": depth, "optimizer.lr": lr}, value=loss,
+            distributions={"model.depth": IntDistribution(1, 4), "optimizer.lr": FloatDistribution(1e-4, 1e-1, log=True)}))
+    ax = plots.plot_parallel_coordinate(study)
+    sweeper._readable_lines(ax, [True, False])  # noqa: SLF001 (axes: model.depth, optimizer.lr)
+    [lines] = [c for c in ax.collections if c.get_cmap() is not None]
+    worst = to_rgb(lines.get_cmap()(lines.norm(2.1)))
+    assert sum(worst) / 3 < 0.8  # not near white
+    depth = [a for a in ax.figure.axes if a is not ax and a is not lines.colorbar.ax][0]
+    ax.figure.canvas.draw()
+    ticks = [t for t in depth.get_yticks() if 1 <= t <= 4]
+    assert ticks and all(float(t).is_integer() for t in ticks)

@@ -48,6 +48,7 @@ log = logging.getLogger("dlopt.search")
 _ABSENT = object()
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # dlopt prints one line per trial itself
 # launchers that log their sweep folder and the job's overrides at each launch: here, a launch per trial
+FEW_TRIALS = 20  # below this many completed trials, importances.png says it is a rough guide
 QUIET_LAUNCHERS = ("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_submitit_launcher")
 
 
@@ -393,6 +394,7 @@ def write_plots(study: optuna.Study, sweep_dir: Path, monitor: str) -> None:
     if len(complete) >= 2 and len({str(t.params) for t in complete}) >= 2:
         figures["importances.png"] = plots.plot_param_importances
     names = sorted({k for t in complete for k in t.params})
+    integers = {k: isinstance(d, optuna.distributions.IntDistribution) for t in complete for k, d in t.distributions.items()}
     short = short_names(names)
     truncated = {(n if len(n) < 20 else f"{n[:17]}..."): n for n in names}  # Optuna's own axis labels
     for name, plot in figures.items():
@@ -408,6 +410,7 @@ def write_plots(study: optuna.Study, sweep_dir: Path, monitor: str) -> None:
         if name == "parallel_coordinates.png":
             labels = [label.get_text() for label in ax.get_xticklabels()]
             full = [truncated.get(label, label) for label in labels]
+            _readable_lines(ax, [integers.get(f, False) for f in full[1:]])
             ax.set_xticks(ax.get_xticks(), [short.get(f, f) for f in full], rotation=0)
             legend = [f"{short[f]} = {f}" for f in full if f in short and short[f] != f]
             figure.set_size_inches(max(9, 1.6 * len(labels)), 6)
@@ -416,9 +419,36 @@ def write_plots(study: optuna.Study, sweep_dir: Path, monitor: str) -> None:
             figure.tight_layout(rect=(0, 0.05, 1, 1))
         else:
             figure.set_size_inches(9, 5.5)
-            figure.tight_layout()
+            ax.set_title(f"Hyperparameter importances (fANOVA over {len(complete)} completed trials)", loc="left")
+            if len(complete) < FEW_TRIALS:
+                figure.text(0.01, 0.01, f"{len(complete)} trials: a rough guide only; importances settle with a few "
+                            f"dozen trials", fontsize=9, color="tab:red", va="bottom")
+            figure.tight_layout(rect=(0, 0.04, 1, 1))
         figure.savefig(sweep_dir / name, dpi=110)
         plt.close(figure)
+
+
+def _readable_lines(ax: Any, integer: list[bool]) -> None:
+    """Optuna's parallel coordinates, every line visible: its Blues run from white (the worst trials vanish) to
+    dark blue; here from mid blue. And whole numbers on the axis of an integer knob."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.ticker import MaxNLocator
+
+    [lines] = [c for c in ax.collections if c.get_cmap() is not None][:1] or [None]
+    if lines is not None:
+        blues = plt.get_cmap("Blues")(np.linspace(0.4, 1.0, 256))
+        if lines.get_cmap().name.endswith("_r"):  # Blues_r: the best (lowest) dark, as Optuna has it
+            blues = plt.get_cmap("Blues_r")(np.linspace(0.0, 0.6, 256))
+        lines.set_cmap(ListedColormap(blues))
+        if lines.colorbar is not None:
+            lines.colorbar.update_normal(lines)
+    colorbar = lines.colorbar.ax if lines is not None and lines.colorbar is not None else None
+    twins = [a for a in ax.figure.axes if a is not ax and a is not colorbar]  # one per knob, in axis order
+    for twin, whole in zip(twins, integer):
+        if whole and twin.get_yscale() == "linear":
+            twin.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _history(study: optuna.Study, path: Path, monitor: str) -> list[str]:
