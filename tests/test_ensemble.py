@@ -643,3 +643,25 @@ def test_a_real_greedy_selection_that_keeps_one_run_says_so(cli, tmp_path):
     assert "not an ensemble: 1 of 2 runs kept" in done.output
     both = ensemble(cli, tmp_path / "top_k", f"runs={sweep}", "ensemble.select=top_k", "ensemble.k=2")
     assert both.metrics["members"] == 2 and "note" not in both.summary
+
+
+def test_ensemble_png_counts_members_in_whole_numbers_and_names_grey_only_when_a_member_is_left_out(tmp_path,
+                                                                                                   monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from dlopt.ensemble import plot
+
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure to look at it
+    members = [{"name": f"m{i}", "weight": w, "test": {"acc": 0.9 + i / 100, "nll": 0.3}} for i, w in enumerate((1, 1))]
+    curve = [{"acc": 0.9, "nll": 0.3}, {"acc": 0.92, "nll": 0.25}]
+    for weights, grey in (((1, 1), False), ((1, 0), True)):
+        for member, weight in zip(members, weights):
+            member["weight"] = weight
+        plot.plot_ensemble(members, {"acc": 0.92, "nll": 0.25}, curve, tmp_path / "ensemble.png")
+        bars, _, growth = figures[-1].axes[:3]
+        assert ("grey" in bars.get_title()) is grey
+        assert all(float(t).is_integer() for t in growth.get_xticks())
+        figures[-1].canvas.draw()
+        legend = growth.get_legend().get_window_extent()
+        assert legend.y1 <= growth.get_window_extent().y0  # below the plot, over no data

@@ -28,7 +28,7 @@ def plot_diagnostics(records: list[dict[str, Any]], path: Path) -> None:
         ax.plot(range(len(layers)), [v if v and v > 0 else math.nan for v in values], style,
                 label=f"epoch {summary['epoch']}")
     ax.set_yscale("log")
-    ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)
+    ax.set_xticks(range(len(layers)), layers, rotation=40, ha="right", fontsize=8)
     ax.set(title="gradient norm per layer, input -> output (flat is healthy; a steep rise: vanishing)",
            ylabel="|grad| (median of recorded steps)")
     ax.legend(fontsize=8)
@@ -51,7 +51,8 @@ def plot_diagnostics(records: list[dict[str, Any]], path: Path) -> None:
         ax.plot([x for x, _ in points], [y for _, y in points], color=color[name], linewidth=1)
     ax.axhline(1e-3, color="red", linestyle="--", linewidth=1, label="1e-3 (rule of thumb)")
     ax.set_yscale("log")
-    ax.set(title="update / weight ratio per layer", xlabel="step", ylabel="|dw| / |w|")
+    ax.set(title="update / weight ratio per layer (colours as above: dark first layers, yellow last)", xlabel="step",
+           ylabel="|dw| / |w|")
     ax.legend(fontsize=8)
 
     ax = axes[1][1]  # dead and saturated fraction per activation layer, first and last epoch
@@ -63,7 +64,7 @@ def plot_diagnostics(records: list[dict[str, Any]], path: Path) -> None:
             values = [act.get(kind, {}).get(name, math.nan) for name in names]
             if any(not math.isnan(v) for v in values):
                 ax.plot(range(len(names)), values, style, color=tone, label=f"{kind}, epoch {act['epoch']}")
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
     ax.set_ylim(-0.02, 1.02)
     ax.set(title="units that never fired (dead) or sit at their limits (saturated)", ylabel="fraction of units")
     if acts:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from matplotlib.ticker import MaxNLocator
+
 from dlopt.training.report import pyplot
 
 
@@ -20,7 +22,8 @@ def plot_ensemble(members: list[dict[str, Any]], combined: dict[str, float], cur
         colors = ["tab:blue" if m["weight"] else "lightgrey" for m in members] + ["tab:red"]
         ax.bar(range(len(values)), values, color=colors)
         ax.set_xticks(range(len(values)), names, rotation=60, ha="right", fontsize=7)
-        ax.set_title(f"test {key}: members (grey: not taken) and the ensemble", fontsize=9)
+        unused = " (grey: not taken)" if not all(m["weight"] for m in members) else ""
+        ax.set_title(f"test {key}: members{unused} and the ensemble", fontsize=9)
         if key == "acc":
             low = min(values)
             ax.set_ylim(max(0.0, low - 0.1 * (1 - low) - 0.02), 1)
@@ -33,8 +36,10 @@ def plot_ensemble(members: list[dict[str, Any]], combined: dict[str, float], cur
     twin.plot(sizes, [c["acc"] for c in curve], "s--", color="tab:blue", label="test acc")
     twin.set_ylabel("test acc")
     ax.set_title("the ensemble as it grows", fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole members
     ax.grid(alpha=0.3)
-    fig.legend(loc="lower right", fontsize=8)
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
