@@ -277,3 +277,14 @@ def test_bad_diagnostics_input_is_one_line_and_leaves_no_run(cli, tmp_path, over
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and all(n in lines[0] for n in needles), result.describe()
     assert not (tmp_path / "outputs").exists(), sorted(map(str, (tmp_path / "outputs").rglob("*")))
+
+
+def test_diagnostics_png_of_a_run_that_recorded_nothing_draws_without_a_warning(tmp_path):
+    import warnings
+
+    from dlopt.diagnostics.plot import plot_diagnostics
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels found to put in legend" among them
+        plot_diagnostics([], tmp_path / "diagnostics.png")
+    assert (tmp_path / "diagnostics.png").is_file()

@@ -31,7 +31,8 @@ def plot_diagnostics(records: list[dict[str, Any]], path: Path) -> None:
     ax.set_xticks(range(len(layers)), layers, rotation=40, ha="right", fontsize=8)
     ax.set(title="gradient norm per layer, input -> output (flat is healthy; a steep rise: vanishing)",
            ylabel="|grad| (median of recorded steps)")
-    ax.legend(fontsize=8)
+    if graded:  # nothing labelled to show otherwise (matplotlib would warn)
+        ax.legend(fontsize=8)
 
     ax = axes[0][1]  # the same over training
     for name in layers:
