@@ -33,7 +33,8 @@ LIBRARY_CLASSES = {
     "lightning.pytorch.callbacks": "lightning.pytorch.callbacks.Callback",
     "lightning.pytorch.loggers": "lightning.pytorch.loggers.Logger",
 }
-# the resolvers a saved config may call (dlopt's conf uses these); ${a.b} references are always fine
+# the resolvers a saved config may call (dlopt's conf uses these); ${a.b} references are always fine. dlopt's own
+# (dlopt.hydra_glue.RESOLVERS: run folders, a machine's rank) are the running command's, never a file's
 RESOLVERS = ("now", "oc.env", "oc.decode", "oc.select")
 RUN_KEYS = ("seed", "monitor", *REQUIRED_GROUPS)  # what a run is built from
 CHECKPOINT_KINDS = "a checkpoint written by dlopt train (RUN_DIR/checkpoints/best.ckpt or last.ckpt)"

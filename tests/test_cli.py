@@ -414,10 +414,13 @@ def test_search_grid_documented_lr_override(cli, tmp_path):
 
 
 def test_hydra_flags_may_follow_overrides(cli, tmp_path):
-    from dlopt.cli import flags_first
+    """tests/test_hydra_glue.py has a row for each rewrite of the command line; this is one through the command."""
+    from dlopt.hydra_glue import hydra_args
 
-    assert flags_first(["model=mlp", "--cfg", "job", "-m", "a=1,2"]) == ["--cfg", "job", "-m", "model=mlp", "a=1,2"]
-    assert flags_first(["x=1", "--config-dir", "./c", "experiment=e"]) == ["--config-dir", "./c", "x=1", "experiment=e"]
+    assert hydra_args("train", ["model=mlp", "--cfg", "job", "a=1,2"]) == ["--cfg", "job", "model=mlp", "a=1,2"]
+    assert hydra_args("train", ["model=mlp", "-m", "a=1,2"]) == ["-m", "model=mlp", "a=1,2"]
+    assert hydra_args("train", ["x=1", "--config-dir", "./c", "experiment=e"]) == ["--config-dir", "./c", "x=1",
+                                                                                   "experiment=e"]
     result = cli.run("train", "model=mlp", "--cfg", "job", cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.describe()
     assert "_target_: dlopt.models.MLP" in result.output

@@ -17,29 +17,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from dlopt import folders
+from dlopt import folders, hydra_glue
 from dlopt.errors import SweepError, UserError, cause_of, did_you_mean, os_error_message
 
 log = logging.getLogger("dlopt")
 logging.raiseExceptions = False  # a log line that cannot be written (a full disk) prints no traceback over the error
-if not OmegaConf.has_resolver("dlopt.fresh"):  # conf/hydra/dlopt.yaml: a run folder of the command's own
-    OmegaConf.register_new_resolver("dlopt.fresh", folders.claim, use_cache=True)
-if not OmegaConf.has_resolver("dlopt.defaults"):  # --help: each config group's default option
-    OmegaConf.register_new_resolver("dlopt.defaults", lambda choices: ", ".join(
-        f"{group}={option if option is not None else '(none)'}" for group, option in sorted(choices.items())
-        if not group.startswith("hydra")))
-if not OmegaConf.has_resolver("dlopt.member"):  # an ensemble member's folder: its seed minus the ensemble's
-    OmegaConf.register_new_resolver("dlopt.member", lambda seed, base: str(int(seed) - int(base)))
-    OmegaConf.register_new_resolver("dlopt.fold", lambda fold: str(fold).partition("/")[0])  # 'k/K' -> k
-if not OmegaConf.has_resolver("dlopt.run_id"):  # conf/trainer/nodes.yaml: the run folder every machine shares
-    from dlopt.training import nodes
-
-    OmegaConf.register_new_resolver("dlopt.run_id", nodes.run_id, use_cache=True)
-    OmegaConf.register_new_resolver("dlopt.rank", nodes.global_rank)  # its log file: this process's global rank
-
 
 def config_dir() -> str:
     """conf/ shipped inside the wheel (dlopt/conf), else the one at the root of a source checkout."""
@@ -211,45 +196,26 @@ def register_plugins() -> None:
     Plugins.instance().register(RayLauncher)
 
 
-def app(config_name: str, task_function: Callable[[DictConfig], Any]) -> Callable[..., None]:
-    """The command's Hydra app, `main(argv)`. A composition mistake (`model=resnot`, `model.dept=3`)
-    is reported in one line with exit status 2, instead of Hydra's multi-line report;
-    HYDRA_FULL_ERROR=1 set by the user keeps Hydra's own report and traceback.
-
-    Hydra parses sys.argv as `["dlopt train", *args]`; once it has, `argv` (`[script, "train",
-    *args]`, the command that runs this one again) replaces it: Lightning's DDP launcher starts
-    ranks >= 1 by running sys.argv again, with the run folder added."""
-    rerun: list[str] = []
-
-    @functools.wraps(task_function)
-    def parsed(cfg: DictConfig) -> Any:
-        if rerun:
-            sys.argv = list(rerun)
-        return task_function(cfg)
-
-    hydra_main = hydra.main(version_base=None, config_path=config_dir(), config_name=config_name)(parsed)
+def app(config_name: str, task_function: Callable[[DictConfig], Any]) -> Callable[[str, list[str], str], None]:
+    """The command's Hydra app: `main(command, args, script)` runs `task_function` on Hydra's arguments `args`
+    (dlopt.hydra_glue.hydra_args) as dlopt.hydra_glue.run hands them to Hydra. A composition mistake
+    (`model=resnot`, `model.dept=3`) is reported in one line with exit status 2, instead of Hydra's multi-line
+    report; HYDRA_FULL_ERROR=1 set by the user keeps Hydra's own report and traceback."""
+    job = hydra_glue.Job(task_function)
+    hydra_main = hydra.main(version_base=None, config_path=config_dir(), config_name=config_name)(job)
     register_plugins()
 
-    def main(argv: list[str] | None = None) -> None:
-        rerun[:] = argv or []
-        prog = sys.argv[0]
-        full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
-        os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing and exiting
-        printing = any(a in ("--cfg", "-c", "--info", "-i") for a in sys.argv[1:])
+    def main(command: str, args: list[str], script: str) -> None:
+        hydra_glue.register_resolvers()
         try:
-            hydra_main()
-            if printing:  # --cfg hydra --resolve resolves the run folder, which claims it: nothing ran in it
-                folders.discard()
+            hydra_glue.run(hydra_main, job, command, args, script)
         except Exception as err:
-            message = None if full_error else user_message(err, composing=True)
+            message = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else user_message(err, composing=True)
             if message is None:
                 raise
-            print(f"{prog}: {message}", file=sys.stderr)
+            print(f"dlopt {command}: {message}", file=sys.stderr)
             if rank_zero():
                 folders.discard()  # e.g. a sweep folder holding only multirun.yaml
             raise SystemExit(2) from None
-        finally:
-            if not full_error:
-                os.environ.pop("HYDRA_FULL_ERROR", None)
 
     return main

@@ -2,7 +2,6 @@
 `dlopt train resume=RUN_DIR` continues a run (see dlopt/apps/resume.py)."""
 
 import contextlib
-import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -12,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from dlopt import folders, threads
 from dlopt.apps import app, log, task, trusted_targets
 from dlopt.apps import resume as resuming
-from dlopt.errors import SweepError, UserError
+from dlopt.errors import SweepError
 from dlopt.training.nodes import check_nodes
 
 # Lightning issue 11300, Hydra issue 2070
@@ -86,14 +85,4 @@ def hparams(cfg: DictConfig, overrides) -> dict:
     return values
 
 
-_main = app("train", train)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """`resume=RUN_DIR` makes RUN_DIR the run folder (before Hydra creates one); see app() for argv."""
-    try:
-        sys.argv = [sys.argv[0], *resuming.redirect(sys.argv[1:])]
-    except UserError as err:
-        print(f"{sys.argv[0]}: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    _main(argv)
+main = app("train", train)

@@ -14,7 +14,6 @@ A member folder that holds a finished run trained with the same overrides is kep
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from dlopt.errors import UserError
+from dlopt.hydra_glue import fold_subdir, member_subdir
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def check_members(plan: Plan, config_dirs: Sequence[str] = ()) -> None:
         if not own:
             continue
         done = subprocess.run([sys.executable, "-m", "dlopt", "train", "--cfg", "job", *_dirs(config_dirs),
-                               *plan.overrides(n)], capture_output=True, text=True, env=_env())
+                               *plan.overrides(n)], capture_output=True, text=True)
         if done.returncode != 0:
             lines = done.stderr.strip().splitlines() or ["it does not compose"]
             why = next((line for line in lines if line.startswith("dlopt train: ")), lines[-1])
@@ -100,12 +100,6 @@ def _normal(overrides: Sequence[str]) -> list[str]:
 
     parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
     return sorted(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in parsed)
-
-
-def _env() -> dict[str, str]:
-    """The environment of a member's process: without the HYDRA_FULL_ERROR=1 the ensemble's Hydra app sets for
-    itself, so that a member's mistake is one line."""
-    return {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
 
 
 def _dirs(config_dirs: Sequence[str]) -> list[str]:
@@ -146,7 +140,7 @@ def train(plan: Plan, members_dir: Path, numbers: Sequence[int], extra: Optional
             if todo:
                 _sweep(plan, members_dir / str(n), [*plan.own[n], *extra.get(n, ())],
                        [f"seed={plan.seed + n}", "data.fold=" + ",".join(f"{k}/{folds}" for k in todo)],
-                       "'${dlopt.fold:${data.fold}}'", f"member {n}, folds {', '.join(map(str, todo))}", config_dirs)
+                       fold_subdir(), f"member {n}, folds {', '.join(map(str, todo))}", config_dirs)
         return
     todo = [n for n in numbers if not finished(members_dir / str(n), plan.overrides(n, extra.get(n, ())))]
     if len(todo) < len(numbers):
@@ -155,7 +149,7 @@ def train(plan: Plan, members_dir: Path, numbers: Sequence[int], extra: Optional
     for n in todo:
         groups.setdefault((*plan.own[n], *extra.get(n, ())), []).append(n)
     for own, group in groups.items():
-        subdir = str(group[0]) if len(group) == 1 else f"'${{dlopt.member:${{seed}},{plan.seed}}}'"
+        subdir = str(group[0]) if len(group) == 1 else member_subdir(plan.seed)
         _sweep(plan, members_dir, list(own), ["seed=" + ",".join(str(plan.seed + n) for n in group)], subdir,
                f"member{'s' if len(group) > 1 else ''} {', '.join(map(str, group))}", config_dirs)
 
@@ -167,7 +161,7 @@ def _sweep(plan: Plan, folder: Path, own: list[str], swept: list[str], subdir: s
                *swept, *plan.launcher, f"hydra.sweep.dir={folder}", f"hydra.sweep.subdir={subdir}",
                "~hydra.callbacks.sweep_summary"]
     log.info("training %s: dlopt train -m %s", what, " ".join([*without(plan.shared, own), *own, *swept]))
-    if subprocess.run(command, env=_env()).returncode != 0:
+    if subprocess.run(command).returncode != 0:
         log.error("training %s stopped with an error (see the messages above); the runs that finished are kept in "
                   "%s: start the ensemble again in the same folder (hydra.run.dir=...) to train the others", what,
                   folder)
