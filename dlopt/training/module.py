@@ -44,10 +44,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibratio
 
 from dlopt.errors import UserError
 from dlopt.training.clipping import adaptive_clip_grad, grad_norm
+from dlopt.training.logged import EPOCH_METRICS, L1_METRIC, PROGRESS, SPLITS
 from dlopt.training.report import write_json
 
-SPLITS = ("train", "val", "test")
-PROGRESS = ("loss", "acc")  # the epoch metrics of train and val that the progress bar and the epoch log line show
 FILE_ONLY = {"file_only": True}  # `extra` of a log record that goes to the run's log file only (dlopt.training.run)
 
 log = logging.getLogger(__name__)
@@ -108,16 +107,12 @@ class Classifier(L.LightningModule):
         # non-finite loss ends the test, not the run
         self.range_test: Optional[L.Callback] = None
         self.transfer = None  # dlopt.training.transfer.Transfer when the network comes from another run
-
-        def scores(f1: bool) -> MetricCollection:
-            metrics = {"acc": MulticlassAccuracy(num_classes, average="micro", validate_args=False)}
-            if f1:  # macro F1 and calibration on held-out splits; on the training split they would only slow each step
-                metrics["f1"] = MulticlassF1Score(num_classes, average="macro", validate_args=False)
-                metrics["ece"] = CalibrationError(num_classes)
-            return MetricCollection(metrics)
-
-        # keyed "train_" etc.: a ModuleDict key may not shadow nn.Module.train
-        self.scores = nn.ModuleDict({f"{split}_": scores(f1=split != "train") for split in SPLITS})
+        made = {"acc": lambda: MulticlassAccuracy(num_classes, average="micro", validate_args=False),
+                "f1": lambda: MulticlassF1Score(num_classes, average="macro", validate_args=False),
+                "ece": lambda: CalibrationError(num_classes)}
+        # each split's scores (EPOCH_METRICS); keyed "train_" etc.: a ModuleDict key may not shadow nn.Module.train
+        self.scores = nn.ModuleDict({f"{split}_": MetricCollection({name: made[name]() for name in EPOCH_METRICS[split]
+                                                                    if name != "loss"}) for split in SPLITS})
         self.losses = nn.ModuleDict({f"{split}_": MeanMetric(nan_strategy="disable") for split in SPLITS})
         self.l1_penalty = MeanMetric(nan_strategy="disable")
         self.history: list[dict[str, float]] = []  # one row of epoch metrics per epoch, for curves.png
@@ -216,7 +211,7 @@ class Classifier(L.LightningModule):
         self.losses[f"{split}_"].reset()
         self.scores[f"{split}_"].reset()
         if split == "train" and self.l1:
-            values["train/l1"] = self.l1_penalty.compute()
+            values[L1_METRIC] = self.l1_penalty.compute()
             self.l1_penalty.reset()
         shown = {k: v for k, v in values.items() if split != "test" and k.split("/")[1] in PROGRESS}
         self.log_dict({k: v for k, v in values.items() if k not in shown}, on_epoch=True)
