@@ -1,10 +1,14 @@
 """dlopt.models: every model x activation x norm x residual x input kind builds, runs forward and
 backward with finite gradients; init, negative_slope, attention and pretrained weights do what
 they say; bad knobs raise one-line UserErrors naming the key; no activation module is shared or
-in place (Captum needs both); `dlopt train model=vit` and a deep residual attention CNN run."""
+in place (Captum needs both); `dlopt train model=vit` and a deep residual attention CNN run.
+`model=linear` (multinomial logistic regression on the flattened input, a baseline table's first row)
+trains on images, signals and CSV columns, eval and explain take its run, and doctor's remedies fit it."""
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
 
 import pytest
@@ -15,6 +19,8 @@ from torch import nn
 
 from dlopt.apps import config_dir
 from dlopt.checks import CHOICES, check
+from dlopt.diagnostics.remedies import remedies
+from dlopt.diagnostics.symptoms import Finding
 from dlopt.errors import UserError
 from dlopt.models import CNN, MLP, ViT, ResNet
 from dlopt.models.layers import ACTIVATIONS, NORMS, make_activation, make_norm
@@ -359,3 +365,69 @@ def test_dlopt_train_runs_the_new_models(cli, tmp_path, overrides) -> None:
     run = cli.train(*overrides, cwd=tmp_path)
     assert (run / "metrics.json").is_file()
     cli.assert_finite(cli.metrics(run))
+
+
+# --- model=linear: the real command on digits, signals and CSV columns ----------------------------
+
+
+def metrics(run_dir) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def linear_digits(cli, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("linear")
+    run_dir = cli.train("model=linear", "trainer.max_epochs=5", "trainer.limit_train_batches=null",
+                        "trainer.limit_test_batches=null", "optimizer.lr=0.01", cwd=cwd)
+    return cwd, run_dir
+
+
+def test_linear_on_digits_is_one_linear_layer_and_learns(cli, linear_digits):
+    _, run_dir = linear_digits
+    found = metrics(run_dir)
+    assert found["params"] == 8 * 8 * 10 + 10  # weights and biases of one Linear, nothing else
+    assert found["epochs"] == 5 and found["test/acc"] > 0.85, found
+    assert cli.config(run_dir)["model"]["_target_"] == "dlopt.models.Linear"
+
+
+def test_eval_and_explain_take_a_linear_run(cli, linear_digits):
+    cwd, run_dir = linear_digits
+    cli.ok("eval", f"run={run_dir}", cwd=cwd)
+    (evaluated,) = cli.run_dirs(cwd, "eval")
+    assert metrics(evaluated)["test/acc"] == pytest.approx(metrics(run_dir)["test/acc"], abs=1e-6)
+    cli.ok("explain", f"run={run_dir}", "method=[integrated_gradients,permutation]", "explain.samples=4", cwd=cwd)
+    (explained,) = cli.run_dirs(cwd, "explain")
+    assert (explained / "explain.json").is_file() and (explained / "attributions.png").is_file()
+
+
+def test_linear_trains_on_signals(cli, tmp_path):
+    run_dir = cli.train("data=mnist1d", "model=linear", cwd=tmp_path)
+    found = metrics(run_dir)
+    assert found["params"] == 40 * 10 + 10  # MNIST-1D: 1 channel x 40 points, 10 classes
+    cli.assert_finite(found)
+
+
+def test_linear_trains_on_csv_columns(cli, tmp_path):
+    from sklearn.datasets import load_iris
+
+    iris = load_iris()
+    path = tmp_path / "iris.csv"
+    with path.open("w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow([*iris.feature_names, "species"])
+        rows.writerows([*x, iris.target_names[y]] for x, y in zip(iris.data, iris.target))
+    run_dir = cli.train("data=csv", f"data.path={path}", "data.target=species", "model=linear", cwd=tmp_path)
+    found = metrics(run_dir)
+    assert found["params"] == 4 * 3 + 3  # 4 columns, 3 classes
+    cli.assert_finite(found)
+
+
+def test_doctor_remedies_for_a_linear_model():
+    config = {"model": {"_target_": "dlopt.models.Linear", "compile": False},
+              "data": {"_target_": "dlopt.data.sources.digits"}, "optimizer": {"lr": 0.001}}
+
+    def offered(symptom: str) -> list[list[str]]:
+        return [r.overrides for r in remedies(Finding(symptom, symptom, "", "", 1.0, ""), config)]
+
+    assert offered("underfitting")[:2] == [["model=mlp"], ["model=cnn"]]
+    assert ["regularization=dropout"] not in offered("overfitting")  # a linear model has no dropout to set

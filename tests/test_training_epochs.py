@@ -1,6 +1,7 @@
-"""Issue 16 (items 3, 4, 6, 7, 11): numbers while a run trains, one epoch numbering, overfit_batches on one fixed
-batch, fast_dev_run marked as such, and a sweep's layer tables kept to each run's log file. Real tiny trainings on
-digits, in-process (dlopt.training.run.train) and, for the sweep, through the installed `dlopt` command."""
+"""How a run counts and reports its epochs (issue 16, items 3, 4, 6, 7, 11): numbers while it trains, one epoch
+numbering, overfit_batches on one fixed batch, fast_dev_run marked as such, and a sweep's layer tables kept to each
+run's log file. Real tiny trainings on digits, in-process (dlopt.training.run.train) and, for the sweep, through
+the installed `dlopt` command."""
 
 import io
 import json

@@ -1,6 +1,6 @@
-"""Issue 16, items 11-14: a search's progress lines (trial numbers from 0, as the run folders; sampled values
-to 4 significant digits), interrupted trials told apart from failed ones, the sweep summary's header with
-monitor=val/acc, and readable plots (short knob names; pruned trials in history.png)."""
+"""What a search reports (issue 16, items 11-14): its progress lines (trial numbers from 0, as the run folders;
+sampled values to 4 significant digits), interrupted trials told apart from failed ones, the sweep summary's header
+with monitor=val/acc, and readable plots (short knob names; pruned trials in history.png)."""
 
 from __future__ import annotations
 
