@@ -1,9 +1,19 @@
-"""Shared helpers of the end-to-end tests (test_cli.py, test_bad_inputs.py).
+"""What the tests share: the real `dlopt` command (the `cli` fixture), and how the suite runs.
 
-They run the installed `dlopt` command for real, in a temporary folder (never in the repo), and
-read the files it leaves. A fresh dlopt spends seconds importing torch and Lightning, so each test
-process keeps one preloaded dlopt (tests/preload.py) and forks it per call (`Cli.run`), tests share
-finished runs through module-scoped fixtures, and trainings are tiny (`cli.TINY`).
+- Most test files use the session-wide `cli` fixture: `Cli.run` runs the installed `dlopt` command in a temporary
+  folder (never in the repo) and returns its exit status and output; `Cli.train` adds tiny training overrides
+  (`Cli.TINY`) and returns the run folder it made; files share finished runs through module-scoped fixtures.
+  Tests without it (whole files, and many in the files that use it) run in process: they compose the config with
+  Hydra and call dlopt's functions (as `train(cfg, run_dir)`).
+- A fresh `dlopt` spends seconds importing torch and Lightning, so each test process starts one fork server at its
+  first call (tests/preload.py, client `Preloaded`, whose reader thread collects the answers) and each call is a
+  fork of it: a process of its own, with its own folder, environment and output. A fresh process runs the call
+  instead when it changes the environment (`env=`, which torch may have read at import; `Cli.imported` does),
+  when asked (`fresh=True`), and always with DLOPT_TEST_PRELOAD=0.
+- pyproject's addopts run the tests in pytest-xdist workers, one per core, each file whole in one worker
+  (`-n auto --dist loadfile`), so a module's fixtures train once; `-n 0` runs them in this process.
+- The test processes and every `dlopt` they start use one intra-op thread (OMP_NUM_THREADS=1 unless set).
+- Every test that uses `cli` is marked slow (`pytest_collection_modifyitems`): `-m "not slow"` is the quick subset.
 """
 
 from __future__ import annotations
