@@ -27,6 +27,7 @@ from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig
 
 from dlopt.training import report
+from dlopt.training.module import RunContext
 from dlopt.training.run import _trainer, build, lightning_config_errors
 
 log = logging.getLogger(__name__)
@@ -88,15 +89,14 @@ def find(cfg: DictConfig, run_dir: Path, command: str = "dlopt train") -> Option
     `command` is what the log line suggests to run with that lr."""
     spec = cfg.lr_find
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data, module = build(cfg)
-    module.range_test = steps = StepLosses()
+    steps = StepLosses()
+    data, module = build(cfg, context=RunContext(range_test=steps))
     with lightning_config_errors():
         trainer = _trainer(cfg, run_dir)
         finder = Tuner(trainer).lr_find(  # no early stop of Lightning's: StepLosses stops the test
             module, datamodule=data, min_lr=spec.min_lr, max_lr=spec.max_lr, num_training=spec.num_training,
             mode=spec.schedule, early_stop_threshold=None, update_attr=False,
         )
-    module.range_test = None
     lrs, raw, smoothed = [float(x) for x in finder.results["lr"]], steps.raw, steps.smoothed
     best = steepest(lrs, smoothed, spec.schedule)
     suggested = None if best is None else lrs[best]

@@ -32,8 +32,9 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import lightning.pytorch as L
 import torch
@@ -46,6 +47,9 @@ from dlopt.errors import UserError
 from dlopt.training.clipping import adaptive_clip_grad, grad_norm
 from dlopt.training.logged import EPOCH_METRICS, L1_METRIC, PROGRESS, SPLITS
 from dlopt.training.report import write_json
+
+if TYPE_CHECKING:
+    from dlopt.training.transfer import Transfer
 
 FILE_ONLY = {"file_only": True}  # `extra` of a log record that goes to the run's log file only (dlopt.training.run)
 
@@ -69,6 +73,18 @@ class CalibrationError(MulticlassCalibrationError):
         super().update(logits.float().softmax(1).clamp(max=1 - 2**-24), target)
 
 
+@dataclass
+class RunContext:
+    """What the module knows of the run that trains it, given when it is built (dlopt.training.run, lr_find)."""
+
+    started_at: float = field(default_factory=time.perf_counter)  # when this process started the run
+    history_file: Optional[Path] = None  # history.json, rewritten every epoch (by rank 0 of several processes)
+    epoch_lines_to_file: bool = False  # epoch log lines to the run's log file only (a sweep's run)
+    # dlopt tune-lr: the range test's recorder (dlopt.training.lr_find.StepLosses), called from on_train_batch_end
+    # since Lightning's range test runs its own callback only; with it, a non-finite loss ends the test, not the run
+    range_test: Optional[L.Callback] = None
+
+
 class Classifier(L.LightningModule):
     def __init__(
         self,
@@ -89,6 +105,8 @@ class Classifier(L.LightningModule):
         clip_eps: float = 1e-3,
         warmup_epochs: int = 0,
         config: Optional[dict] = None,
+        transfer: Optional[Transfer] = None,
+        context: Optional[RunContext] = None,
     ):
         super().__init__()
         self.net = net
@@ -102,11 +120,8 @@ class Classifier(L.LightningModule):
         self.label_smoothing, self.monitor = label_smoothing, monitor
         self.clip_factor, self.clip_eps = clip_factor, clip_eps  # adaptive clipping (clip=agc) when set
         self.config = config
-        # dlopt tune-lr: the range test's recorder (dlopt.training.lr_find.StepLosses), called from
-        # on_train_batch_end since Lightning's range test runs its own callback only; while it is set, a
-        # non-finite loss ends the test, not the run
-        self.range_test: Optional[L.Callback] = None
-        self.transfer = None  # dlopt.training.transfer.Transfer when the network comes from another run
+        self.transfer = transfer  # when the network comes from another run: its param groups and callbacks
+        self.context = context if context is not None else RunContext()
         made = {"acc": lambda: MulticlassAccuracy(num_classes, average="micro", validate_args=False),
                 "f1": lambda: MulticlassF1Score(num_classes, average="macro", validate_args=False),
                 "ece": lambda: CalibrationError(num_classes)}
@@ -116,11 +131,8 @@ class Classifier(L.LightningModule):
         self.losses = nn.ModuleDict({f"{split}_": MeanMetric(nan_strategy="disable") for split in SPLITS})
         self.l1_penalty = MeanMetric(nan_strategy="disable")
         self.history: list[dict[str, float]] = []  # one row of epoch metrics per epoch, for curves.png
-        self.history_file: Optional[Path] = None  # history.json: rewritten every epoch (set by dlopt.training.run)
-        self.started_at = time.perf_counter()  # when this process started the run (set by dlopt.training.run)
         self.earlier_wall_time = 0.0  # seconds the run took in the processes before a resume
         self._val_row: dict[str, float] = {}
-        self.epoch_lines_to_file = False  # epoch log lines to the run's log file only (a sweep's run: training.run)
         # the training step being evaluated, (epoch, global_step, batch_idx), and its evaluation, from 1: an
         # optimizer that calls its closure several times per step (LBFGS) evaluates the same step again
         self._evaluating: Optional[tuple[int, int, int]] = None
@@ -170,7 +182,7 @@ class Classifier(L.LightningModule):
         self._evaluating = step
         loss = self._step(batch, "train")
         if not torch.isfinite(loss):
-            if self.range_test:  # skip this step; the range test records its loss as NaN
+            if self.context.range_test:  # skip this step; the range test records its loss as NaN
                 self.trainer.should_stop = True
                 return None
             where = f"epoch {self.current_epoch + 1}, step {self.global_step}"
@@ -196,8 +208,8 @@ class Classifier(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.range_test:
-            self.range_test.on_train_batch_end(self.trainer, self, outputs, batch, batch_idx)
+        if self.context.range_test:
+            self.context.range_test.on_train_batch_end(self.trainer, self, outputs, batch, batch_idx)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")
@@ -229,7 +241,8 @@ class Classifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._val_row = self._log_epoch("val")
-        if not math.isfinite(self._val_row["val/loss"]) and self.trainer.state.fn == "fit" and not self.range_test:
+        if not math.isfinite(self._val_row["val/loss"]) and self.trainer.state.fn == "fit" \
+                and not self.context.range_test:
             raise self._diverged("validation", self._val_row["val/loss"], f"epoch {self.current_epoch + 1}")
 
     def on_train_epoch_start(self) -> None:
@@ -239,9 +252,9 @@ class Classifier(L.LightningModule):
         # epochs are numbered from 1 in everything dlopt writes (Lightning's current_epoch counts from 0)
         row = {"epoch": self.current_epoch + 1, "lr": self._epoch_lr}
         self.history.append({**row, **self._log_epoch("train"), **self._val_row})
-        if self.history_file is not None:
-            write_json(self.history, self.history_file, indent=None)
-        if not self.range_test:
+        if self.context.history_file is not None:
+            write_json(self.history, self.context.history_file, indent=None)
+        if not self.context.range_test:
             self._log_line(self.history[-1])
 
     def _log_line(self, row: dict[str, float]) -> None:
@@ -252,7 +265,7 @@ class Classifier(L.LightningModule):
                          if f"{split}/{k}" in row)
         bar = self.trainer.progress_bar_callback
         log.info("epoch %d%s: %s", row["epoch"], f"/{total}" if total and total > 0 else "", shown,
-                 extra=FILE_ONLY if self.epoch_lines_to_file or bar is not None and bar.is_enabled else None)
+                 extra=FILE_ONLY if self.context.epoch_lines_to_file or bar is not None and bar.is_enabled else None)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
@@ -375,7 +388,7 @@ class Classifier(L.LightningModule):
 
     def wall_time_s(self) -> float:
         """Seconds the run has taken, over every process that trained it (a resumed run has several)."""
-        return self.earlier_wall_time + time.perf_counter() - self.started_at
+        return self.earlier_wall_time + time.perf_counter() - self.context.started_at
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # torch's generator draws every dropout mask and augmentation (kornia, torchvision v2)

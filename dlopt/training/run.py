@@ -37,9 +37,9 @@ from dlopt.models.weights import describe_mismatches, mismatches
 from dlopt.saved_run import SavedEnsemble, SavedRun, checkpoint_config, read_checkpoint
 from dlopt.training import report
 from dlopt.training.checkpoint_io import AtomicCheckpointIO
-from dlopt.training.module import FILE_ONLY, Classifier, Diverged
+from dlopt.training.module import FILE_ONLY, Classifier, Diverged, RunContext
 from dlopt.training.processes import NoRelaunch, check_accelerator, check_processes
-from dlopt.training.transfer import apply as apply_transfer
+from dlopt.training.transfer import load as load_transfer
 
 log = logging.getLogger(__name__)
 logging.getLogger("lightning").handlers.clear()  # Hydra's root handlers already print and file its messages
@@ -68,12 +68,13 @@ def _terminal_skips_file_only() -> None:
             handler.addFilter(_FileOnly())
 
 
-def build(cfg: DictConfig, data: Optional[DataModule] = None,
-          set_by_user: Sequence[str] = ()) -> tuple[DataModule, Classifier]:
+def build(cfg: DictConfig, data: Optional[DataModule] = None, set_by_user: Sequence[str] = (),
+          context: Optional[RunContext] = None) -> tuple[DataModule, Classifier]:
     """The DataModule and the LightningModule the config describes (fresh weights); `data`
     replaces the configured data (a DataModule of one's own, a benchmark's reference). `set_by_user`: the keys
     the command line set (augmentation.hflip_p): a transform the data declares label-changing is refused when
-    the user set it, skipped when a preset did (keeping_labels)."""
+    the user set it, skipped when a preset did (keeping_labels). `context`: what the module knows of the run that
+    trains it (dlopt.training.module.RunContext)."""
     for key in ("data", "model", "optimizer", "scheduler"):
         if cfg.get(key):
             check_arguments(cfg[key], key)
@@ -88,6 +89,7 @@ def build(cfg: DictConfig, data: Optional[DataModule] = None,
     scheduler = instantiate(cfg.scheduler, _convert_="all") if cfg.get("scheduler") else None
     warmup_epochs = scheduler.keywords.pop("warmup_epochs", 0) if scheduler is not None else 0  # see Classifier
     reg, clip = cfg.regularization, cfg.get("clip") or {}
+    transfer = load_transfer(cfg, net)  # transfer.from: the network of an earlier run, and how it trains
     module = Classifier(
         net,
         instantiate(cfg.optimizer, _convert_="all"),
@@ -105,8 +107,9 @@ def build(cfg: DictConfig, data: Optional[DataModule] = None,
         clip_eps=clip.get("eps", 1e-3),
         warmup_epochs=warmup_epochs,
         config={**OmegaConf.to_container(cfg, resolve=True), "augmentation": knobs},  # as built
+        transfer=transfer,
+        context=context,
     )
-    apply_transfer(cfg, module)  # transfer.from: the network of an earlier run, and how it trains
     data.full_batch = full_batch(cfg)
     return data, module
 
@@ -285,15 +288,13 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
     recorder = _recorder(cfg)
     with lightning_config_errors():  # devices and accelerator are checked before anything is built
         trainer = _trainer(cfg, run_dir, [*callbacks, *([recorder] if recorder else [])], purge_step=resume_step)
-    data, module = build(cfg, data, set_by_user=list(hparams or {}))
+    context = RunContext(started_at=start, epoch_lines_to_file=sweep,  # with several processes (DDP), rank 0 writes
+                         history_file=run_dir / "history.json" if trainer.is_global_zero else None)  # the run's files
+    data, module = build(cfg, data, list(hparams or {}), context)
     data.resample(cfg.seed, cfg.data.get("split_seed", cfg.seed),
                   **{k: cfg.data.get(k) for k in RESAMPLING if cfg.data.get(k) is not None})
     _, passes = _log_batching(data)
     _hint_cv(cfg, data)
-    module.started_at = start
-    module.epoch_lines_to_file = sweep
-    if trainer.is_global_zero:
-        module.history_file = run_dir / "history.json"
     module.configure_optimizers()  # settings torch.optim refuses are told now, before anything is written
     size = summarize(module.net, data.in_shape, file_only=sweep)
     if trainer.overfit_batches:

@@ -94,12 +94,13 @@ class Transfer:
                 "fresh_tensors": self.fresh}
 
 
-def apply(cfg: DictConfig, module: L.LightningModule) -> None:
-    """Load transfer.from into module.net and set module.transfer; nothing without transfer.from."""
+def load(cfg: DictConfig, net: nn.Module) -> Optional[Transfer]:
+    """Load transfer.from into `net`; returns how the run trains it (the Classifier's `transfer`), None without
+    transfer.from."""
     node = cfg.get("transfer")
     if node is None or node.get("from") is None:
-        return
-    source, net = str(node["from"]), module.net
+        return None
+    source = str(node["from"])
     head = getattr(net, "head", None)
     if not isinstance(head, nn.Module):
         raise UserError(f"transfer.from needs the model's classification layer under the name `head`; "
@@ -113,8 +114,8 @@ def apply(cfg: DictConfig, module: L.LightningModule) -> None:
     net.load_state_dict(state, strict=False)
     trainable = [head] + [m for m in {net.get_submodule(k.rpartition(".")[0]) for k in fresh}
                           if not any(m is h for h in head.modules())]
-    module.transfer = Transfer(source, node.strategy, node.backbone_lr_scale, node.unfreeze_at_epoch,
-                               trainable, len(state), fresh)
+    transfer = Transfer(source, node.strategy, node.backbone_lr_scale, node.unfreeze_at_epoch, trainable, len(state),
+                        fresh)
     log.info("transfer.from=%s: loaded %d of %d tensors from %s; fresh: %s%s", source, len(state),
              len(net.state_dict()), path, ", ".join(fresh) or "none", f" ({why})" if why else "")
     plans = {"linear_probe": "the backbone stays frozen, the head trains",
@@ -125,6 +126,7 @@ def apply(cfg: DictConfig, module: L.LightningModule) -> None:
     if node.strategy == "gradual" and node.unfreeze_at_epoch >= cfg.trainer.max_epochs:
         log.warning("transfer.unfreeze_at_epoch=%d >= trainer.max_epochs=%d: the backbone never trains",
                     node.unfreeze_at_epoch, cfg.trainer.max_epochs)
+    return transfer
 
 
 def _fit(net: nn.Module, head: nn.Module, state: dict[str, Tensor],
