@@ -102,20 +102,7 @@ def find(cfg: DictConfig, run_dir: Path, command: str = "dlopt train") -> Option
     suggested = None if best is None else lrs[best]
     stopped = _stopped(steps, spec.num_training)
 
-    plt = report.pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(lrs, raw, color="tab:blue", alpha=0.3, linewidth=1, label="loss of each step")
-    ax.plot(lrs, smoothed, color="tab:blue", label=f"smoothed: moving average, weight {BETA:g} on the past")
-    if best is not None:
-        ax.plot(lrs[best], smoothed[best], marker="o", markersize=10, color="red", label=f"suggested {suggested:.2g}")
-    ax.set(xlabel="learning rate", ylabel="training loss", xscale="log" if spec.schedule == "exponential" else "linear",
-           title="LR range test" + ("" if best is not None else ": no suggestion"))
-    ax.legend()
-    ax.grid(alpha=0.3, which="both")
-    if isinstance(trainer.logger, TensorBoardLogger):
-        trainer.logger.experiment.add_figure("lr_find", fig, close=False)
-        trainer.logger.experiment.flush()
-    report.save_figure(fig, run_dir / "lr_find.png")
+    _plot(lrs, steps, best, spec.schedule, trainer.logger, run_dir / "lr_find.png")
     report.write_json({
         "suggested_lr": suggested, "min_lr": spec.min_lr, "max_lr": spec.max_lr, "schedule": spec.schedule,
         "num_training": spec.num_training, "steps": len(raw), "diverged": steps.diverged, "smoothing": BETA,
@@ -132,6 +119,26 @@ def find(cfg: DictConfig, run_dir: Path, command: str = "dlopt train") -> Option
     log.info("suggested optimizer.lr=%.2g  (%s optimizer.lr=%.2g) -> %s", suggested, command, suggested,
              run_dir / "lr_find.png")
     return suggested
+
+
+def _plot(lrs: list[float], steps: StepLosses, best: Optional[int], schedule: str, logger, path: Path) -> None:
+    """lr_find.png, also a TensorBoard figure: each step's loss and the smoothed one over the lr, the suggestion
+    (`best`, an index) marked."""
+    raw, smoothed = steps.raw, steps.smoothed
+    plt = report.pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(lrs, raw, color="tab:blue", alpha=0.3, linewidth=1, label="loss of each step")
+    ax.plot(lrs, smoothed, color="tab:blue", label=f"smoothed: moving average, weight {BETA:g} on the past")
+    if best is not None:
+        ax.plot(lrs[best], smoothed[best], marker="o", markersize=10, color="red", label=f"suggested {lrs[best]:.2g}")
+    ax.set(xlabel="learning rate", ylabel="training loss", xscale="log" if schedule == "exponential" else "linear",
+           title="LR range test" + ("" if best is not None else ": no suggestion"))
+    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    if isinstance(logger, TensorBoardLogger):
+        logger.experiment.add_figure("lr_find", fig, close=False)
+        logger.experiment.flush()
+    report.save_figure(fig, path)
 
 
 def _stopped(steps: StepLosses, num_training: int) -> str:

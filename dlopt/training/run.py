@@ -16,6 +16,7 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -269,7 +270,7 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
           resume: Optional[Path] = None, hparams: Optional[dict[str, Any]] = None,
           sweep: Optional[bool] = None) -> float:
     """Train, test the best checkpoint, write metrics.json, predictions.npz and curves.png; return the best monitored
-    value.
+    value. In three steps: set up (trainer, data, module), fit (why it stopped), finish (test, metrics, files).
 
     `callbacks` are added to the ones the config declares (a sweeper's pruning callback, a timer);
     `data` replaces the configured DataModule; `resume` is a last.ckpt of this run to continue from;
@@ -279,24 +280,47 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
     so its layer table goes to its log file only.
 
     Epochs are numbered from 1 in everything written here (history.json, metrics.json, the log, curves.png)."""
-    start = time.perf_counter()
-    _terminal_skips_file_only()
+    started_at = time.perf_counter()
     if sweep is None:
         sweep = any(isinstance(callback, NoRelaunch) for callback in callbacks)
+    run = set_up(cfg, run_dir, callbacks, data, resume, list(hparams or {}),
+                 RunContext(started_at=started_at, epoch_lines_to_file=sweep))
+    stopped = fit(cfg, run, resume)
+    return finish(cfg, run_dir, run, stopped, hparams)["objective"]
+
+
+@dataclass
+class Setup:
+    """What a run trains with, as `set_up` built it, and what its metrics.json reports of it."""
+
+    trainer: L.Trainer
+    data: DataModule
+    module: Classifier
+    recorder: Optional[L.Callback]  # the diagnostics group's (its warnings go to metrics.json)
+    passes: int  # passes over the training split per epoch (data.min_batches)
+    size: ModelSummary  # parameters and FLOPs per sample
+
+
+def set_up(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback], data: Optional[DataModule],
+           resume: Optional[Path], set_by_user: Sequence[str], context: RunContext) -> Setup:
+    """The run's trainer (the config's callbacks, `callbacks` and the diagnostics' recorder), data and module, told what
+    the run is (`context`: when it started, a sweep's or not; history.json is written by rank 0 only). Settings torch
+    refuses are told here, before anything is written; a new run's augmentation preview is written last."""
+    _terminal_skips_file_only()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     resume_step = read_checkpoint(resume, f"resume={run_dir}")["global_step"] if resume else None
     recorder = _recorder(cfg)
     with lightning_config_errors():  # devices and accelerator are checked before anything is built
         trainer = _trainer(cfg, run_dir, [*callbacks, *([recorder] if recorder else [])], purge_step=resume_step)
-    context = RunContext(started_at=start, epoch_lines_to_file=sweep,  # with several processes (DDP), rank 0 writes
-                         history_file=run_dir / "history.json" if trainer.is_global_zero else None)  # the run's files
-    data, module = build(cfg, data, list(hparams or {}), context)
+    if trainer.is_global_zero:  # with several processes (DDP), rank 0 writes the run's files
+        context = replace(context, history_file=run_dir / "history.json")
+    data, module = build(cfg, data, set_by_user, context)
     data.resample(cfg.seed, cfg.data.get("split_seed", cfg.seed),
                   **{k: cfg.data.get(k) for k in RESAMPLING if cfg.data.get(k) is not None})
     _, passes = _log_batching(data)
     _hint_cv(cfg, data)
     module.configure_optimizers()  # settings torch.optim refuses are told now, before anything is written
-    size = summarize(module.net, data.in_shape, file_only=sweep)
+    size = summarize(module.net, data.in_shape, file_only=context.epoch_lines_to_file)
     if trainer.overfit_batches:
         log.info("trainer.overfit_batches=%s: every epoch trains on the same first training batches, unshuffled and "
                  "unaugmented", trainer.overfit_batches)
@@ -305,16 +329,56 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
     with lightning_config_errors():
         if resume is not None:
             log.info("resuming %s from %s (step %d)", run_dir, resume, resume_step)
-        elif trainer.is_global_zero:  # with several processes (DDP), rank 0 writes the run's files
+        elif trainer.is_global_zero:
             preview_augmentation(data, run_dir, trainer.logger)
-        stopped = _fit(trainer, module, data, resume, key="monitor" if _follows_monitor(cfg) else
-                       "callbacks.early_stopping.monitor")  # (epoch, reason) when it stopped before max_epochs
-    history = list(module.history)
+    return Setup(trainer, data, module, recorder, passes, size)
+
+
+def fit(cfg: DictConfig, run: Setup, resume: Optional[Path]) -> Optional[tuple[int, str]]:
+    """trainer.fit (from `resume`, a last.ckpt, when given); returns the epoch (from 1) at which and the reason why
+    training stopped before max_epochs, or None.
+
+    A non-finite loss stops the run like early stopping does when the early stopping callback has
+    check_finite (its default) and a best epoch exists to test; otherwise it fails the run."""
+    with lightning_config_errors(), _writer_thread_errors_as_warnings():
+        try:
+            run.trainer.fit(run.module, datamodule=run.data, ckpt_path=resume)
+        except Exception as err:
+            stopped = _stopped_by_failure(err, run.trainer, "monitor" if _follows_monitor(cfg) else
+                                          "callbacks.early_stopping.monitor")
+            if stopped is None:
+                raise
+            return stopped
+    return _stopped_early(run.trainer)
+
+
+def finish(cfg: DictConfig, run_dir: Path, run: Setup, stopped: Optional[tuple[int, str]],
+           hparams: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """Test the best epoch's weights, write metrics.json, predictions.npz and curves.png (rank 0); return the
+    metrics."""
+    history = list(run.module.history)
     best = _best_row(history, cfg.monitor, cfg.mode)
     if best is None:
         logged = sorted(k for k in (history[-1] if history else {}) if "/" in k)
         raise UserError(f"monitor={cfg.monitor} was never logged; choose one of: {', '.join(logged)}")
-    checkpoint = trainer.checkpoint_callback  # None with callbacks.checkpoint=null: test the final weights
+    tested, tested_epoch = _test(run, best, history)
+    metrics = {**_results(cfg, run, history, best, tested), **_stop(cfg, run.trainer, stopped), **_facts(cfg, run)}
+    if run.trainer.is_global_zero:
+        _log_hparams(run.trainer.logger, hparams, metrics)
+        report.plot_curves(history, run_dir / "curves.png", best=best["epoch"], monitor=cfg.monitor,
+                           tested=tested, tested_epoch=tested_epoch)
+        report.write_npz(_run_predictions(run.module, run.data), run_dir / "predictions.npz")
+        report.write_json(metrics, run_dir / "metrics.json")
+    log.info("%s: best epoch %d of %d: %s=%.4f; test/acc=%.4f%s -> %s", run_dir.name, metrics["best_epoch"],
+             metrics["epochs"], cfg.monitor, metrics["objective"], metrics.get("test/acc", float("nan")),
+             " (a fast_dev_run: no measurement)" if run.trainer.fast_dev_run else "", run_dir)
+    return metrics
+
+
+def _test(run: Setup, best: dict, history: list[dict]) -> tuple[dict[str, float], Optional[int]]:
+    """Test the best checkpoint's weights (the final weights with callbacks.checkpoint=null): the test metrics and
+    the epoch tested."""
+    checkpoint, module = run.trainer.checkpoint_callback, run.module
     tested_epoch = history[-1]["epoch"] if history else None
     if checkpoint is not None and checkpoint.best_model_path:
         tested_epoch = best["epoch"]
@@ -323,19 +387,31 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         saved = torch.load(checkpoint.best_model_path, map_location=module.device, weights_only=True)
         module.load_state_dict(saved["state_dict"])
     with lightning_config_errors():
-        tested = trainer.test(module, datamodule=data, verbose=False)[0]
+        tested = run.trainer.test(module, datamodule=run.data, verbose=False)[0]
+    return {k: float(v) for k, v in tested.items()}, tested_epoch
+
+
+def _results(cfg: DictConfig, run: Setup, history: list[dict], best: dict, tested: dict[str, float]) -> dict[str, Any]:
+    """metrics.json's numbers: the last epoch's, the test's, the best epoch's, and the steps training took."""
     final = history[-1] if history else {}
-    metrics = {
+    return {
         **{k: v for k, v in final.items() if k not in ("epoch", "lr")},
-        **{k: float(v) for k, v in tested.items()},
+        **tested,
         "monitor": cfg.monitor,
         "mode": cfg.mode,
         "objective": best[cfg.monitor],
         "best_epoch": best["epoch"],
         "epochs": len(history),
-        "steps": trainer.global_step,  # optimizer steps, over all epochs
-        "batches_per_epoch": trainer.num_training_batches,
-        "passes_per_epoch": passes,  # data.min_batches: passes over the training split per epoch
+        "steps": run.trainer.global_step,  # optimizer steps, over all epochs
+        "batches_per_epoch": run.trainer.num_training_batches,
+        "passes_per_epoch": run.passes,  # data.min_batches: passes over the training split per epoch
+    }
+
+
+def _stop(cfg: DictConfig, trainer: L.Trainer, stopped: Optional[tuple[int, str]]) -> dict[str, Any]:
+    """metrics.json's account of how training ended: early (stopping, pruning, divergence), at max_epochs, or as a
+    dev run."""
+    return {
         "stopped_early": stopped is not None,
         "pruned": any(getattr(callback, "pruned", False) for callback in trainer.callbacks),
         "stopped_epoch": stopped[0] if stopped else None,
@@ -344,32 +420,39 @@ def train(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), 
         **({"dev_run": f"trainer.fast_dev_run={_setting(cfg.trainer.get('fast_dev_run'))}"}
            if trainer.fast_dev_run else {}),
         **({"overfit_batches": trainer.overfit_batches} if trainer.overfit_batches else {}),
-        "classes": data.num_classes,
-        "warnings": recorder.warnings if recorder else [],
-        "params": size.total_parameters,
-        "flops_per_sample": size.total_flops,
+    }
+
+
+def _facts(cfg: DictConfig, run: Setup) -> dict[str, Any]:
+    """metrics.json's facts of the run: its data, network, seed, machine, transfer and wall time."""
+    module = run.module
+    return {
+        "classes": run.data.num_classes,
+        "warnings": run.recorder.warnings if run.recorder else [],
+        "params": run.size.total_parameters,
+        "flops_per_sample": run.size.total_flops,
         "seed": cfg.seed,
         "threads": torch.get_num_threads(),
         "node": os.environ.get("DLOPT_NODE") or socket.gethostname(),  # the machine (on Ray: host/node id)
         **({"transfer": module.transfer.summary()} if module.transfer else {}),
         "wall_time_s": round(module.wall_time_s(), 3),  # with the earlier processes of a resumed run
-        "process_wall_time_s": round(time.perf_counter() - start, 3),
+        "process_wall_time_s": round(time.perf_counter() - module.context.started_at, 3),
     }
-    if trainer.is_global_zero:
-        if hparams is not None and isinstance(trainer.logger, TensorBoardLogger):
-            trainer.logger.log_hyperparams(hparams, {f"hparams/{k}": metrics[k] for k in ("objective", "test/acc")
-                                                     if isinstance(metrics.get(k), float)})
-        report.plot_curves(history, run_dir / "curves.png", best=best["epoch"], monitor=cfg.monitor,
-                           tested={k: float(v) for k, v in tested.items()}, tested_epoch=tested_epoch)
-        # a resampled run's predictions of its whole training split too: boosting weighs its errors
-        splits = ("val", "test", "train") if data.train_index is not None else ("val", "test")
-        held_out = {"fold_index": data.fold_index.numpy()} if data.fold_index is not None else {}
-        report.write_npz({**predictions(module, data, splits), **held_out}, run_dir / "predictions.npz")
-        report.write_json(metrics, run_dir / "metrics.json")
-    log.info("%s: best epoch %d of %d: %s=%.4f; test/acc=%.4f%s -> %s", run_dir.name, metrics["best_epoch"],
-             metrics["epochs"], cfg.monitor, metrics["objective"], metrics.get("test/acc", float("nan")),
-             " (a fast_dev_run: no measurement)" if trainer.fast_dev_run else "", run_dir)
-    return metrics["objective"]
+
+
+def _log_hparams(logger, hparams: Optional[dict[str, Any]], metrics: dict[str, Any]) -> None:
+    """TensorBoard's HPARAMS view: what the run set, with its objective and test accuracy."""
+    if hparams is not None and isinstance(logger, TensorBoardLogger):
+        logger.log_hyperparams(hparams, {f"hparams/{k}": metrics[k] for k in ("objective", "test/acc")
+                                         if isinstance(metrics.get(k), float)})
+
+
+def _run_predictions(module: Classifier, data: DataModule) -> dict[str, Any]:
+    """predictions.npz of a training run: val and test; a resampled run's whole training split too (boosting weighs
+    its errors), with the held-out fold's indices."""
+    splits = ("val", "test", "train") if data.train_index is not None else ("val", "test")
+    held_out = {"fold_index": data.fold_index.numpy()} if data.fold_index is not None else {}
+    return {**predictions(module, data, splits), **held_out}
 
 
 def _dev_run(cfg: DictConfig, trainer: L.Trainer) -> Optional[str]:
@@ -413,49 +496,57 @@ def _follows_monitor(cfg: DictConfig) -> bool:
     return stopping is not None and stopping.get("monitor") == cfg.monitor
 
 
-def _fit(trainer: L.Trainer, module: Classifier, data: DataModule, resume: Optional[Path],
-         key: str) -> Optional[tuple[int, str]]:
-    """trainer.fit; returns the epoch (from 1) at which and the reason why training stopped before
-    max_epochs, or None. `key` names early stopping's monitor in messages.
+def _stopped_by_failure(err: Exception, trainer: L.Trainer, key: str) -> Optional[tuple[int, str]]:
+    """What an error out of trainer.fit means. A divergence that early stopping watches for (check_finite, its
+    default) once a best epoch exists to test: a stop, (epoch from 1, reason). A failed write with last.ckpt kept
+    (a full disk) or an early stopping monitor (named `key` in messages) that is never logged: a UserError saying
+    so. None: the error stands."""
+    stopping, checkpoint = trainer.early_stopping_callback, trainer.checkpoint_callback
+    diverged = cause_of(err, Diverged)
+    if diverged is not None and stopping is not None and stopping.check_finite \
+            and checkpoint is not None and checkpoint.best_model_path:
+        log.warning("stopped: %s; testing the best epoch", diverged)
+        return trainer.current_epoch + 1, str(diverged)
+    refused = cause_of(err, OSError)
+    last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+    if refused is not None and refused.filename is None:  # a library's write that failed after its file opened
+        refused = OSError(refused.errno, refused.strerror or str(refused), trainer.default_root_dir)
+    if refused is not None and last.is_file():  # e.g. a full disk while saving an epoch's checkpoint
+        raise UserError(f"{os_error_message(refused)}; the run's last complete checkpoint is kept: continue it "
+                        f"with dlopt train resume={trainer.default_root_dir}") from None
+    # EarlyStopping(strict=True) tells of its missing monitor by a RuntimeError only its text tells from others
+    if diverged is None and isinstance(err, RuntimeError) and stopping is not None \
+            and stopping.monitor not in trainer.callback_metrics and "Early stopping" in str(err):
+        logged = sorted(trainer.callback_metrics)
+        raise UserError(f"{key}={stopping.monitor} is never logged"
+                        f"{did_you_mean(stopping.monitor, logged)}; choose one of {', '.join(logged)}") from None
+    return None
 
-    A non-finite loss stops the run like early stopping does when the early stopping callback has
-    check_finite (its default) and a best epoch exists to test; otherwise it fails the run."""
-    stopping = trainer.early_stopping_callback
-    threading.excepthook, default_hook = _writer_thread_errors, threading.excepthook
-    try:
-        trainer.fit(module, datamodule=data, ckpt_path=resume)
-    except Exception as err:
-        diverged = cause_of(err, Diverged)
-        checkpoint = trainer.checkpoint_callback
-        if diverged is not None and stopping is not None and stopping.check_finite \
-                and checkpoint is not None and checkpoint.best_model_path:
-            log.warning("stopped: %s; testing the best epoch", diverged)
-            return trainer.current_epoch + 1, str(diverged)
-        refused = cause_of(err, OSError)
-        last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
-        if refused is not None and refused.filename is None:  # a library's write that failed after its file opened
-            refused = OSError(refused.errno, refused.strerror or str(refused), trainer.default_root_dir)
-        if refused is not None and last.is_file():  # e.g. a full disk while saving an epoch's checkpoint
-            raise UserError(f"{os_error_message(refused)}; the run's last complete checkpoint is kept: continue it "
-                            f"with dlopt train resume={trainer.default_root_dir}") from None
-        if diverged is None and isinstance(err, RuntimeError) and stopping is not None \
-                and stopping.monitor not in trainer.callback_metrics and "Early stopping" in str(err):
-            logged = sorted(trainer.callback_metrics)
-            raise UserError(f"{key}={stopping.monitor} is never logged"
-                            f"{did_you_mean(stopping.monitor, logged)}; choose one of {', '.join(logged)}") from None
-        raise
-    finally:
-        threading.excepthook = default_hook
+
+def _stopped_early(trainer: L.Trainer) -> Optional[tuple[int, str]]:
+    """The epoch (from 1) at which and the reason why a search trial's pruning or early stopping stopped training
+    before max_epochs, or None."""
     for callback in trainer.callbacks:  # a search trial's pruning (dlopt/search/pruning.py): its epoch counts from 0
         if getattr(callback, "stopped", None):
             epoch, reason = callback.stopped
             log.info("stopped at epoch %d: %s", epoch + 1, reason)
             return epoch + 1, reason
+    stopping = trainer.early_stopping_callback
     if stopping is None or not stopping.stopped_epoch:
         return None
     reason = (stopping.stopping_reason_message or "").replace(" Signaling Trainer to stop.", "")
     log.info("early stopping at epoch %d: %s", stopping.stopped_epoch + 1, reason)
     return stopping.stopped_epoch + 1, f"early stopping: {reason}"
+
+
+@contextmanager
+def _writer_thread_errors_as_warnings():
+    """While it is open, a thread's OSError is one warning (_writer_thread_errors), not the thread's traceback."""
+    threading.excepthook, default_hook = _writer_thread_errors, threading.excepthook
+    try:
+        yield
+    finally:
+        threading.excepthook = default_hook
 
 
 def _writer_thread_errors(args: threading.ExceptHookArgs) -> None:
