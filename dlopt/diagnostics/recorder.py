@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 from typing import Any, Optional
 
@@ -26,6 +25,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
+from dlopt.atomic import replacing
 from dlopt.diagnostics import symptoms
 from dlopt.diagnostics.plot import plot_diagnostics
 from dlopt.errors import naming
@@ -114,7 +114,7 @@ class Recorder(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         """diagnostics.jsonl: its header, then (resumed) the records written up to the checkpoint the run continues
-        from, rewritten through a temporary file."""
+        from, replaced in one step (dlopt.atomic)."""
         if not trainer.is_global_zero:
             return
         self._path = Path(trainer.default_root_dir) / FILE
@@ -126,10 +126,9 @@ class Recorder(L.Callback):
                       "classes": getattr(trainer.datamodule, "num_classes", None), "every_n_steps": self.every_n_steps,
                       "from_epoch": history[-1]["epoch"] + 1 if history else 1}  # > 1: recording began at a resume
         self._written = len(self._records)
-        tmp = self._path.with_name(self._path.name + ".tmp")
-        with naming(self._path):
-            tmp.write_text("".join(json.dumps(strict(r), allow_nan=False) + "\n" for r in [header, *self._records]))
-            os.replace(tmp, self._path)
+        text = "".join(json.dumps(strict(r), allow_nan=False) + "\n" for r in [header, *self._records])
+        with replacing(self._path) as file:
+            file.write(text.encode())
 
     def _earlier(self, history: list[dict[str, Any]]) -> tuple[Optional[dict], list[dict[str, Any]]]:
         """The header and records a resumed run keeps: the first `records` of its checkpoint's state (a checkpoint

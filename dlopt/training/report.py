@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from dlopt.errors import naming
+from dlopt.atomic import replacing
 
 
 def strict(value):
@@ -24,24 +23,20 @@ def strict(value):
 
 
 def write_json(values: dict | list, path: Path, indent: int | None = 2) -> None:
-    """Strict JSON (a non-finite number becomes null), written through a temporary file so that
-    a crash never leaves a half-written file under `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    with naming(path):
-        tmp.write_text(json.dumps(strict(values), indent=indent, sort_keys=True, allow_nan=False) + "\n")
-        os.replace(tmp, path)
+    """Strict JSON (a non-finite number becomes null), replaced in one step (dlopt.atomic): a crash never leaves
+    a half-written file under `path`."""
+    text = json.dumps(strict(values), indent=indent, sort_keys=True, allow_nan=False) + "\n"
+    with replacing(path) as file:
+        file.write(text.encode())
 
 
 def write_npz(arrays: dict, path: Path) -> None:
-    """Numeric arrays in one .npz file (no pickled objects), written through a temporary file: a crash never
+    """Numeric arrays in one .npz file (no pickled objects), replaced in one step (dlopt.atomic): a crash never
     leaves a half-written file under `path`."""
     import numpy as np
 
-    tmp = path.with_name(path.name + ".tmp")
-    with naming(path):
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
+    with replacing(path) as file:
+        np.savez_compressed(file, **arrays)
 
 
 def pyplot():
