@@ -1,7 +1,12 @@
-"""Tests of dlopt.checks.check on configs composed by Hydra from the real config tree."""
+"""Tests of dlopt.checks (validate, check and the value rules) on configs composed by Hydra from the real config
+tree."""
+
+import re
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
 from dlopt.apps import config_dir
 from dlopt.checks import check
@@ -188,3 +193,76 @@ def test_choices_are_the_names_the_models_build():
 
     assert tuple(ACTIVATIONS) == CHOICES["activation"] and tuple(NORMS) == CHOICES["norm"]
     assert INITS == CHOICES["init"] and tuple(ARCHS) == CHOICES["arch"]
+
+
+# --- the entry point, rules keyed by path ----------------------------------------------------------------------------
+
+
+def test_every_command_validates_through_one_entry_point():
+    from dlopt.checks import validate
+
+    validate(composed(), "train")
+    with initialize_config_dir(config_dir=config_dir(), version_base=None):
+        for command, overrides, needle in (("eval", ["split=train"], "split=train is not valid"),
+                                           ("explain", ["method=lime", "explain.samples=0"], "explain.samples=0 "),
+                                           ("doctor", ["remedies=0"], "remedies=0 is not valid"),
+                                           ("runs", ["format=xml"], "format=xml is not valid"),
+                                           ("tune_lr", ["lr_find.num_training=1"], "lr_find.num_training=1 ")):
+            with pytest.raises(UserError, match=f"^{re.escape(needle)}"):
+                validate(compose(command, overrides=overrides), command)
+
+
+def test_every_rule_names_a_knob_of_the_shipped_config():
+    """RULES is keyed by full paths: each (but a `*` pattern) is a key that a file of conf/ sets."""
+    from dlopt.checks.values import RULES
+
+    keys = set()
+    root = Path(config_dir())
+    for path in root.rglob("*.yaml"):
+        where = path.relative_to(root).parts
+        if where[0] != "hydra":
+            top = len(where) == 1 or path.read_text().startswith("# @package _global_")
+            keys |= set(_paths(OmegaConf.load(path), "" if top else where[0]))
+    unknown = [key for key in RULES if "*" not in key and key not in keys]
+    assert not unknown, unknown
+
+
+def _paths(node, path=""):
+    for key in node:
+        full = f"{path}.{key}" if path else str(key)
+        if OmegaConf.is_interpolation(node, key) or OmegaConf.is_missing(node, key) \
+                or not isinstance(node[key], DictConfig):
+            yield full
+        else:
+            yield from _paths(node[key], full)
+
+
+def test_a_new_knob_does_not_inherit_a_rule_of_another_by_its_name():
+    from dlopt.checks.values import rule_of
+
+    assert rule_of("augmentation.scale") is not None and rule_of("model.scale") is None
+    assert rule_of("scheduler.factor") is not None and rule_of("model.factor") is None
+    check(composed("+model.scale=[2,1]"))  # not augmentation.scale's rule (the model's build refuses an unknown key)
+
+
+def test_a_wildcard_rule_is_shared_on_purpose():
+    from dlopt.checks.values import rule_of
+
+    assert rule_of("diagnostics.thresholds.dead") is rule_of("diagnostics.thresholds.anything_new")
+    assert rejected("diagnostics.thresholds.dead=-1").startswith("diagnostics.thresholds.dead=-1 is not valid")
+
+
+def test_label_changing_is_one_rule_of_the_run_config():
+    cfg = composed("augmentation.hflip_p=0.5")
+    check(cfg)  # a preset's or unknown origin: the augmentation's builder skips it
+    with pytest.raises(UserError, match=r"^augmentation\.hflip_p=0\.5 refused: data=digits lists it"):
+        check(cfg, set_by_user=["augmentation.hflip_p"], data="digits")
+    with pytest.raises(UserError, match=r"^data\.label_changing=\['flips'\] is not valid"):
+        check(composed("data.label_changing=[flips]"))
+
+
+def test_one_number_predicate():
+    from dlopt.checks.values import number
+
+    assert number(1) and number(1.5) and number(float("nan")) and not number(True) and not number("1")
+    assert not number(float("inf"), finite=True) and number(-2.0, finite=True)

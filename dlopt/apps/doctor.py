@@ -6,20 +6,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dlopt.apps import app, log, task
+from dlopt.checks import validate
 from dlopt.errors import UserError
 
 
 @task
 def doctor(cfg: DictConfig, run_dir: Path) -> dict:
-    from dlopt.checks import check_diagnostics
     from dlopt.diagnostics import doctor as medic
 
-    check_diagnostics(cfg)
-    if not isinstance(cfg.get("try"), bool):
-        raise UserError(f"try={cfg.get('try')} is not valid; give true or false")
-    if not isinstance(cfg.remedies, int) or isinstance(cfg.remedies, bool) or cfg.remedies < 1:
-        raise UserError(f"remedies={cfg.remedies} is not valid; give an integer >= 1 (how many remedies try=true "
-                        "trains)")
+    validate(cfg, "doctor")
     thresholds = OmegaConf.to_container(cfg.diagnostics.thresholds)
     folder, runs = medic.runs_of(cfg.run)
     if cfg["try"] and len(runs) > 1:

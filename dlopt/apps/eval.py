@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 from dlopt import threads
 from dlopt.apps import app, task, trusted_targets
-from dlopt.errors import UserError
+from dlopt.checks import validate
 
 log = logging.getLogger("dlopt")
 
@@ -16,9 +16,7 @@ log = logging.getLogger("dlopt")
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     from dlopt.saved_run import find
 
-    if cfg.split not in ("test", "val"):
-        raise UserError(f"split={cfg.split} is not valid: expected test or val")
-    threads.check(cfg.threads)
+    validate(cfg, "eval")
     saved = find(cfg.run, cfg.ckpt_path)  # before torch is imported: a wrong path is told at once
     threads.use(cfg.threads)
     from dlopt.training.run import evaluate as run_evaluation

@@ -23,6 +23,7 @@ from typing import Any, Iterator, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from dlopt import saved_run
+from dlopt.checks.values import check_value
 from dlopt.errors import UserError
 from dlopt.saved_run import check_config, read_yaml
 
@@ -130,8 +131,7 @@ def resumed_config(cfg: DictConfig, run_dir: Path, new_overrides: list[str], all
     docstring). The run folder is a file from disk: its config builds only `allowed` targets (dlopt.saved_run).
     Writes nothing."""
     named = f"resume={run_dir}"
-    if not isinstance(cfg.get("resume_changes", False), bool):
-        raise UserError(f"resume_changes={cfg.resume_changes} is not valid; give true or false")
+    check_value("resume_changes", cfg.get("resume_changes", False))
     records = saved_run.resumes(run_dir, named)
     started = read_yaml(run_dir / ".hydra" / "config.yaml", named)
     saved = saved_run.apply_resumes(OmegaConf.to_container(started, resolve=False), records)

@@ -5,45 +5,20 @@ nothing; by= and compare= write their tables and plots to outputs/runs/DATE/TIME
 import json
 from pathlib import Path
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dlopt import folders
 from dlopt.apps import app, log, task
+from dlopt.checks import validate
+from dlopt.checks.commands import key_list
 from dlopt.errors import UserError
-
-FORMATS = ("table", "md", "csv", "json")
-
-
-def _list(value, knob: str) -> list:
-    """A key or a list of keys (by=optimizer, by=[optimizer,scheduler])."""
-    if value is None:
-        return []
-    items = OmegaConf.to_container(value) if isinstance(value, ListConfig) else [value]
-    if not items or not all(isinstance(v, str) and v for v in items):
-        raise UserError(f"{knob}={value} is not valid; give a key or a list of keys, e.g. {knob}=optimizer or "
-                        f"{knob}=[optimizer,scheduler]")
-    return items
-
-
-def check(cfg: DictConfig) -> None:
-    if cfg.format not in FORMATS:
-        raise UserError(f"format={cfg.format} is not valid; give one of {', '.join(FORMATS)}")
-    if cfg.limit is not None and (not isinstance(cfg.limit, int) or isinstance(cfg.limit, bool) or cfg.limit < 1):
-        raise UserError(f"limit={cfg.limit} is not valid; give an integer >= 1, or null for every run")
-    if not isinstance(cfg.path, str) or not cfg.path:
-        raise UserError(f"path={cfg.path} is not valid; give a folder of runs, e.g. path=outputs")
-    if not isinstance(cfg.sort, str) or not isinstance(cfg.metric, str):
-        raise UserError("sort= and metric= take a metric name, e.g. sort=test/acc")
-    if cfg.compare is not None and not isinstance(cfg.compare, ListConfig):
-        raise UserError(f"compare={cfg.compare} is not valid; give a list of run folders, e.g. "
-                        "compare=[outputs/train/A,outputs/train/B]")
 
 
 @task
 def runs(cfg: DictConfig, run_dir: Path) -> dict:
     from dlopt.runs import listing
 
-    check(cfg)
+    validate(cfg, "runs")
     if cfg.compare is not None:
         from dlopt.runs import compare
 
@@ -56,7 +31,7 @@ def runs(cfg: DictConfig, run_dir: Path) -> dict:
             log.info("no history.json (no curves drawn) in: %s", ", ".join(missing))
         (log.info if cfg.format in ("table", "md") else log.debug)("wrote compare.md and compare.png to %s", run_dir)
         return {"compared": [str(r.folder) for r in chosen]}
-    by = _list(cfg.by, "by")
+    by = key_list(cfg.by, "by")
     path = Path(cfg.path).expanduser()
     if not path.is_dir():
         raise UserError(f"path={cfg.path} {'is not a folder' if path.exists() else 'does not exist'}; give the "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dlopt import folders, threads
 from dlopt.apps import app, log, task, trusted_targets
@@ -23,7 +23,7 @@ DDP_IN_SWEEP = ("trainer.devices={devices} would start more processes by running
 
 @task
 def train(cfg: DictConfig, run_dir: Path) -> float:
-    from dlopt.checks import check
+    from dlopt.checks import validate
 
     hydra = HydraConfig.get()
     overrides, resumed = list(hydra.overrides.task), None
@@ -32,13 +32,7 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
             given = [o for o in overrides if not o.startswith("resume=")]
             resumed = resuming.resumed_config(cfg, run_dir, given, trusted_targets(cfg))
             cfg, overrides = resumed.config, resumed.earlier + given
-        check(cfg)
-        if isinstance(cfg.get("augmentation"), DictConfig) and isinstance(cfg.get("data"), DictConfig):
-            from dlopt.checks import refuse_label_changing
-
-            user = [k.partition(".")[2] for k in hparams(cfg, overrides) if k.startswith("augmentation.")]
-            refuse_label_changing(OmegaConf.to_container(cfg.augmentation, resolve=True),
-                                  cfg.data.get("label_changing"), user, hydra.runtime.choices.get("data"))
+        validate(cfg, "train", set_by_user=list(hparams(cfg, overrides)), data=hydra.runtime.choices.get("data"))
     in_sweep = hydra.mode == RunMode.MULTIRUN
     check_nodes(cfg.trainer, in_sweep, own_folder=folders.claimed(run_dir))
     for note in resumed.notes if resumed else []:

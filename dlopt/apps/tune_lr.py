@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 
 from dlopt import threads
 from dlopt.apps import app, task
+from dlopt.checks import validate
 
 
 def train_command(overrides: list[str]) -> str:
@@ -19,9 +20,7 @@ def train_command(overrides: list[str]) -> str:
 
 @task
 def tune_lr(cfg: DictConfig, run_dir: Path) -> Optional[float]:
-    from dlopt.checks import check
-
-    check(cfg)
+    validate(cfg, "tune_lr")
     threads.use(cfg.threads)
     from dlopt.training.lr_find import find  # heavy imports (torch, Lightning) only now
 

@@ -27,7 +27,8 @@ from typing import Any, Collection, Optional, Sequence
 import torch
 from torch import nn
 
-from dlopt.checks import CHOICES, OFF, refuse_label_changing
+from dlopt.checks import CHOICES, refuse_label_changing
+from dlopt.data.knobs import OFF
 from dlopt.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from dlopt import folders
-from dlopt.checks import check_values
+from dlopt.checks.values import check_values
 from dlopt.errors import UserError
 from dlopt.search import space as spaces
 from dlopt.search import study as studies

@@ -1,0 +1,46 @@
+"""Checks of a config node against the objects it builds: every key is a setting its `_target_` takes. They import
+the targets, so they run where the objects are built (dlopt.training.run), not with the value rules."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from dlopt.errors import UserError, did_you_mean
+
+# keys of a target's node that dlopt reads itself instead of passing them to the target
+OWN_KEYS = {"model.compile", "scheduler.warmup_epochs", "data.bootstrap", "data.sample_weights", "data.fold",
+            "data.label_changing"}
+
+
+def check_arguments(node: DictConfig, path: str) -> None:
+    """Each object the config node at `path` builds takes every key given to it: `+model.foo=1` is one
+    line naming model.foo and the model's settings instead of a TypeError from inside the build.
+    Imports the targets, so it runs where they are built."""
+    import inspect
+
+    from hydra.utils import get_object
+
+    for key in node:
+        value = node.get(key)
+        if isinstance(value, DictConfig):
+            check_arguments(value, f"{path}.{key}")
+    target = node.get("_target_")
+    if target is None:
+        return
+    try:
+        parameters = inspect.signature(get_object(str(target))).parameters
+    except Exception as err:
+        raise UserError(f"{path}._target_={target} cannot be built: {str(err).splitlines()[0]}") from None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = [str(k) for k in node if not str(k).startswith("_") and k not in parameters
+               and f"{path}.{k}" not in OWN_KEYS]
+    if unknown:
+        raise not_a_setting(node, path, unknown[0],
+                            [name for name, p in parameters.items() if p.default is not inspect.Parameter.empty])
+
+
+def not_a_setting(node: DictConfig, path: str, key: str, settings: list[str]) -> UserError:
+    """The error for a key given to the target of the node at `path` that the target does not take."""
+    return UserError(f"{path}.{key} is not a setting of {path} ({node.get('_target_')}){did_you_mean(key, settings)}; "
+                     f"its settings are {', '.join(settings)}")
