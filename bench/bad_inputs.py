@@ -135,7 +135,9 @@ def composed_train_config(*overrides: str) -> dict:
     from omegaconf import OmegaConf
 
     from dlopt.apps import config_dir
+    from dlopt.hydra_glue import register_resolvers
 
+    register_resolvers()  # conf/ calls dlopt's resolvers by name
     with _COMPOSE, initialize_config_dir(config_dir=config_dir(), version_base=None):
         return OmegaConf.to_container(compose("train", overrides=[*TINY, *overrides]), resolve=True)
 

@@ -10,6 +10,7 @@ import lightning.pytorch as L
 from hydra import compose, initialize_config_dir
 
 from dlopt.apps import config_dir
+from dlopt.hydra_glue import register_resolvers
 
 for name in ("lightning", "lightning.pytorch"):  # the figures, not Lightning's chatter
     logging.getLogger(name).setLevel(logging.WARNING)
@@ -17,6 +18,7 @@ for name in ("lightning", "lightning.pytorch"):  # the figures, not Lightning's 
 
 def config(*overrides: str):
     """The composed `dlopt train` config with these overrides, as the CLI would build it."""
+    register_resolvers()  # conf/ calls dlopt's resolvers by name
     with initialize_config_dir(config_dir=config_dir(), version_base=None):
         return compose("train", overrides=list(overrides))
 

@@ -19,6 +19,7 @@ from dlopt.checks import check
 from dlopt.data.augment import OFF, Augment, build_augment, keeping_labels
 from dlopt.data.datamodule import InMemoryDataModule, input_stats
 from dlopt.errors import UserError
+from dlopt.hydra_glue import register_resolvers
 
 PRESETS = ("none", "light", "standard", "strong", "randaugment", "mixup", "cutmix")
 SHAPES = {"grey": (1, 8, 8), "rgb": (3, 8, 8), "signal": (2, 40), "vector": (10,)}
@@ -43,6 +44,7 @@ DECLARED = {"digits": ["hflip_p", "vflip_p"], "mnist": ["hflip_p", "vflip_p"],  
 
 
 def composed(*overrides):
+    register_resolvers()  # conf/ calls dlopt's resolvers by name
     with initialize_config_dir(config_dir=config_dir(), version_base=None):
         return compose("train", overrides=list(overrides))
 

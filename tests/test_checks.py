@@ -11,9 +11,11 @@ from omegaconf import DictConfig, OmegaConf
 from dlopt.apps import config_dir
 from dlopt.checks import check
 from dlopt.errors import UserError
+from dlopt.hydra_glue import register_resolvers
 
 
 def composed(*overrides):
+    register_resolvers()  # conf/ calls dlopt's resolvers by name
     with initialize_config_dir(config_dir=config_dir(), version_base=None):
         return compose("train", overrides=list(overrides))
 
@@ -202,6 +204,7 @@ def test_every_command_validates_through_one_entry_point():
     from dlopt.checks import validate
 
     validate(composed(), "train")
+    register_resolvers()  # conf/ calls dlopt's resolvers by name
     with initialize_config_dir(config_dir=config_dir(), version_base=None):
         for command, overrides, needle in (("eval", ["split=train"], "split=train is not valid"),
                                            ("explain", ["method=lime", "explain.samples=0"], "explain.samples=0 "),

@@ -89,9 +89,11 @@ def test_mnist1d_default_is_the_published_dataset_whatever_the_run_seed():
     from mnist1d.data import get_dataset_args, make_dataset
 
     from dlopt.apps import config_dir
+    from dlopt.hydra_glue import register_resolvers
     from dlopt.training.run import _data
 
     published = make_dataset(get_dataset_args())  # the package's defaults: seed 42, 5000 samples
+    register_resolvers()  # conf/ calls dlopt's resolvers by name
     with initialize_config_dir(config_dir=config_dir(), version_base=None):
         data = [_data(compose("train", [f"seed={seed}", "data=mnist1d"])) for seed in (0, 7)]
     assert sizes(data[0]) == sizes(data[1]) == {"train": 3400, "val": 600, "test": 1000}

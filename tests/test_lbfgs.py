@@ -25,6 +25,7 @@ from dlopt import saved_run
 from dlopt.apps import config_dir
 from dlopt.data.table import csv
 from dlopt.errors import UserError
+from dlopt.hydra_glue import register_resolvers
 from dlopt.training.module import Diverged
 from dlopt.training.run import build
 from dlopt.training.transfer import Transfer
@@ -205,6 +206,7 @@ def test_two_processes_step_together_and_as_one_process_does(cli, wine):
 
 
 def composed(wine, *overrides, optimizer=LBFGS):
+    register_resolvers()  # conf/ calls dlopt's resolvers by name
     with initialize_config_dir(config_dir=config_dir(), version_base=None):
         return compose("train", overrides=[*QUIET, *data_args(wine), *optimizer, *overrides])
 

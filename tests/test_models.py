@@ -22,6 +22,7 @@ from dlopt.checks import CHOICES, check
 from dlopt.diagnostics.remedies import remedies
 from dlopt.diagnostics.symptoms import Finding
 from dlopt.errors import UserError
+from dlopt.hydra_glue import register_resolvers
 from dlopt.models import CNN, MLP, ViT, ResNet
 from dlopt.models.layers import ACTIVATIONS, NORMS, make_activation, make_norm
 
@@ -283,6 +284,7 @@ def test_weights_need_batch_norm(resnet18_file: str) -> None:
 
 
 def test_heads_not_dividing_width_is_rejected_at_composition() -> None:
+    register_resolvers()  # conf/ calls dlopt's resolvers by name
     with initialize_config_dir(config_dir=config_dir(), version_base=None):
         cfg = compose("train", overrides=["model=vit", "model.width=30", "model.heads=4"])
     with pytest.raises(UserError) as err:

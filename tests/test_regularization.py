@@ -16,6 +16,7 @@ from dlopt.checks import check
 from dlopt.data.augment import build_augment
 from dlopt.data.datamodule import InMemoryDataModule, balanced_weights
 from dlopt.errors import UserError, cause_of
+from dlopt.hydra_glue import register_resolvers
 from dlopt.training.module import Classifier
 from dlopt.training.run import build
 
@@ -24,6 +25,7 @@ QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "tr
 
 
 def composed(*overrides):
+    register_resolvers()  # conf/ calls dlopt's resolvers by name
     with initialize_config_dir(config_dir=config_dir(), version_base=None):
         return compose("train", overrides=[*QUIET, *overrides])
 

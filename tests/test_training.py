@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from dlopt import saved_run
 from dlopt.apps import config_dir
 from dlopt.errors import UserError
+from dlopt.hydra_glue import register_resolvers
 from dlopt.training import run as runs
 from dlopt.training.module import Classifier
 from dlopt.training.run import build, train
@@ -24,6 +25,7 @@ FINITE = ["train/loss", "train/acc", "val/loss", "val/acc", "val/f1", "test/loss
 
 
 def composed(*overrides, name="train"):
+    register_resolvers()  # conf/ calls dlopt's resolvers by name
     with initialize_config_dir(config_dir=config_dir(), version_base=None):
         return compose(name, overrides=list(overrides))
 

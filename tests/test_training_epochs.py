@@ -13,6 +13,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from dlopt.apps import config_dir
+from dlopt.hydra_glue import register_resolvers
 from dlopt.training import report
 from dlopt.training.run import train
 
@@ -22,6 +23,7 @@ TINY = ["trainer.max_epochs=2", "trainer.limit_train_batches=3", "trainer.limit_
 
 
 def composed(*overrides):
+    register_resolvers()  # conf/ calls dlopt's resolvers by name
     with initialize_config_dir(config_dir=config_dir(), version_base=None):
         return compose("train", overrides=list(overrides))
 

@@ -19,6 +19,7 @@ from test_bad_inputs import assert_fails_clearly
 
 from dlopt.apps import config_dir
 from dlopt.checks import check
+from dlopt.hydra_glue import register_resolvers
 from dlopt.training.run import build
 
 HEAD = ("head.3.weight", "head.3.bias")  # the cnn's Linear classifier
@@ -42,6 +43,7 @@ def backbone_equal(a: dict, b: dict) -> list[str]:
 
 
 def composed(*overrides: str):
+    register_resolvers()  # conf/ calls dlopt's resolvers by name
     with initialize_config_dir(config_dir=config_dir(), version_base=None):
         return compose("train", overrides=list(overrides))
 
