@@ -13,6 +13,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from dlopt.checks.values import check_values, integer, number
 from dlopt.data.knobs import OFF
 from dlopt.errors import UserError, did_you_mean
+from dlopt.training.logged import monitorable
 
 # the groups a run is built from: `~model` cannot remove one (`~scheduler`, `~logger`, `~clip` can)
 REQUIRED_GROUPS = ("data", "model", "optimizer", "augmentation", "regularization", "trainer")
@@ -100,18 +101,13 @@ def transfer_source(source: str) -> Path:
     return path / "checkpoints" / "best.ckpt"
 
 
-def logged_metrics(cfg: DictConfig) -> list[str]:
-    """The metrics every epoch logs (dlopt/training/module.py), so that a monitor is checked before training."""
-    regularization = cfg.get("regularization")
-    l1 = isinstance(regularization, DictConfig) and bool(regularization.get("l1"))
-    return ["train/loss", "train/acc", *(["train/l1"] if l1 else []), "val/loss", "val/acc", "val/f1", "val/ece"]
-
-
 def _check_monitors(cfg: DictConfig) -> None:
-    """`monitor` and the callbacks' monitors name a metric that is logged (validation must run for val/)."""
+    """`monitor` and the callbacks' monitors name a metric that every epoch logs (dlopt.training.logged, what the
+    Classifier logs), and validation runs for a val/ one."""
     if "monitor" not in cfg:
         return
-    logged = logged_metrics(cfg)
+    regularization = cfg.get("regularization")
+    logged = monitorable(l1=isinstance(regularization, DictConfig) and bool(regularization.get("l1")))
     callbacks = cfg.get("callbacks") or {}
     watched = [("monitor", cfg.monitor)] + [(f"callbacks.{name}.monitor", node.get("monitor")) for name, node in
                                             callbacks.items() if isinstance(node, DictConfig)]
