@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from dlopt.checks.values import number
+
 SATURATING = ("sigmoid", "tanh")
 # thresholds a config's diagnostics.thresholds may lack (one written before they were added): their defaults, as
 # conf/diagnostics/default.yaml explains its others. few_steps: Adam moves each weight by about lr per step at most
@@ -41,11 +43,7 @@ class Finding:
 
 def _numbers(value: Any) -> bool:
     """A mapping of names to numbers (null for a value that was not finite)."""
-    return isinstance(value, dict) and all(v is None or _number(v) for v in value.values())
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, dict) and all(v is None or number(v) for v in value.values())
 
 
 def _well_formed(record: Any) -> bool:
@@ -57,7 +55,7 @@ def _well_formed(record: Any) -> bool:
     timed = isinstance(record.get("epoch"), int) and isinstance(record.get("step"), int)
     if kind == "step":
         return timed and all(_numbers(record.get(k, {})) for k in ("grad_norm", "weight_norm", "update_ratio")) \
-            and (record.get("total_grad_norm") is None or _number(record["total_grad_norm"]))
+            and (record.get("total_grad_norm") is None or number(record["total_grad_norm"]))
     if kind == "activations":
         return timed and all(_numbers(record.get(k, {})) for k in ("dead", "saturated", "mean", "std"))
     return False
@@ -150,7 +148,7 @@ def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persist
     graded = [s for s in summaries if s.get("grad_norm")]
     ratios = {}
     for s in graded:
-        norms = [(name, v) for name, v in s["grad_norm"].items() if _number(v) and math.isfinite(v)]
+        norms = [(name, v) for name, v in s["grad_norm"].items() if number(v, finite=True)]
         if len(norms) >= 2 and norms[-1][1] > 0:
             ratios[s["epoch"]] = (norms[0][1] / norms[-1][1], norms[0][0], norms[-1][0])
     low = [e for e, (r, _, _) in ratios.items() if r < t["vanishing"]]
@@ -171,7 +169,7 @@ def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persist
         for i in range(1, len(steps)):
             epoch, value, loss = steps[i]
             before = median(v for _, v, _ in steps[:i])
-            lowest = min((earlier for _, _, earlier in steps[:i] if _number(earlier)), default=None)
+            lowest = min((earlier for _, _, earlier in steps[:i] if number(earlier)), default=None)
             worse = loss is None or lowest is None or not math.isfinite(loss) or loss > (1 + t["spike"]) * lowest
             ratio = math.inf if not math.isfinite(value) else value / before if before > 0 else 1.0
             jumps.append((epoch, value, ratio if worse else min(ratio, 1.0)))
@@ -193,11 +191,11 @@ def layer_findings(summaries: list[dict[str, Any]], t: dict[str, float], persist
             ("saturated", t["saturated"], "saturated_units", "saturated units",
              "sigmoid/tanh units pinned near their limits pass almost no gradient")):
         hits = [(a["epoch"], name, v) for a in acts for name, v in a.get(kind, {}).items()
-                if _number(v) and v > threshold]
+                if number(v) and v > threshold]
         epochs = sorted({e for e, _, _ in hits})
         if _present(epochs, len(acts), persistent):
             last = max((a for a in acts if a["epoch"] == epochs[-1]), key=lambda a: a["epoch"])
-            layers = sorted(((v, n) for n, v in last.get(kind, {}).items() if _number(v) and v > threshold),
+            layers = sorted(((v, n) for n, v in last.get(kind, {}).items() if number(v) and v > threshold),
                             reverse=True)
             shown = ", ".join(f"{n} {v:.0%}" for v, n in layers[:4])
             found.append(Finding(symptom, title, f"{kind} fraction {shown} in {_epochs(epochs)} "
@@ -335,7 +333,7 @@ def beyond_usual_lr(config: dict[str, Any]) -> Optional[tuple[float, str]]:
     range lies from it ("lower" or "higher"); None for an optimizer without a usual range here."""
     optimizer = config.get("optimizer") if isinstance(config.get("optimizer"), dict) else {}
     usual, lr = USUAL_LR.get(str(optimizer.get("_target_"))), optimizer.get("lr")
-    if usual is None or not _number(lr) or not lr > 0:
+    if usual is None or not number(lr) or not lr > 0:
         return None
     low, _, high = usual
     return (lr / high, "lower") if lr / high >= low / lr else (low / lr, "higher")
@@ -370,7 +368,7 @@ def slow_update_finding(summaries: list[dict[str, Any]], history: list[dict[str,
     that did not fit its training split: the learning rate is too low for the epochs given. The largest epoch's ratio
     is judged, so a schedule that drives the last epochs' ratios toward zero does not count."""
     updates = update_ratios(summaries)
-    accs = [r["train/acc"] for r in history if _number(r.get("train/acc"))]
+    accs = [r["train/acc"] for r in history if number(r.get("train/acc"))]
     if not updates or not accs:
         return None
     top = max(updates.values())
@@ -405,7 +403,7 @@ def still_improving(history: list[dict[str, Any]], metrics: dict[str, Any], conf
     `overfit` of its best (more steps would not help a run that overfits)."""
     monitor = str(metrics.get("monitor", config.get("monitor", "val/loss")))
     mode = metrics.get("mode", config.get("mode"))
-    series = [(r.get("epoch"), r[monitor]) for r in history if _number(r.get(monitor)) and math.isfinite(r[monitor])]
+    series = [(r.get("epoch"), r[monitor]) for r in history if number(r.get(monitor), finite=True)]
     sign = -1 if mode == "max" else 1  # the monitor times sign: lower is better
     values = [sign * v for _, v in series]
     best = values.index(min(values)) if values else None
@@ -416,8 +414,8 @@ def still_improving(history: list[dict[str, Any]], metrics: dict[str, Any], conf
         if better > t["converge"] * scale and best >= len(values) - 2:
             return f"{monitor} still {better / scale:.1%} better over {_last(quarter)}, best at epoch {series[best][0]}"
     losses = [r.get("train/loss") for r in history]
-    finite = [v for v in losses if _number(v) and math.isfinite(v)]
-    accs = [r["train/acc"] for r in history if _number(r.get("train/acc"))]
+    finite = [v for v in losses if number(v, finite=True)]
+    accs = [r["train/acc"] for r in history if number(r.get("train/acc"))]
     worse = bool(values) and values[-1] - values[best] > t["overfit"] * abs(values[best])
     if len(finite) < 4 or len(finite) < len(losses) or (accs and accs[-1] >= t["fitted"]) or worse:
         return None
@@ -466,8 +464,8 @@ def steps_finding(history: list[dict[str, Any]], metrics: dict[str, Any], config
         "they started: the run ended while still learning",
         float(steps), "optimizer steps",
         {"steps": steps, "epochs": ran, "steps_per_epoch": per, "target_steps": _threshold(t, "few_steps"),
-         "batches_per_epoch": batches if _number(batches) else None,
-         "passes_per_epoch": metrics.get("passes_per_epoch") if _number(metrics.get("passes_per_epoch")) else None})
+         "batches_per_epoch": batches if number(batches) else None,
+         "passes_per_epoch": metrics.get("passes_per_epoch") if number(metrics.get("passes_per_epoch")) else None})
 
 
 CAUSES = ("lr_out_of_range", "too_few_steps", "lr_too_high", "exploding_gradients", "vanishing_gradients",

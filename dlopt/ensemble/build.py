@@ -228,7 +228,8 @@ def _minus(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {k: None if a[k] is None else a[k] - b[k] for k in a}
 
 
-def _number(value: Any, sign: str = "") -> str:
+def _fixed(value: Any, sign: str = "") -> str:
+    """A score with 4 decimals for the report's table, '-' for none."""
     return "-" if value is None else f"{value:{sign}.4f}"
 
 
@@ -245,12 +246,12 @@ def _table(rows: list[dict[str, Any]], combined: dict[str, dict[str, Any]], summ
         lines.append(f"| {row['name']} | {row['weight']:.4g} | {row['val']['nll']:.4f} | {row['test']['acc']:.4f} | "
                      f"{row['test']['nll']:.4f} | {row['test']['ece']:.4f} |")
     test = combined["test"]
-    lines.append(f"| **ensemble** | | {_number(combined['val']['nll'])} | {test['acc']:.4f} | {_number(test['nll'])} | "
+    lines.append(f"| **ensemble** | | {_fixed(combined['val']['nll'])} | {test['acc']:.4f} | {_fixed(test['nll'])} | "
                  f"{test['ece']:.4f} |")
     lines.append("")
     for name, delta in ((f"best member ({summary['best_member']}, by val nll)", summary["ensemble_minus_best_member"]),
                         ("mean member", summary["ensemble_minus_mean_member"])):
-        lines.append(f"ensemble - {name}: " + ", ".join(f"{k} {_number(delta[k], '+')}" for k in ("acc", "nll", "ece")))
+        lines.append(f"ensemble - {name}: " + ", ".join(f"{k} {_fixed(delta[k], '+')}" for k in ("acc", "nll", "ece")))
     if summary.get("note"):
         lines.append(f"({summary['note']})")
     return "\n".join(lines) + "\n"

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from dlopt.checks.values import number
 from dlopt.runs.listing import ABSENT, NAMES, Run, cell, cross_validation, fold_sd, known, lower_is_better, \
     markdown
 
@@ -59,7 +60,7 @@ class Group:
 
     def counted(self, metric: str) -> list[Run]:
         """The runs whose `metric` the group's numbers are."""
-        return [run for run in self.finished if _number(run.metrics.get(metric))]
+        return [run for run in self.finished if number(run.metrics.get(metric), finite=True)]
 
     def numbers(self, metric: str) -> list[float]:
         return [float(run.metrics[metric]) for run in self.counted(metric)]
@@ -69,10 +70,6 @@ class Group:
         if not values:
             return None, None
         return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def aggregate(runs: list[Run], by: list[str], metric: str) -> list[Group]:
@@ -138,7 +135,7 @@ def setting(run: Run, key: str) -> Any:
 def _key(value: Any) -> Any:
     """What groups a value: a number by its value (1e-2 and 0.01 typed on two command lines are one group), true
     and null as typed or read."""
-    if _number(value) or _numeric_text(value):
+    if number(value, finite=True) or _numeric_text(value):
         return float(value)
     return "null" if value is None else str(value).lower() if str(value).lower() in ("true", "false") else \
         json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
@@ -282,7 +279,7 @@ def plot(runs: list[Run], by: list[str], metric: str, path: Path) -> None:
     figure, axes = plt.subplots(1, len(by), figsize=(5 * len(by) + 1, 4.5), squeeze=False)
     for ax, key in zip(axes[0], by):
         values = [run.value(key)[1] for run in runs]
-        numeric = all(_number(v) or _numeric_text(v) for v in values)
+        numeric = all(number(v, finite=True) or _numeric_text(v) for v in values)
         if numeric:
             x_of = {str(v): float(v) for v in values}
             positive = [x for x in x_of.values() if x > 0]
@@ -296,9 +293,9 @@ def plot(runs: list[Run], by: list[str], metric: str, path: Path) -> None:
             ax.set_xticks(range(len(labels)), labels, rotation=20)
             ax.set_xlim(-0.5, len(labels) - 0.5)
         done = [(x_of[str(v)], float(r.metrics[metric])) for r, v in zip(runs, values)
-                if r.status == "done" and _number(r.metrics.get(metric))]
+                if r.status == "done" and number(r.metrics.get(metric), finite=True)]
         pruned = [(x_of[str(v)], float(r.metrics[metric])) for r, v in zip(runs, values)
-                  if r.status == "pruned" and _number(r.metrics.get(metric))]
+                  if r.status == "pruned" and number(r.metrics.get(metric), finite=True)]
         other = [x_of[str(v)] for r, v in zip(runs, values) if r.status not in ("done", "pruned")]
         if done:
             ax.plot(*zip(*done), "o", alpha=0.7, color="tab:blue", label=f"done ({len(done)})")

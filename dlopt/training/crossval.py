@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence
 import lightning.pytorch as L
 from omegaconf import DictConfig, OmegaConf
 
+from dlopt.checks.values import number
 from dlopt.saved_run import read_json, run_overrides
 from dlopt.training import report
 
@@ -99,7 +100,8 @@ def summary(results: list[dict[str, Any]], k_folds: int) -> dict[str, Any]:
     """The cross-validation's metrics: each number the folds share, as their mean (a total for times and steps),
     its sample standard deviation in cv.sd; what the folds say otherwise, per fold."""
     first = results[0]
-    numbers = [k for k, v in first.items() if _number(v) and all(_number(r.get(k)) for r in results)]
+    numbers = [k for k, v in first.items()
+               if number(v, finite=True) and all(number(r.get(k), finite=True) for r in results)]
     out: dict[str, Any] = {}
     sd: dict[str, float] = {}
     for key in numbers:
@@ -128,7 +130,3 @@ def summary(results: list[dict[str, Any]], k_folds: int) -> dict[str, Any]:
                             if key in first}},
     })
     return out
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
