@@ -98,8 +98,8 @@ def fold_subdir() -> str:
 
 
 def _defaults(choices: Any) -> str:
-    return ", ".join(f"{group}={option if option is not None else '(none)'}" for group, option in sorted(choices.items())
-                     if not group.startswith("hydra"))
+    return ", ".join(f"{group}={option if option is not None else '(none)'}"
+                     for group, option in sorted(choices.items()) if not group.startswith("hydra"))
 
 
 def _member(seed: Any, base: Any) -> str:
