@@ -267,7 +267,7 @@ CASES += [
     Case("key 5000 characters under model", ["train", "model." + "k" * 5000 + "=1"], "model.kkkkkkkkkk"),
 ]
 
-# Wrong types and ranges of the knobs in dlopt/checks.py RULES and CHOICES: (overrides, the key to name).
+# Wrong types and ranges of the knobs in dlopt/checks/values.py RULES and CHOICES: (overrides, the key to name).
 VALUES = [
     ("optimizer.lr=-1", "optimizer.lr"), ("optimizer.lr=0", "optimizer.lr"), ("optimizer.lr=abc", "optimizer.lr"),
     ("regularization.weight_decay=-0.1", "regularization.weight_decay"),
