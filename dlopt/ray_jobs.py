@@ -47,7 +47,8 @@ def connect(address: str | None) -> None:
         if ray.is_initialized():
             return
         target = address or os.environ.get("RAY_ADDRESS")
-        where = f"hydra.launcher.address={address}" if address else f"RAY_ADDRESS={target}" if target else "this machine"
+        where = (f"hydra.launcher.address={address}" if address else f"RAY_ADDRESS={target}" if target else
+                 "this machine")
         _reachable(target, where)  # ray.init retries an address nobody answers at for minutes
         try:
             # each run's log is its train.log; the terminal shows the sweep's or search's lines
@@ -55,14 +56,18 @@ def connect(address: str | None) -> None:
                 ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         except (ConnectionError, ray.exceptions.RayError) as err:  # a wrong token: a ConnectionError saying so
             if "Authentication" not in f"{err} {err.__cause__} {kept}":
-                raise UserError(f"hydra/launcher=ray: no Ray cluster reached at {where} ({str(err).splitlines()[0]}); "
-                                "start one with `ray start --head` and give its HOST:PORT, or hydra.launcher.address="
-                                "null for this machine's (else a local Ray)") from None
-            raise UserError(f"hydra/launcher=ray: the Ray cluster at {where} refused this machine's token; give this machine the cluster's (RAY_AUTH_TOKEN, or the file "
-                            "~/.ray/auth_token; `ray get-auth-token` on the head node prints it)") from None
-        nodes = [n for n in ray.nodes() if n["Alive"]]
-        log.info("ray: %d node(s), %g CPUs, %g GPUs at %s", len(nodes), ray.cluster_resources().get("CPU", 0),
-                 ray.cluster_resources().get("GPU", 0), ray.get_runtime_context().gcs_address)
+                raise _no_cluster("reached", where, str(err).splitlines()[0]) from None
+            raise UserError(f"hydra/launcher=ray: the Ray cluster at {where} refused this machine's token; give this "
+                            "machine the cluster's (RAY_AUTH_TOKEN, or the file ~/.ray/auth_token; "
+                            "`ray get-auth-token` on the head node prints it)") from None
+        nodes, resources = [n for n in ray.nodes() if n["Alive"]], ray.cluster_resources()
+        log.info("ray: %d node(s), %g CPUs, %g GPUs at %s", len(nodes), resources.get("CPU", 0),
+                 resources.get("GPU", 0), ray.get_runtime_context().gcs_address)
+
+
+def _no_cluster(how: str, where: str, why: str) -> UserError:
+    return UserError(f"hydra/launcher=ray: no Ray cluster {how} at {where} ({why}); start one with `ray start --head` "
+                     "and give its HOST:PORT, or hydra.launcher.address=null for this machine's (else a local Ray)")
 
 
 @contextlib.contextmanager
@@ -91,9 +96,7 @@ def _reachable(address: str | None, where: str) -> None:
     try:
         socket.create_connection((host.removeprefix("ray://") or "127.0.0.1", int(port)), timeout=10).close()
     except OSError as err:
-        raise UserError(f"hydra/launcher=ray: no Ray cluster answers at {where} ({err.strerror or err}); start one "
-                        "with `ray start --head` and give its HOST:PORT, or hydra.launcher.address=null for this "
-                        "machine's (else a local Ray)") from None
+        raise _no_cluster("answers", where, err.strerror or str(err)) from None
 
 
 def fits(num_cpus: float, num_gpus: float) -> None:
@@ -129,6 +132,8 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     for i, (overrides, future) in enumerate(zip(jobs, futures)):
         try:
             result = ray.get(future)
+        except ray.exceptions.RayTaskError:  # _run itself raised: a bug, with its traceback (a job's own error is
+            raise                            # in its JobReturn)
         except ray.exceptions.RayError as err:  # the worker process or its node died
             result = f"its Ray worker died ({type(err).__name__}: {str(err).splitlines()[0]})"
         if isinstance(result, str):

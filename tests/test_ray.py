@@ -70,11 +70,11 @@ def cluster(tmp_path_factory):
 
 
 def dlopt(cli, env, cwd, *args, ok=True):
-    proc = subprocess.run([cli.exe, *args], cwd=cwd, env={**cli.env(), **env}, capture_output=True, text=True,
-                          timeout=900)
+    """`dlopt ARGS` in cwd, a fresh process with the cluster's environment added."""
+    result = cli.run(*args, cwd=cwd, env=env, timeout=900)
     if ok:
-        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+        assert result.returncode == 0 and "Traceback" not in result.output, result.describe()
+    return result
 
 
 def nodes_of(runs):
