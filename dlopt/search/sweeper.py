@@ -394,7 +394,8 @@ def write_plots(study: optuna.Study, sweep_dir: Path, monitor: str) -> None:
     if len(complete) >= 2 and len({str(t.params) for t in complete}) >= 2:
         figures["importances.png"] = plots.plot_param_importances
     names = sorted({k for t in complete for k in t.params})
-    integers = {k: isinstance(d, optuna.distributions.IntDistribution) for t in complete for k, d in t.distributions.items()}
+    integers = {k: isinstance(d, optuna.distributions.IntDistribution)
+                for t in complete for k, d in t.distributions.items()}
     short = short_names(names)
     truncated = {(n if len(n) < 20 else f"{n[:17]}..."): n for n in names}  # Optuna's own axis labels
     for name, plot in figures.items():
@@ -431,20 +432,19 @@ def write_plots(study: optuna.Study, sweep_dir: Path, monitor: str) -> None:
 def _readable_lines(ax: Any, integer: list[bool]) -> None:
     """Optuna's parallel coordinates, every line visible: its Blues run from white (the worst trials vanish) to
     dark blue; here from mid blue. And whole numbers on the axis of an integer knob."""
-    import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.colors import ListedColormap
     from matplotlib.ticker import MaxNLocator
 
-    [lines] = [c for c in ax.collections if c.get_cmap() is not None][:1] or [None]
+    lines = next((c for c in ax.collections if c.get_array() is not None), None)  # the trials, coloured by value
+    colorbar = None
     if lines is not None:
-        blues = plt.get_cmap("Blues")(np.linspace(0.4, 1.0, 256))
-        if lines.get_cmap().name.endswith("_r"):  # Blues_r: the best (lowest) dark, as Optuna has it
-            blues = plt.get_cmap("Blues_r")(np.linspace(0.0, 0.6, 256))
-        lines.set_cmap(ListedColormap(blues))
+        cmap = lines.get_cmap()  # Blues, or Blues_r (the best, lowest, dark) when the objective is minimized
+        lines.set_cmap(ListedColormap(cmap(np.linspace(0.0, 0.6, 256) if cmap.name.endswith("_r") else
+                                           np.linspace(0.4, 1.0, 256))))
         if lines.colorbar is not None:
             lines.colorbar.update_normal(lines)
-    colorbar = lines.colorbar.ax if lines is not None and lines.colorbar is not None else None
+            colorbar = lines.colorbar.ax
     twins = [a for a in ax.figure.axes if a is not ax and a is not colorbar]  # one per knob, in axis order
     for twin, whole in zip(twins, integer):
         if whole and twin.get_yscale() == "linear":
