@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from dlopt import folders, hydra_glue
+from dlopt import folders, hydra_glue, terminal
 from dlopt.errors import SweepError, UserError, cause_of, did_you_mean, os_error_message
 
 log = logging.getLogger("dlopt")
@@ -77,7 +77,7 @@ def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
     def task_function(cfg: DictConfig) -> Any:
         hydra = HydraConfig.get()
         run_dir = Path(hydra.runtime.output_dir)
-        problems_to_stderr()
+        terminal.set_up()
         if not rank_zero():  # the terminal shows rank 0's messages; each rank's log file has all of its own
             for handler in logging.getLogger().handlers:
                 if type(handler) is logging.StreamHandler:
@@ -100,23 +100,6 @@ def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
             raise SystemExit(2) from None
 
     return task_function
-
-
-def problems_to_stderr() -> None:
-    """Warnings and errors of the run's log to stderr, the rest to stdout: Hydra's console handler writes every
-    level to stdout, where `dlopt train ... > out.txt` would hide the one line saying why it failed. The log file
-    keeps everything."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if type(handler) is logging.StreamHandler and handler.stream is sys.stdout \
-                and not getattr(handler, "dlopt_split", False):
-            handler.addFilter(lambda record: record.levelno < logging.WARNING)
-            handler.dlopt_split = True
-            problems = logging.StreamHandler(sys.stderr)
-            problems.setLevel(max(handler.level, logging.WARNING))
-            problems.setFormatter(handler.formatter)
-            problems.dlopt_split = True
-            root.addHandler(problems)
 
 
 def yaml_error(err: BaseException) -> str | None:

@@ -1,0 +1,29 @@
+"""What a run shows on the terminal, set up when its task starts: problems to stderr, the rest to stdout.
+The run's log file keeps everything. Imports no torch."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def set_up() -> None:
+    """The terminal's handlers for a run that is starting (dlopt.apps.task)."""
+    problems_to_stderr()
+
+
+def problems_to_stderr() -> None:
+    """Warnings and errors of the run's log to stderr, the rest to stdout: Hydra's console handler writes every
+    level to stdout, where `dlopt train ... > out.txt` would hide the one line saying why it failed. The log file
+    keeps everything."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler.stream is sys.stdout \
+                and not getattr(handler, "dlopt_split", False):
+            handler.addFilter(lambda record: record.levelno < logging.WARNING)
+            handler.dlopt_split = True
+            problems = logging.StreamHandler(sys.stderr)
+            problems.setLevel(max(handler.level, logging.WARNING))
+            problems.setFormatter(handler.formatter)
+            problems.dlopt_split = True
+            root.addHandler(problems)
