@@ -7,9 +7,28 @@ import logging
 import sys
 
 
+FILE_ONLY = {"file_only": True}  # `extra` of a log record that goes to the run's log file only
+
+
 def set_up() -> None:
     """The terminal's handlers for a run that is starting (dlopt.apps.task)."""
     problems_to_stderr()
+    terminal_skips_file_only()
+
+
+class _FileOnly(logging.Filter):
+    """Keeps the records marked FILE_ONLY to the run's log file: off the terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False)
+
+
+def terminal_skips_file_only() -> None:
+    """Put _FileOnly on the root logger's console handlers (plain StreamHandlers: Hydra's console; not its file
+    handler, nor a test's capture handler)."""
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler and not any(isinstance(f, _FileOnly) for f in handler.filters):
+            handler.addFilter(_FileOnly())
 
 
 def problems_to_stderr() -> None:

@@ -44,6 +44,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
 
 from dlopt.errors import UserError
+from dlopt.terminal import FILE_ONLY
 from dlopt.training.clipping import adaptive_clip_grad, grad_norm
 from dlopt.training.logged import EPOCH_METRICS, L1_METRIC, PROGRESS, SPLITS
 from dlopt.training.report import write_json
@@ -51,7 +52,6 @@ from dlopt.training.report import write_json
 if TYPE_CHECKING:
     from dlopt.training.transfer import Transfer
 
-FILE_ONLY = {"file_only": True}  # `extra` of a log record that goes to the run's log file only (dlopt.training.run)
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,8 @@ from dlopt.models.weights import describe_mismatches, mismatches
 from dlopt.saved_run import SavedEnsemble, SavedRun, checkpoint_config, read_checkpoint
 from dlopt.training import report
 from dlopt.training.checkpoint_io import AtomicCheckpointIO
-from dlopt.training.module import FILE_ONLY, Classifier, Diverged, RunContext
+from dlopt.terminal import FILE_ONLY
+from dlopt.training.module import Classifier, Diverged, RunContext
 from dlopt.training.processes import NoRelaunch, check_accelerator, check_processes
 from dlopt.training.transfer import load as load_transfer
 
@@ -52,21 +53,6 @@ warnings.filterwarnings("ignore", message=".*sync_dist=True.*")
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda record: "Tip:" not in record.getMessage())
 # trainer.overfit_batches: dlopt's in-memory batches stop shuffling themselves (DataModule.overfitting)
 warnings.filterwarnings("ignore", message=".*requested to overfit but enabled .* shuffling.*")
-
-
-class _FileOnly(logging.Filter):
-    """Keeps the records marked FILE_ONLY (dlopt.training.module) to the run's log file: off the terminal."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(record, "file_only", False)
-
-
-def _terminal_skips_file_only() -> None:
-    """Put _FileOnly on the root logger's console handlers (plain StreamHandlers: Hydra's console; not its file
-    handler, nor a test's capture handler)."""
-    for handler in logging.getLogger().handlers:
-        if type(handler) is logging.StreamHandler and not any(isinstance(f, _FileOnly) for f in handler.filters):
-            handler.addFilter(_FileOnly())
 
 
 def build(cfg: DictConfig, data: Optional[DataModule] = None, set_by_user: Sequence[str] = (),
@@ -306,7 +292,6 @@ def set_up(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback], data
     """The run's trainer (the config's callbacks, `callbacks` and the diagnostics' recorder), data and module, told what
     the run is (`context`: when it started, a sweep's or not; history.json is written by rank 0 only). Settings torch
     refuses are told here, before anything is written; a new run's augmentation preview is written last."""
-    _terminal_skips_file_only()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     resume_step = read_checkpoint(resume, f"resume={run_dir}")["global_step"] if resume else None
     recorder = _recorder(cfg)
