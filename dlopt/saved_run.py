@@ -23,7 +23,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlopt.checks import REQUIRED_GROUPS
+from dlopt.checks import REQUIRED_GROUPS, torch_file
 from dlopt.errors import UserError
 
 # module -> base class: a public class of the module derived from it may be built from any file
@@ -113,6 +113,7 @@ def find(run: Optional[str], ckpt_path: Optional[str]) -> SavedRun | SavedEnsemb
                             "for a run folder")
         if not path.is_file():
             raise UserError(f"ckpt_path={ckpt_path} does not exist; give {CHECKPOINT_KINDS}")
+        torch_file(path, "ckpt_path", ckpt_path, CHECKPOINT_KINDS)
         return SavedRun(path, f"ckpt_path={ckpt_path}")
     folder = Path(run).expanduser()
     if not folder.is_dir():

@@ -5,13 +5,16 @@ augmentation the data declares label-changing). Torch-free: they run right after
 
 from __future__ import annotations
 
+import os
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any, Collection, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dlopt.checks.values import check_values, integer, number
-from dlopt.data.knobs import OFF
+from dlopt.data.knobs import OFF, PATHS, data_path
 from dlopt.errors import UserError, did_you_mean
 from dlopt.training.logged import monitorable
 
@@ -60,6 +63,8 @@ def check(cfg: DictConfig, set_by_user: Collection[str] = (), data: str | None =
             and "attention" not in model and model.width % model.heads:
         raise UserError(f"model.width={model.width} is not divisible by model.heads={model.heads}; "
                         f"choose heads that divide the width")
+    _check_data_path(cfg)
+    _check_device(cfg)
     _check_monitors(cfg)
     _check_cv(cfg)
     _check_lbfgs(cfg)
@@ -83,12 +88,24 @@ def check_thresholds(cfg: DictConfig) -> None:
                         "conf/diagnostics/default.yaml)")
 
 
+def torch_file(path: Path, key: str, shown: Any, expected: str) -> None:
+    """UserError naming `key`=shown when the file at `path` cannot be one torch.save wrote: neither a zip archive
+    (torch's format since 1.6) nor a pickle (its older format, which starts with pickle's PROTO opcode). Judged from the
+    file's first and last bytes, so told before torch is imported; dlopt.models.weights.read_weights tells the rest."""
+    with open(path, "rb") as file:
+        legacy = file.read(1) == b"\x80"
+    if not legacy and not zipfile.is_zipfile(path):
+        raise UserError(f"{key}={shown} is not a file torch.load can read (corrupt, truncated or not written by "
+                        f"torch.save); expected {expected}")
+
+
 def transfer_source(source: str) -> Path:
     """The file transfer.from names: a run folder's checkpoints/best.ckpt, or the file itself."""
     path = Path(source).expanduser()
     if not path.exists():
         raise UserError(f"transfer.from={source} does not exist; give {TRANSFER_SOURCES}")
     if not path.is_dir():
+        torch_file(path, "transfer.from", source, TRANSFER_SOURCES)
         return path
     from dlopt.saved_run import cross_validation
 
@@ -167,6 +184,26 @@ def _check_cv(cfg: DictConfig) -> None:
     if integer(cv) and cfg.get("method") is not None:
         raise UserError(f"data.cv={cv}: an ensemble's members are single runs (stacking's out-of-fold predictions: "
                         "ensemble.folds=K); drop data.cv")
+
+
+def _check_data_path(cfg: DictConfig) -> None:
+    """The file or folder the data option reads (data.path of data=csv, data.root of data=image_folder) is there."""
+    target = str(cfg.data.get("_target_"))
+    if target in PATHS:
+        data_path(target, cfg.data.get(PATHS[target][0]))
+
+
+# files that exist where a GPU's driver is loaded: NVIDIA's (Linux, containers with its toolkit), WSL's, AMD ROCm's
+GPU_DRIVER_FILES = ("/dev/nvidiactl", "/dev/dxg", "/dev/kfd")
+
+
+def _check_device(cfg: DictConfig) -> None:
+    """trainer.accelerator=gpu|cuda on a Linux machine without a GPU driver, told without importing torch (which
+    takes seconds, Lightning more); dlopt.training.processes.check_accelerator asks torch about the rest."""
+    accelerator = str(cfg.trainer.get("accelerator"))
+    if accelerator in ("gpu", "cuda") and sys.platform == "linux" and not any(map(os.path.exists, GPU_DRIVER_FILES)):
+        raise UserError(f"trainer.accelerator={accelerator}: this machine has no {accelerator} device (no GPU "
+                        f"driver: none of {', '.join(GPU_DRIVER_FILES)} exists); use trainer.accelerator=auto (or cpu)")
 
 
 def _check_lbfgs(cfg: DictConfig) -> None:

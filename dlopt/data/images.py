@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from dlopt.data import sources
 from dlopt.data.datamodule import NORMALIZE, DataModule, select
+from dlopt.data.knobs import data_path
 from dlopt.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -237,8 +238,6 @@ def image_folder(
 ) -> DataModule:
     """A user's images: root/<class>/*, or root/train/<class>/* with optional root/val/ and root/test/
     (a missing one is carved from train/). In memory or read from disk; see the module docstring."""
-    if root is None:
-        raise UserError("data=image_folder needs data.root=PATH (a folder with one sub-folder of images per class)")
     if channels not in (1, 3) or isinstance(channels, bool):
         raise UserError(f"data.channels={channels} is not valid; choose 1 (grayscale) or 3 (RGB)")
     if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
@@ -249,9 +248,7 @@ def image_folder(
                         f"need at most {IN_MEMORY_BYTES // 1024**3} GiB), true or false")
     if not isinstance(skip_corrupt, bool):
         raise UserError(f"data.skip_corrupt={skip_corrupt} is not valid; choose true or false")
-    root = os.path.abspath(os.path.expanduser(str(root)))
-    if not os.path.isdir(root):
-        raise UserError(f"data.root={root} does not exist or is not a folder")
+    root = data_path("dlopt.data.images.image_folder", root)
     folders = {s: os.path.join(root, s) for s in SPLITS if os.path.isdir(os.path.join(root, s))}
     if folders and "train" not in folders:
         raise UserError(

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from dlopt.data.datamodule import InMemoryDataModule
+from dlopt.data.knobs import data_path
 from dlopt.data.sources import _module, stratified_split
 from dlopt.errors import UserError, did_you_mean
 
@@ -107,16 +108,7 @@ def csv(
     **loader
 ) -> InMemoryDataModule:
     """A CSV file's rows as (F,) float32 feature vectors, classified by the `target` column."""
-    if path is None:
-        raise UserError("data=csv needs data.path=FILE and data.target=COLUMN "
-                        "(a CSV file with a header row, and the column that holds the class labels)")
-    shown = str(path)
-    file = os.path.abspath(os.path.expanduser(shown))
-    if os.path.isdir(file):
-        raise UserError(f"data.path={shown}: {file} is a folder; expected a CSV file")
-    if not os.path.isfile(file):
-        raise UserError(f"data.path={shown}: {file} does not exist; expected a CSV file "
-                        "(a relative path starts at the folder dlopt runs in)")
+    file, shown = data_path("dlopt.data.table.csv", path), str(path)
     header, rows, lines = _read(file, shown)
     name = os.path.basename(shown)
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dlopt.checks import torch_file
 from dlopt.errors import UserError
 
 
@@ -21,6 +22,7 @@ def read_weights(path: str | Path, key: str, expected: str) -> Any:
     file = Path(path).expanduser()
     if not file.is_file():
         raise UserError(f"{key}={path}: no such file ({expected})")
+    torch_file(file, key, path, expected)
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:
