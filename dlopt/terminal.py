@@ -14,6 +14,15 @@ def set_up() -> None:
     """The terminal's handlers for a run that is starting (dlopt.apps.task)."""
     problems_to_stderr()
     terminal_skips_file_only()
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_hardware_to_file)
+
+
+def _hardware_to_file(record: logging.LogRecord) -> bool:
+    """Lightning's "GPU available: False, used: False" and its TPU and HPU lines go to the log file only: on the
+    terminal they came before everything else, a user's one-line error included."""
+    if record.getMessage().startswith(("GPU available", "TPU available", "HPU available")):
+        record.file_only = True
+    return True
 
 
 class _FileOnly(logging.Filter):

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from dlopt.errors import UserError
+from dlopt.terminal import FILE_ONLY
 
 log = logging.getLogger(__name__)
 VALID = "auto (1 per process unless OMP_NUM_THREADS is set) or an integer >= 1"
@@ -43,5 +44,5 @@ def use(threads: Any, quiet: bool = False) -> int:
         torch.set_num_threads(1)
         why = "threads=auto: one per process; threads=N for more"
     (log.debug if quiet else log.info)("torch computes with %d thread%s (%s)", torch.get_num_threads(),
-             "" if torch.get_num_threads() == 1 else "s", why)
+             "" if torch.get_num_threads() == 1 else "s", why, extra=FILE_ONLY)  # the run's log keeps it
     return torch.get_num_threads()

@@ -21,9 +21,9 @@ def threads_of(run):
 def test_the_thread_count_is_chosen_logged_and_recorded(cli, tmp_path, overrides, env, threads, why):
     result = cli.run("train", *cli.TINY, "diagnostics=none", *overrides, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.describe()
-    assert f"torch computes with {threads} thread{'s' if threads > 1 else ''} ({why}" in result.output, \
-        result.describe()
     (run,) = cli.run_dirs(tmp_path)
+    assert f"torch computes with {threads} thread{'s' if threads > 1 else ''} ({why}" in (run / "train.log").read_text(), \
+        result.describe()
     assert threads_of(run) == threads
 
 

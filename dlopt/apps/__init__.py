@@ -88,7 +88,8 @@ def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
             message = user_message(err)
             if message is None:
                 raise
-            log.error("%s", message)
+            log.error("%s", message, extra=terminal.FILE_ONLY)  # the log file keeps it; the terminal gets:
+            print(f"dlopt {command_of(hydra)}: {message}", file=sys.stderr, flush=True)
             user_error = cause_of(err, UserError)  # None for a refused file or folder: it stops the sweep
             if hydra.mode == RunMode.MULTIRUN and user_error is not None and not isinstance(user_error, SweepError):
                 with contextlib.suppress(OSError):  # the reason is in the log too
@@ -100,6 +101,11 @@ def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
             raise SystemExit(2) from None
 
     return task_function
+
+
+def command_of(hydra: Any) -> str:
+    """The command a run belongs to, named by its config (conf/tune_lr.yaml: tune-lr)."""
+    return str(hydra.job.config_name).replace("_", "-")
 
 
 def yaml_error(err: BaseException) -> str | None:
