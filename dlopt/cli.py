@@ -52,7 +52,11 @@ def usage() -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:  # a command is missing: the list of them, as for an unknown one
+        print(f"dlopt: give a command; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        print(usage(), file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
     if argv[0] in ("-V", "--version", "version"):

@@ -31,6 +31,10 @@ MODES = {"-r": "--run", "--run": "--run", "-m": "--multirun", "--multirun": "--m
          "--cfg": "--cfg", "-i": "--info", "--info": "--info"}
 ADDITIVE_GROUPS = ("callbacks",)  # groups whose options add up rather than exclude each other
 CONDITIONS = ("where",)  # keys whose value holds KEY=VALUE conditions, which Hydra's grammar takes only quoted
+# Hydra's flags that take no value
+BARE_FLAGS = {"--help", "-h", "--hydra-help", "--version", "--resolve", "--shell-completion", "-sc"}
+# the key that names a folder, for a command given a bare path (`dlopt eval outputs/train/DATE/TIME`)
+FOLDER_KEYS = {"eval": "run", "doctor": "run", "explain": "run", "ensemble": "runs", "runs": "path", "train": "resume"}
 LONGEST_KEY = 255  # a file name's limit: Hydra looks for a config group of that name on disk
 
 
@@ -38,6 +42,8 @@ def hydra_args(command: str, args: Sequence[str]) -> list[str]:
     """The arguments Hydra gets for `dlopt COMMAND ARGS`. Refused with a UserError (one line):
     - two Hydra modes at once (`-m --cfg job`);
     - an override without a key (`=3`), or with a key longer than a file name may be.
+    - a flag Hydra does not have (`--optimizer=sgd`, `--epochs 3`) and a bare word or path (`dlopt train resnet`,
+      `dlopt eval outputs/train/DATE/TIME`): the line names the override it may have meant;
     Rewritten, in this order:
     - Hydra's flags before the overrides: `model=mlp --cfg job` -> `--cfg job model=mlp`;
     - outside -m, a comma list of an additive group is both options in one run: `callbacks=default,ema` ->
@@ -50,7 +56,9 @@ def hydra_args(command: str, args: Sequence[str]) -> list[str]:
         hint = (" (--cfg job prints the config of a single run: drop -m to see it)"
                 if {"--multirun", "--cfg"} <= set(modes) else "")
         raise UserError(f"{' and '.join(modes)} cannot be combined; give one of them{hint}")
-    for arg in args:
+    for arg, before, following in zip(args, [None, *args[:-1]], [*args[1:], None]):
+        if before not in VALUE_FLAGS:  # a flag's value (--cfg job) is not an override
+            _refuse_slip(command, arg, following)
         key = arg.partition("=")[0]
         if "=" in arg and not arg.startswith("-") and not key.lstrip("+~"):
             raise UserError(f"{arg} has no key: give group=option or group.key=value")
@@ -84,6 +92,34 @@ def hydra_args(command: str, args: Sequence[str]) -> list[str]:
 
         out = redirect(out)
     return out
+
+
+def _refuse_slip(command: str, arg: str, following: str | None) -> None:
+    """UserError naming the fix for an argument that is neither a flag of Hydra's nor an override (KEY=VALUE)."""
+    if arg.startswith("-") and arg.partition("=")[0] not in VALUE_FLAGS | BARE_FLAGS | set(MODES):
+        key, has_value, value = arg.lstrip("-").partition("=")
+        if not has_value and following is not None and not following.startswith("-") and "=" not in following:
+            value, has_value = following, True  # `--epochs 3`
+        meant = f"{key}={value}" if has_value else f"{key}=VALUE"
+        raise UserError(f"{arg}{' ' + following if has_value and '=' not in arg else ''} is not a flag of dlopt "
+                        f"{command}; an override is written without dashes: {meant} (dlopt {command} --help lists "
+                        "the groups and keys)")
+    if arg.startswith(("-", "~")) or "=" in arg or not arg.strip():  # ~KEY deletes a key
+        return
+    if command in FOLDER_KEYS and (os.sep in arg or os.path.exists(arg)):
+        raise UserError(f"{arg} is not an override (KEY=VALUE); did you mean {FOLDER_KEYS[command]}={arg}?")
+    groups = [group for group in sorted(os.listdir(config_dir()))
+              if os.path.isfile(os.path.join(config_dir(), group, f"{arg}.yaml"))]
+    meant = f"; did you mean {' or '.join(f'{group}={arg}' for group in groups)}?" if groups else \
+        f"; write KEY=VALUE (dlopt {command} --help lists the groups and keys)"
+    raise UserError(f"{arg} is not an override (KEY=VALUE){meant}")
+
+
+def config_dir() -> str:
+    """conf/ shipped inside the wheel (dlopt/conf), else the one at the root of a source checkout."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    shipped = os.path.join(package, "conf")
+    return shipped if os.path.isdir(shipped) else os.path.join(os.path.dirname(package), "conf")
 
 
 def member_subdir(base_seed: int) -> str:

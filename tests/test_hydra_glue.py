@@ -68,6 +68,35 @@ def test_each_refusal(args, message):
     assert str(refused.value) == message
 
 
+WITHOUT_DASHES = "an override is written without dashes"
+# natural slips: (command, the arguments after it, the line); each names the override that was probably meant
+SLIPS = [
+    ("train", ["--optimizer=sgd"], f"--optimizer=sgd is not a flag of dlopt train; {WITHOUT_DASHES}: optimizer=sgd "
+                                   "(dlopt train --help lists the groups and keys)"),
+    ("train", ["--epochs", "3"], f"--epochs 3 is not a flag of dlopt train; {WITHOUT_DASHES}: epochs=3 (dlopt train "
+                                 "--help lists the groups and keys)"),
+    ("tune-lr", ["-x"], f"-x is not a flag of dlopt tune-lr; {WITHOUT_DASHES}: x=VALUE (dlopt tune-lr --help lists the "
+                        "groups and keys)"),
+    ("train", ["resnet"], "resnet is not an override (KEY=VALUE); did you mean model=resnet?"),
+    ("train", ["adam"], "adam is not an override (KEY=VALUE); did you mean optimizer=adam?"),
+    ("train", ["fast"], "fast is not an override (KEY=VALUE); write KEY=VALUE (dlopt train --help lists the groups and "
+                        "keys)"),
+    ("eval", ["outputs/train/2026-12-05/10-00-00"], "outputs/train/2026-12-05/10-00-00 is not an override (KEY=VALUE); "
+                                                    "did you mean run=outputs/train/2026-12-05/10-00-00?"),
+    ("doctor", ["outputs/train/x"], "outputs/train/x is not an override (KEY=VALUE); did you mean run=outputs/train/x?"),
+    ("ensemble", ["outputs/train/multirun/x"], "outputs/train/multirun/x is not an override (KEY=VALUE); did you mean "
+                                               "runs=outputs/train/multirun/x?"),
+    ("runs", ["outputs/train"], "outputs/train is not an override (KEY=VALUE); did you mean path=outputs/train?"),
+]
+
+
+@pytest.mark.parametrize("command, args, message", SLIPS, ids=lambda v: " ".join(v)[:40] if isinstance(v, list) else v)
+def test_each_slip_names_the_override_it_meant(command, args, message):
+    with pytest.raises(UserError) as refused:
+        hydra_args(command, args)
+    assert str(refused.value) == message
+
+
 def test_a_resume_runs_in_its_run_folder_and_keeps_its_record(tmp_path):
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)

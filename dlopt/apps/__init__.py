@@ -21,16 +21,11 @@ from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from dlopt import folders, hydra_glue, terminal
+from dlopt.hydra_glue import config_dir
 from dlopt.errors import SweepError, UserError, cause_of, did_you_mean, os_error_message
 
 log = logging.getLogger("dlopt")
 logging.raiseExceptions = False  # a log line that cannot be written (a full disk) prints no traceback over the error
-
-def config_dir() -> str:
-    """conf/ shipped inside the wheel (dlopt/conf), else the one at the root of a source checkout."""
-    package = Path(__file__).resolve().parents[1]
-    shipped = package / "conf"
-    return str(shipped if shipped.is_dir() else package.parent / "conf")
 
 
 def rank_zero() -> bool:
@@ -152,6 +147,12 @@ def composition_error(err: BaseException) -> str | None:
                     f"choose one of {', '.join(options)}")
     if isinstance(err, OverrideParseException):
         return override_error(err)
+    ambiguous = re.match(r"Ambiguous value for argument '(.+?)'", str(err))
+    if ambiguous:  # Hydra's own text offers three fixes in one line with escaped quotes
+        override = ambiguous.group(1)
+        key, _, value = override.partition("=")
+        as_list = "" if group_options(key.lstrip("+")) else f", or write a list as {key}=[{value}]"
+        return f"{override} gives several values: add -m to run one per value (a sweep), or give one value{as_list}"
     cause = err.__cause__
     unknown_key = isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key
     if unknown_key and getattr(cause, "parent_node", None) is not None:
