@@ -1,5 +1,6 @@
-"""What a run shows on the terminal, set up when its task starts: problems to stderr, the rest to stdout.
-The run's log file keeps everything. Imports no torch."""
+"""What a run shows on the terminal, set up when its task starts: problems to stderr, the rest to stdout, a library's
+warnings to the run's log file only, and a progress bar only where stdout is a terminal (`interactive`). The run's
+log file keeps everything. Imports no torch."""
 
 from __future__ import annotations
 
@@ -10,10 +11,17 @@ import sys
 FILE_ONLY = {"file_only": True}  # `extra` of a log record that goes to the run's log file only
 
 
+_interactive: bool | None = None  # stdout a terminal, as `set_up` found it when the run started
+
+
 def set_up() -> None:
     """The terminal's handlers for a run that is starting (dlopt.apps.task)."""
+    global _interactive
+    _interactive = sys.stdout.isatty()
     problems_to_stderr()
     terminal_skips_file_only()
+    logging.captureWarnings(True)  # the warnings module's warnings become records of "py.warnings": see _FileOnly
+    lightning_through_root()
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_hardware_to_file)
 
 
@@ -25,11 +33,55 @@ def _hardware_to_file(record: logging.LogRecord) -> bool:
     return True
 
 
-class _FileOnly(logging.Filter):
-    """Keeps the records marked FILE_ONLY to the run's log file: off the terminal."""
+def lightning_through_root() -> None:
+    """Lightning's lines through the run's handlers (its log file, the terminal's filters). Imported before logging
+    was set up (by a process that imports dlopt's modules early: the tests' preloaded dlopt, a launcher's worker),
+    Lightning gives its loggers a stderr handler of their own and stops them from propagating; imported later, only
+    "lightning" gets one (dlopt.training.run clears it)."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
+def interactive() -> bool:
+    """Whether stdout is a terminal (decided when the run started; without `set_up`, now), where a progress bar
+    redraws itself in place. Off one (CI, a pipe, a file) a bar is a stream of fragments, so none is built and the
+    run's one log line per epoch takes its place (dlopt.training.run)."""
+    return sys.stdout.isatty() if _interactive is None else _interactive
+
+
+class _Lines(logging.Filter):
+    """Marks the records whose message contains one of `texts` FILE_ONLY."""
+
+    def __init__(self, texts: tuple[str, ...]):
+        super().__init__()
+        self.texts = texts
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not getattr(record, "file_only", False)
+        if any(text in record.getMessage() for text in self.texts):
+            record.file_only = True
+        return True
+
+
+def file_only_lines(logger: str, *texts: str) -> None:
+    """The records logged by `logger` (a filter of its own: not those of the loggers below it) whose message contains
+    one of `texts`: to the run's log file only, as if logged with FILE_ONLY."""
+    logging.getLogger(logger).addFilter(_Lines(texts))
+
+
+def library_warning(record: logging.LogRecord) -> bool:
+    """A warning of a library (Lightning, torch, Optuna, matplotlib; through `warnings` or its logger), not of
+    dlopt: the log file keeps it, the terminal does not show it. dlopt's own warnings and every error do show."""
+    return record.levelno == logging.WARNING and not (record.name == "dlopt" or record.name.startswith("dlopt."))
+
+
+class _FileOnly(logging.Filter):
+    """Keeps the records marked FILE_ONLY, and a library's warnings, to the run's log file: off the terminal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "file_only", False) and not library_warning(record)
 
 
 def terminal_skips_file_only() -> None:
