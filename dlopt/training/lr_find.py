@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig
 
+from dlopt.terminal import file_only_lines
 from dlopt.training import report
 from dlopt.training.module import RunContext
 from dlopt.training.run import _trainer, build, lightning_config_errors
@@ -34,6 +35,12 @@ log = logging.getLogger(__name__)
 # Lightning's own lines on stopping early ("due to diverging loss", also when the data ran out) and on a
 # missing suggestion: `find` says how the test ended, in dlopt's words
 logging.getLogger("lightning.pytorch.tuner.lr_finder").addFilter(lambda record: False)
+
+# Lightning's lines on the checkpoint its range test saves the weights to and restores them from, then deletes
+# (.lr_find_UUID.ckpt in the run folder; saved without weights_only, which Lightning says it then defaults to False):
+# to the log file only. The terminal says where the test's results are.
+file_only_lines("lightning.pytorch.trainer.connectors.checkpoint_connector", "`weights_only` was not set")
+file_only_lines("lightning.pytorch.utilities.rank_zero", ".lr_find_")
 
 EARLY_STOP = 4.0  # Lightning's default: stop once the smoothed loss exceeds 4 x its lowest
 BETA = 0.98  # Lightning's smoothing: each step's loss enters the moving average with weight 1 - BETA
@@ -64,11 +71,18 @@ class StepLosses(Callback):
 
     One value per optimizer step, as Lightning's range test records one lr per optimizer step."""
 
-    def __init__(self) -> None:
+    def __init__(self, bar: bool = True) -> None:
+        self.bar = bar  # Lightning's bar of the test ("Finding best initial lr"), drawn where the run shows its bar
         self.raw: list[float] = []
         self.smoothed: list[float] = []
         self.diverged = False
         self._average = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self.bar:  # Lightning's recorder draws its bar when asked to (its progress_bar_refresh_rate)
+            for callback in trainer.callbacks:
+                if hasattr(callback, "progress_bar_refresh_rate"):
+                    callback.progress_bar_refresh_rate = 0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
@@ -93,6 +107,7 @@ def find(cfg: DictConfig, run_dir: Path, command: str = "dlopt train") -> Option
     data, module = build(cfg, context=RunContext(range_test=steps))
     with lightning_config_errors():
         trainer = _trainer(cfg, run_dir)
+        steps.bar = trainer.progress_bar_callback is not None  # none off a terminal (run.no_bar_off_terminal)
         finder = Tuner(trainer).lr_find(  # no early stop of Lightning's: StepLosses stops the test
             module, datamodule=data, min_lr=spec.min_lr, max_lr=spec.max_lr, num_training=spec.num_training,
             mode=spec.schedule, early_stop_threshold=None, update_attr=False,

@@ -80,8 +80,9 @@ class RunContext:
     started_at: float = field(default_factory=time.perf_counter)  # when this process started the run
     history_file: Optional[Path] = None  # history.json, rewritten every epoch (by rank 0 of several processes)
     epoch_lines_to_file: bool = False  # epoch log lines to the run's log file only (a sweep's run)
-    # dlopt tune-lr: the range test's recorder (dlopt.training.lr_find.StepLosses), called from on_train_batch_end
-    # since Lightning's range test runs its own callback only; with it, a non-finite loss ends the test, not the run
+    # dlopt tune-lr: the range test's recorder (dlopt.training.lr_find.StepLosses), called from on_train_start and
+    # on_train_batch_end since Lightning's range test runs its own callback only; with it, a non-finite loss ends the
+    # test, not the run
     range_test: Optional[L.Callback] = None
 
 
@@ -232,6 +233,8 @@ class Classifier(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._evaluating, self.evaluation = None, 0  # a module may be fitted again (dlopt tune-lr's range test)
+        if self.context.range_test:
+            self.context.range_test.on_train_start(self.trainer, self)
 
     def on_fit_start(self) -> None:
         # Lightning sets PYTORCH_NVML_BASED_CUDA_CHECK=1 at import so that picking devices cannot
@@ -259,7 +262,8 @@ class Classifier(L.LightningModule):
 
     def _log_line(self, row: dict[str, float]) -> None:
         """One line per epoch, `epoch 3/30: train/loss 0.41 train/acc 0.88 val/loss 0.35 val/acc 0.9`: to the run's
-        log file only while a progress bar shows the same numbers or in a sweep, to the terminal too otherwise."""
+        log file only while a progress bar shows the same numbers or in a sweep, to the terminal too otherwise (also
+        in place of the bar where stdout is not a terminal: dlopt.training.run.no_bar_off_terminal)."""
         total = self.trainer.max_epochs
         shown = " ".join(f"{split}/{k} {row[f'{split}/{k}']:.4g}" for split in ("train", "val") for k in PROGRESS
                          if f"{split}/{k}" in row)

@@ -26,6 +26,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.model_summary import ModelSummary
 from omegaconf import DictConfig, OmegaConf
@@ -38,7 +39,7 @@ from dlopt.models.weights import describe_mismatches, mismatches
 from dlopt.saved_run import SavedEnsemble, SavedRun, checkpoint_config, read_checkpoint
 from dlopt.training import report
 from dlopt.training.checkpoint_io import AtomicCheckpointIO
-from dlopt.terminal import FILE_ONLY
+from dlopt.terminal import FILE_ONLY, interactive
 from dlopt.training.module import Classifier, Diverged, RunContext
 from dlopt.training.processes import NoRelaunch, check_accelerator, check_processes
 from dlopt.training.transfer import load as load_transfer
@@ -223,11 +224,14 @@ def _trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (
         is_checkpoint = str(node.get("_target_", "")).endswith("ModelCheckpoint")
         extra = {"dirpath": str(run_dir / "checkpoints")} if is_checkpoint else {}
         callbacks.append(instantiate(node, **extra))
+    bar = no_bar_off_terminal(cfg)
+    if bar:
+        callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     extra = {"purge_step": purge_step} if purge_step is not None and "TensorBoard" in cfg.logger.get("_target_", "") else {}
     logger = instantiate(cfg.logger, save_dir=str(run_dir), **extra) if cfg.get("logger") else False
     try:
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir),
-                              plugins=[AtomicCheckpointIO()])
+                              plugins=[AtomicCheckpointIO()], **bar)
     except InstantiationException as err:  # a strategy name Lightning does not know (its other refusals:
         refused = cause_of(err, ValueError)  # MisconfigurationException, see lightning_config_errors)
         if refused is None:
@@ -237,6 +241,15 @@ def _trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (
         raise UserError(f"{key}: Lightning refuses it: {text}") from None
     check_processes(trainer)
     return trainer
+
+
+def no_bar_off_terminal(cfg: DictConfig) -> dict[str, bool]:
+    """The Trainer's enable_progress_bar=False when the config asks for a progress bar (trainer.enable_progress_bar,
+    callbacks.progress_bar) but stdout is not a terminal (dlopt.terminal.interactive): in CI, a pipe or a file a bar
+    is a stream of fragments, and the run's one log line per epoch (dlopt.training.module) takes its place. {} (the
+    config's own settings) otherwise. The config is left as given: it says what to show where a terminal is."""
+    return {"enable_progress_bar": False} if cfg.trainer.get("enable_progress_bar") is not False \
+        and not interactive() else {}
 
 
 @contextmanager
@@ -325,7 +338,7 @@ def fit(cfg: DictConfig, run: Setup, resume: Optional[Path]) -> Optional[tuple[i
 
     A non-finite loss stops the run like early stopping does when the early stopping callback has
     check_finite (its default) and a best epoch exists to test; otherwise it fails the run."""
-    with lightning_config_errors(), _writer_thread_errors_as_warnings():
+    with lightning_config_errors(), _writer_thread_errors_as_warnings(), _own_checkpoints(resume):
         try:
             run.trainer.fit(run.module, datamodule=run.data, ckpt_path=resume)
         except Exception as err:
@@ -525,6 +538,20 @@ def _stopped_early(trainer: L.Trainer) -> Optional[tuple[int, str]]:
 
 
 @contextmanager
+def _own_checkpoints(resume: Optional[Path]):
+    """While it is open, a resumed run (`resume`: its last.ckpt) is not warned by Lightning that its checkpoint
+    folder "exists and is not empty" (ModelCheckpoint, when fit starts): it holds the run's own checkpoints, which
+    the run continues and replaces. (warnings' filters are the process's: a resume runs alone, never in a sweep's
+    threads.)"""
+    if resume is None:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+        yield
+
+
+@contextmanager
 def _writer_thread_errors_as_warnings():
     """While it is open, a thread's OSError is one warning (_writer_thread_errors), not the thread's traceback."""
     threading.excepthook, default_hook = _writer_thread_errors, threading.excepthook
@@ -600,7 +627,7 @@ def evaluate(saved: SavedRun, split: str, run_dir: Path, allowed: frozenset[str]
         # the run's own Trainer settings (precision, limit_test_batches, ...), without its callbacks and logger,
         # in one process: DDP would pad the split to a multiple of the process count
         trainer = instantiate(run_cfg.trainer, logger=False, enable_checkpointing=False, default_root_dir=str(run_dir),
-                              strategy="auto", devices=1, num_nodes=1)
+                              strategy="auto", devices=1, num_nodes=1, **no_bar_off_terminal(run_cfg))
         run = trainer.validate if split == "val" else trainer.test
         metrics = {k: float(v) for k, v in run(module, datamodule=data, verbose=False)[0].items()}
     report.write_npz(predictions(module, data, [split]), run_dir / "predictions.npz")
