@@ -1,24 +1,32 @@
-"""What the tests share: the real `dlopt` command (the `cli` fixture), and how the suite runs.
+"""What the tests share: the real `dlopt` command (the `cli` and `in_process` fixtures), and how the suite runs.
 
-- Most test files use the session-wide `cli` fixture: `Cli.run` runs the installed `dlopt` command in a temporary
+- Many test files use the session-wide `cli` fixture: `Cli.run` runs the installed `dlopt` command in a temporary
   folder (never in the repo) and returns its exit status and output; `Cli.train` adds tiny training overrides
   (`Cli.TINY`) and returns the run folder it made; files share finished runs through module-scoped fixtures.
-  Tests without it (whole files, and many in the files that use it) run in process: they compose the config with
-  Hydra and call dlopt's functions (as `train(cfg, run_dir)`).
+- A test that checks what a command refuses or prints, and needs no process of its own (it trains nothing, changes
+  no environment, checks no imports), uses the `in_process` fixture instead: `InProcess.run` calls the console
+  script's entry point, `dlopt.cli.main`, in the test process and returns the same `Result` as `Cli.run`, so the
+  assertions read the same; it puts back what the command changed in the process (`process_state`).
+- Tests with neither fixture run in process too, a level lower: they compose the config with Hydra and call
+  dlopt's functions (as `train(cfg, run_dir)`).
 - A fresh `dlopt` spends seconds importing torch and Lightning, so each test process starts one fork server at its
-  first call (tests/preload.py, client `Preloaded`, whose reader thread collects the answers) and each call is a
-  fork of it: a process of its own, with its own folder, environment and output. A fresh process runs the call
+  first `cli` call (tests/preload.py, client `Preloaded`, whose reader thread collects the answers) and each call is
+  a fork of it: a process of its own, with its own folder, environment and output. A fresh process runs the call
   instead when it changes the environment (`env=`, which torch may have read at import; `Cli.imported` does),
   when asked (`fresh=True`), and always with DLOPT_TEST_PRELOAD=0.
 - pyproject's addopts run the tests in pytest-xdist workers, one per core, each file whole in one worker
   (`-n auto --dist loadfile`), so a module's fixtures train once; `-n 0` runs them in this process.
 - The test processes and every `dlopt` they start use one intra-op thread (OMP_NUM_THREADS=1 unless set).
 - Every test that uses `cli` is marked slow (`pytest_collection_modifyitems`): `-m "not slow"` is the quick subset.
+  Tests that use `in_process` are marked `in_process`, and slow only when they also use `cli` (through a fixture of
+  finished runs) or are marked slow by hand.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import queue
@@ -29,11 +37,15 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
+
+from preload import exit_status
 
 # One intra-op thread in the test processes and in every `dlopt` they start (inherited), unless the caller chose:
 # the tests run in parallel workers (pytest-xdist, pyproject's addopts), and two workers of two threads each on two
@@ -243,6 +255,102 @@ class Cli:
         return root
 
 
+@contextlib.contextmanager
+def process_state(cwd: Path, argv: list[str]) -> Iterator[None]:
+    """The block runs in `cwd` with sys.argv `argv` (and without HYDRA_FULL_ERROR, as `Cli.env`); afterwards this
+    process is as it was before it, whatever a dlopt command changed in it:
+    - Hydra's global state: GlobalHydra (initialized by hydra.main, which `initialize_config_dir` then refuses) is
+      cleared before and after, HydraConfig is put back;
+    - logging: the handlers Hydra's job_logging and dlopt.terminal install (console, the run's log file, stderr)
+      are closed, and every logger's handlers, level and flags put back;
+    - sys.argv (dlopt.hydra_glue.run sets it), os.environ (HYDRA_FULL_ERROR, PL_GLOBAL_SEED, ...), the cwd;
+    - what a process keeps per command: dlopt.folders' folders named, claimed and created (keyed by relative paths,
+      and removed by `discard`), the runs listing's cache of search commands;
+    - the random states of random, and of numpy and torch (with torch's thread count) if already imported."""
+    import random
+
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from dlopt import folders
+
+    def loggers() -> list[logging.Logger]:
+        return [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(logger, logging.Logger))]
+
+    saved = [(logger, logger.level, logger.disabled, logger.propagate, list(logger.handlers)) for logger in loggers()]
+    handlers = {handler for *_, attached in saved for handler in attached}
+    environ, hydra_config, state = dict(os.environ), HydraConfig.instance().cfg, random.getstate()
+    numpy, torch = sys.modules.get("numpy"), sys.modules.get("torch")  # not imported here: a command may not
+    numpy_state = numpy.random.get_state() if numpy else None
+    torch_state = (torch.get_num_threads(), torch.get_rng_state()) if torch else None
+    GlobalHydra.instance().clear()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(cwd)
+            patch.setattr(sys, "argv", list(argv))
+            patch.delenv("HYDRA_FULL_ERROR", raising=False)
+            for name in ("_created", "_named", "_claimed", "_refused"):
+                patch.setattr(folders, name, type(getattr(folders, name))())
+            yield
+    finally:
+        GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = hydra_config
+        for handler in {h for logger in loggers() for h in logger.handlers} - handlers:
+            handler.close()
+        for logger, level, disabled, propagate, attached in saved:
+            logger.setLevel(level)
+            logger.disabled, logger.propagate, logger.handlers = disabled, propagate, attached
+        for logger in set(loggers()) - {logger for logger, *_ in saved}:  # created by the command
+            logger.handlers = []
+        os.environ.clear()
+        os.environ.update(environ)
+        random.setstate(state)
+        if numpy:
+            numpy.random.set_state(numpy_state)
+        if torch:
+            torch.set_num_threads(torch_state[0])
+            torch.set_rng_state(torch_state[1])
+        if "dlopt.runs.listing" in sys.modules:
+            sys.modules["dlopt.runs.listing"].search_command.cache_clear()
+
+
+class InProcess:
+    """Runs `dlopt ARGS` in this process, as the console script does: `dlopt.cli.main(ARGS)`. For tests of what a
+    command refuses or prints that need no process of their own: seconds faster than `Cli.run` (no fork, no
+    process start), with the same `Result`. Not for a command that trains, changes the environment torch read at
+    import, starts processes or handles signals: those stay with `cli`."""
+
+    EXE = str(Path(sys.executable).with_name("dlopt"))  # sys.argv[0], as for the console script
+    TINY, run_dirs, sweep_dirs = Cli.TINY, staticmethod(Cli.run_dirs), staticmethod(Cli.sweep_dirs)  # as `cli`'s
+
+    def __init__(self, capfd: pytest.CaptureFixture[str]):
+        self.capfd = capfd
+
+    def run(self, *args: str, cwd: Path) -> Result:
+        """`dlopt ARGS` in cwd: its exit status (main's return value, or SystemExit's; 1 and the traceback on stderr
+        for any other exception, as Python's own exit), and what it wrote to stdout and stderr (file descriptors
+        included)."""
+        from dlopt.cli import main
+
+        argv = [self.EXE, *map(str, args)]
+        self.capfd.readouterr()  # what the test printed before: not the command's
+        start = time.perf_counter()
+        with process_state(Path(cwd), argv):
+            try:
+                status = exit_status(main(argv[1:]))
+            except SystemExit as stop:
+                status = exit_status(stop.code)
+            except Exception:
+                traceback.print_exc()
+                status = 1
+            sys.stdout.flush()
+            sys.stderr.flush()
+        out, err = self.capfd.readouterr()
+        return Result(argv, status, out, err, time.perf_counter() - start)
+
+
+
 @pytest.fixture(scope="session")
 def cli():
     cli = Cli()
@@ -251,10 +359,25 @@ def cli():
         cli.preloaded.close()
 
 
+@pytest.fixture
+def in_process(capfd) -> InProcess:
+    """`in_process.run("train", ..., cwd=tmp_path)`: `dlopt ...` run in this process (InProcess)."""
+    return InProcess(capfd)
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "in_process: runs dlopt's entry point in the test process (the in_process "
+                                       "fixture, see tests/conftest.py)")
+
+
 def pytest_collection_modifyitems(items) -> None:
     """`python -m pytest -m "not slow"` is the quick subset: every test that starts the real `dlopt` command (through
     the `cli` fixture, directly or through a fixture of finished runs) is slow, since each start costs seconds of
-    imports, as are the in-process tests marked slow by hand."""
+    imports, as are the in-process tests marked slow by hand. A test using `in_process` is marked in_process: the
+    entry point in the test process costs no process start (slow only if it also uses `cli`)."""
     for item in items:
-        if "cli" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "cli" in fixtures:
             item.add_marker(pytest.mark.slow)
+        if "in_process" in fixtures:
+            item.add_marker(pytest.mark.in_process)
