@@ -8,7 +8,7 @@ the command name goes to Hydra as dlopt.hydra_glue.hydra_args rewrites it (`--he
 import importlib
 import sys
 
-from dlopt.errors import UserError
+from dlopt.errors import INTERRUPTED, Interrupted, UserError
 from dlopt.hydra_glue import hydra_args
 
 COMMANDS = {
@@ -78,6 +78,10 @@ def main(argv=None) -> int:
         importlib.import_module(COMMANDS[command][0]).main(command, args, script=sys.argv[0])
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
+    except KeyboardInterrupt as err:  # Ctrl-C: a run has said what it keeps (Interrupted), else none had started
+        if not isinstance(err, Interrupted):
+            print(f"dlopt {command}: interrupted before a run started: nothing of it was saved", file=sys.stderr)
+        return INTERRUPTED
     return 0
 
 

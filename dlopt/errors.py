@@ -18,6 +18,13 @@ class SweepError(UserError):
     """A UserError every run of a sweep would meet alike: the sweep stops at the first one."""
 
 
+INTERRUPTED = 130  # the exit status of a command stopped by Ctrl-C (128 + SIGINT), as a shell reports it
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, after the run it stopped has said what it keeps (dlopt.apps.task): stops a sweep like Ctrl-C."""
+
+
 def cause_of(err: BaseException | None, kind: type[BaseException]) -> BaseException | None:
     """The first exception of type `kind` in err's chain of causes, or None (Hydra's instantiate
     and Lightning wrap what the code they call raised)."""

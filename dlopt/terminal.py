@@ -23,12 +23,15 @@ def set_up() -> None:
     logging.captureWarnings(True)  # the warnings module's warnings become records of "py.warnings": see _FileOnly
     lightning_through_root()
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_hardware_to_file)
+    logging.getLogger("torch").setLevel(logging.WARNING)  # torch's INFO lines (fake tensor cache statistics at exit)
 
 
 def _hardware_to_file(record: logging.LogRecord) -> bool:
     """Lightning's "GPU available: False, used: False" and its TPU and HPU lines go to the log file only: on the
-    terminal they came before everything else, a user's one-line error included."""
-    if record.getMessage().startswith(("GPU available", "TPU available", "HPU available")):
+    terminal they came before everything else, a user's one-line error included. So does its "Detected
+    KeyboardInterrupt" line: dlopt.apps.task says what an interrupted run keeps."""
+    if record.getMessage().lstrip().startswith(("GPU available", "TPU available", "HPU available",
+                                                "Detected KeyboardInterrupt")):
         record.file_only = True
     return True
 

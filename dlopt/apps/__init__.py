@@ -22,7 +22,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from dlopt import folders, hydra_glue, terminal
 from dlopt.hydra_glue import config_dir
-from dlopt.errors import SweepError, UserError, cause_of, did_you_mean, os_error_message
+from dlopt.errors import INTERRUPTED, Interrupted, SweepError, UserError, cause_of, did_you_mean, os_error_message
 
 log = logging.getLogger("dlopt")
 logging.raiseExceptions = False  # a log line that cannot be written (a full disk) prints no traceback over the error
@@ -94,8 +94,39 @@ def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
                 shutil.rmtree(run_dir, ignore_errors=True)
             folders.discard()  # what this process claimed: on another machine than rank 0's, its own folder
             raise SystemExit(2) from None
+        except BaseException as err:
+            if not interrupted(err):
+                raise
+            print(f"dlopt {command_of(hydra)}: {left_after_interrupt(command_of(hydra), run_dir)}", file=sys.stderr,
+                  flush=True)
+            if hydra.mode == RunMode.MULTIRUN:  # the sweep (or search) stops as it does on Ctrl-C
+                raise Interrupted from None
+            raise SystemExit(INTERRUPTED) from None
 
     return task_function
+
+
+def interrupted(err: BaseException | None) -> bool:
+    """Ctrl-C: a KeyboardInterrupt, or what it led to while being handled: the SystemExit Lightning raises after
+    shutting a fit down on one, an import it broke half-way (numpy's then fails with a RecursionError)."""
+    while err is not None and not isinstance(err, KeyboardInterrupt):
+        err = err.__cause__ or err.__context__
+    return err is not None
+
+
+def left_after_interrupt(command: str, run_dir: Path) -> str:
+    """What a run stopped by Ctrl-C keeps, as one line: a training run that saved a checkpoint stays, with
+    interrupted.txt saying how to continue (dlopt runs lists it as interrupted); anything else this process made is
+    removed, since nothing in it can be continued."""
+    if command == "train" and (run_dir / "checkpoints" / "last.ckpt").is_file():
+        again = f"dlopt train resume={run_dir}"
+        with contextlib.suppress(OSError), open(run_dir / "interrupted.txt", "a") as note:
+            note.write(f"interrupted (Ctrl-C); continue with: {again}\n")
+        return f"interrupted; {run_dir} keeps the last finished epoch (checkpoints/last.ckpt); continue with: {again}"
+    if folders.claimed(run_dir) and rank_zero():
+        shutil.rmtree(run_dir, ignore_errors=True)
+    folders.discard()
+    return "interrupted before anything was saved; nothing is left behind"
 
 
 def command_of(hydra: Any) -> str:
@@ -199,6 +230,10 @@ def app(config_name: str, task_function: Callable[[DictConfig], Any]) -> Callabl
         hydra_glue.register_resolvers()
         try:
             hydra_glue.run(hydra_main, job, command, args, script)
+        except KeyboardInterrupt:  # before a run started (composing), or a sweep its run stopped
+            if rank_zero():
+                folders.discard()
+            raise
         except Exception as err:
             message = None if os.environ.get("HYDRA_FULL_ERROR") == "1" else user_message(err, composing=True)
             if message is None:
