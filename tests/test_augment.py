@@ -709,15 +709,15 @@ def test_mixup_on_signals_trains_with_finite_metrics(cli, tmp_path):
     assert (run / "augmentations.png").is_file()
 
 
-def test_colour_jitter_on_signals_exits_2_in_one_line_and_leaves_no_run(cli, tmp_path):
-    result = cli.run("train", *cli.TINY, "data=synthetic", "data.shape=[2,40]", "augmentation.color_jitter=0.2",
-                     cwd=tmp_path)
+def test_colour_jitter_on_signals_exits_2_in_one_line_and_leaves_no_run(in_process, tmp_path):
+    result = in_process.run("train", *in_process.TINY, "data=synthetic", "data.shape=[2,40]",
+                            "augmentation.color_jitter=0.2", cwd=tmp_path)
     assert result.returncode == 2, result.describe()
     assert "Traceback" not in result.output, result.describe()
     lines = [line for line in result.output.splitlines() if "augmentation.color_jitter" in line]
     assert len(lines) == 1, result.describe()
     assert "works on images" in lines[0] and "signals of shape (2, 40)" in lines[0]
-    assert cli.run_dirs(tmp_path) == []
+    assert in_process.run_dirs(tmp_path) == []
 
 
 def test_digits_with_the_standard_preset_skips_the_flip_in_one_line(cli, tmp_path):
@@ -732,8 +732,8 @@ def test_digits_with_the_standard_preset_skips_the_flip_in_one_line(cli, tmp_pat
     cli.assert_finite(cli.metrics(run))
 
 
-def test_a_users_flip_on_digits_exits_2_in_one_line_and_leaves_no_run(cli, tmp_path):
-    result = cli.run("train", *cli.TINY, "augmentation.hflip_p=0.5", "data=digits", cwd=tmp_path)
+def test_a_users_flip_on_digits_exits_2_in_one_line_and_leaves_no_run(in_process, tmp_path):
+    result = in_process.run("train", *in_process.TINY, "augmentation.hflip_p=0.5", "data=digits", cwd=tmp_path)
     assert result.returncode == 2, result.describe()
     assert "Traceback" not in result.output, result.describe()
     lines = [line for line in result.stderr.splitlines() if "augmentation.hflip_p" in line]
@@ -741,7 +741,7 @@ def test_a_users_flip_on_digits_exits_2_in_one_line_and_leaves_no_run(cli, tmp_p
     assert re.search(r"augmentation\.hflip_p=0\.5 refused: data=digits lists it in data\.label_changing="
                      r"\[hflip_p,vflip_p\]", lines[0]), lines[0]
     assert "set augmentation.hflip_p=0, or data.label_changing=[]" in lines[0]
-    assert cli.run_dirs(tmp_path) == []
+    assert in_process.run_dirs(tmp_path) == []
 
 
 def test_a_csv_run_draws_its_preview(cli, tmp_path):

@@ -44,15 +44,15 @@ def assert_fails_clearly(result, cwd: Path, *needles: str, leave_run_folder: boo
 # --- mistakes Hydra catches while composing: nothing is created ---------------------------------
 
 
-def test_unknown_model_option_lists_valid_ones(cli, tmp_path):
-    result = cli.run("train", "model=resnot", *cli.TINY, cwd=tmp_path, timeout=60)
+def test_unknown_model_option_lists_valid_ones(in_process, tmp_path):
+    result = in_process.run("train", "model=resnot", *in_process.TINY, cwd=tmp_path)
     line = assert_fails_clearly(result, tmp_path, "model=resnot is not an option of model")
     assert line.endswith("(did you mean resnet?); choose one of cnn, linear, mlp, resnet, vit"), result.describe()
     assert result.returncode == 2 and not (tmp_path / "outputs").exists()
 
 
-def test_unknown_augmentation_option_lists_valid_ones(cli, tmp_path):
-    result = cli.run("train", "augmentation=stronger", *cli.TINY, cwd=tmp_path, timeout=60)
+def test_unknown_augmentation_option_lists_valid_ones(in_process, tmp_path):
+    result = in_process.run("train", "augmentation=stronger", *in_process.TINY, cwd=tmp_path)
     line = assert_fails_clearly(result, tmp_path, "augmentation=stronger is not an option of augmentation")
     assert "(did you mean strong?)" in line and "choose one of cutmix, light, mixup, none, randaugment" in line
     assert result.returncode == 2 and not (tmp_path / "outputs").exists()
@@ -66,8 +66,8 @@ def test_unknown_augmentation_option_lists_valid_ones(cli, tmp_path):
         ("trainer.max_epoch=3", ("trainer.max_epoch is not a key of trainer (did you mean max_epochs?)",)),
     ],
 )
-def test_misspelt_key_is_named(cli, tmp_path, override, needles):
-    result = cli.run("train", override, *cli.TINY, cwd=tmp_path, timeout=60)
+def test_misspelt_key_is_named(in_process, tmp_path, override, needles):
+    result = in_process.run("train", override, *in_process.TINY, cwd=tmp_path)
     line = assert_fails_clearly(result, tmp_path, *needles)
     assert "_target_" not in line, line
     assert result.returncode == 2 and not (tmp_path / "outputs").exists()
@@ -96,8 +96,8 @@ def test_bad_value_names_key_value_and_valid_range(cli, tmp_path, override, vali
     assert "torch" not in imported and "lightning" not in imported, "the check should run before torch is imported"
 
 
-def test_unknown_activation_lists_valid_names(cli, tmp_path):
-    result = cli.run("train", *cli.TINY, "model.activation=swishy", cwd=tmp_path, timeout=120)
+def test_unknown_activation_lists_valid_names(in_process, tmp_path):
+    result = in_process.run("train", *in_process.TINY, "model.activation=swishy", cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, "model.activation=swishy", *ACTIVATIONS)
 
 
@@ -126,10 +126,10 @@ def make_root(tmp_path: Path, kind: str) -> str | None:
         ("class folders without images", ("data.root", "pics has no usable class folders", "<class>/<image>")),
     ],
 )
-def test_image_folder_root_problems(cli, tmp_path, kind, needles):
+def test_image_folder_root_problems(in_process, tmp_path, kind, needles):
     root = make_root(tmp_path, kind)
     overrides = ["data=image_folder"] + ([] if root is None else [f"data.root={root}"])
-    result = cli.run("train", *cli.TINY, *overrides, cwd=tmp_path, timeout=120)
+    result = in_process.run("train", *in_process.TINY, *overrides, cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, *needles)
 
 
@@ -146,10 +146,10 @@ def test_image_folder_root_problems(cli, tmp_path, kind, needles):
     ],
     ids=["not a run", "missing run", "neither run nor ckpt_path", "not a checkpoint"],
 )
-def test_eval_bad_target(cli, tmp_path, args, needles):
+def test_eval_bad_target(in_process, tmp_path, args, needles):
     (tmp_path / "not_a_run" / "logs").mkdir(parents=True)
     (tmp_path / "notes.ckpt").write_text("these are notes, not a checkpoint\n")
-    result = cli.run("eval", *args, cwd=tmp_path, timeout=120)
+    result = in_process.run("eval", *args, cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, *needles)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not_a_run", "notes.ckpt"]  # no outputs/ left either
 
@@ -203,8 +203,8 @@ def test_a_diverging_run_in_a_sweep_is_recorded_and_the_sweep_goes_on(cli, tmp_p
 @pytest.mark.parametrize("override, key", [("monitor=val/accuracy", "monitor"),
                                            ("callbacks.early_stopping.monitor=val/accuracy",
                                             "callbacks.early_stopping.monitor")])
-def test_a_monitor_that_is_never_logged_is_named_before_training(cli, tmp_path, override, key):
+def test_a_monitor_that_is_never_logged_is_named_before_training(in_process, tmp_path, override, key):
     # checked against what the module logs before anything is built: no epoch, no folder
-    result = cli.run("train", *cli.TINY, override, cwd=tmp_path)
+    result = in_process.run("train", *in_process.TINY, override, cwd=tmp_path)
     line = assert_fails_clearly(result, tmp_path, f"{key}=val/accuracy is not a metric dlopt logs (did you mean val/acc?)")
     assert "val/loss" in line and "Epoch" not in result.output

@@ -3,14 +3,18 @@
 Each test runs the installed `dlopt` command with tiny training (two batches of digits) and
 checks the files and numbers it leaves: run folders, metrics.json, checkpoints, TensorBoard
 events, sweep summaries, eval results. Finished runs that several tests read are module-scoped
-fixtures, because every dlopt start costs seconds of imports.
+fixtures, because every dlopt start costs seconds of imports. A refused command runs its real entry
+point in this process (conftest's `in_process`), which must leave the process as it found it.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import math
+import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,8 +80,8 @@ def test_help_and_cfg_import_no_torch(cli, tmp_path, argv):
     assert not (tmp_path / "outputs").exists()
 
 
-def test_unknown_command(cli, tmp_path):
-    result = cli.run("trian", cwd=tmp_path, timeout=60)
+def test_unknown_command(in_process, tmp_path):
+    result = in_process.run("trian", cwd=tmp_path)
     assert result.returncode != 0
     first = result.stderr.splitlines()[0]
     assert "trian" in first and "train" in first and "eval" in first, result.stderr
@@ -426,9 +430,23 @@ def test_hydra_flags_may_follow_overrides(cli, tmp_path):
     assert "_target_: dlopt.models.MLP" in result.output
 
 
-def test_two_hydra_modes_at_once_get_one_line(cli, tmp_path):
-    result = cli.run("train", "model=mlp", "-m", "--cfg", "job", cwd=tmp_path, timeout=60)
+def test_two_hydra_modes_at_once_get_one_line(in_process, tmp_path):
+    result = in_process.run("train", "model=mlp", "-m", "--cfg", "job", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.output, result.describe()
     assert result.stderr.strip() == ("dlopt train: --multirun and --cfg cannot be combined; give one of them "
                                      "(--cfg job prints the config of a single run: drop -m to see it)")
     assert not (tmp_path / "outputs").exists()
+
+
+def test_in_process_leaves_the_process_as_it_found_it(in_process, tmp_path):
+    """A command refused inside its run (Hydra's logging set up, its folder claimed and removed) leaves no Hydra,
+    logging, argv, environment or cwd behind: the next in-process command, or a test's compose(), starts clean."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    root = logging.getLogger()
+    before = list(root.handlers), root.level, list(sys.argv), dict(os.environ), os.getcwd()
+    for _ in range(2):
+        result = in_process.run("train", *in_process.TINY, "optimizer.lr=-1", cwd=tmp_path)
+        assert result.returncode == 2 and "optimizer.lr=-1 is not valid" in result.stderr, result.describe()
+        assert (list(root.handlers), root.level, list(sys.argv), dict(os.environ), os.getcwd()) == before
+        assert not GlobalHydra.instance().is_initialized() and not (tmp_path / "outputs").exists()

@@ -26,8 +26,8 @@ def test_eval_help_is_evals_own(cli, tmp_path):
     assert "dlopt eval run=" in result.stdout and "dlopt train model=" not in result.stdout
 
 
-def test_a_runs_error_goes_to_stderr_not_stdout(cli, tmp_path):
-    result = cli.run("train", *cli.TINY, "optimizer.lr=-1", cwd=tmp_path)
+def test_a_runs_error_goes_to_stderr_not_stdout(in_process, tmp_path):
+    result = in_process.run("train", *in_process.TINY, "optimizer.lr=-1", cwd=tmp_path)
     assert result.returncode == 2
     assert "optimizer.lr=-1 is not valid" in result.stderr and "optimizer.lr" not in result.stdout, result.describe()
 

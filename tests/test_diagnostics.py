@@ -271,8 +271,8 @@ def test_a_healthy_cnn_run_warns_of_nothing(cli, runs):
         ("diagnostics.samples=0", ("diagnostics.samples=0 is not valid", "an integer >= 1")),
     ],
 )
-def test_bad_diagnostics_input_is_one_line_and_leaves_no_run(cli, tmp_path, override, needles):
-    result = cli.run("train", *cli.TINY, override, cwd=tmp_path, timeout=120)
+def test_bad_diagnostics_input_is_one_line_and_leaves_no_run(in_process, tmp_path, override, needles):
+    result = in_process.run("train", *in_process.TINY, override, cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.output, result.describe()
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and all(n in lines[0] for n in needles), result.describe()

@@ -268,7 +268,7 @@ def test_without_knobs_the_whole_split_trains(fresh_digits):
 
 
 @pytest.mark.parametrize("case", ["weights", "fold"])
-def test_bad_data_knobs_of_train_are_one_line(cli, tmp_path, case):
+def test_bad_data_knobs_of_train_are_one_line(in_process, tmp_path, case):
     """On the real command: exit 2, one line naming the key, no run folder; nothing trains."""
     if case == "weights":
         np.save(tmp_path / "w.npy", np.ones(10))
@@ -278,7 +278,7 @@ def test_bad_data_knobs_of_train_are_one_line(cli, tmp_path, case):
         override, needles = "data.fold=5/5", ("data.fold=5/5 is not valid",)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    result = cli.run("train", *COMMON, override, cwd=cwd, timeout=300)
+    result = in_process.run("train", *COMMON, override, cwd=cwd)
     assert result.returncode == 2, result.describe()
     assert_fails_clearly(result, cwd, *needles)
     assert not list((cwd / "outputs").rglob("*.npz")), result.describe()
@@ -681,17 +681,17 @@ BAD = {  # id -> (arguments, needles of the one line)
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_a_bad_ensemble_input_is_one_line_and_leaves_nothing(cli, tmp_path, case):
+def test_a_bad_ensemble_input_is_one_line_and_leaves_nothing(in_process, tmp_path, case):
     args, needles = BAD[case]
-    result = cli.run("ensemble", *args, cwd=tmp_path, timeout=120)
+    result = in_process.run("ensemble", *args, cwd=tmp_path)
     one_line(result, *needles)
     assert not (tmp_path / "outputs").exists(), sorted(map(str, (tmp_path / "outputs").rglob("*")))
 
 
-def test_a_search_with_a_method_is_one_line_and_leaves_nothing(cli, tmp_path):
+def test_a_search_with_a_method_is_one_line_and_leaves_nothing(in_process, tmp_path):
     """search=... makes the command a sweep of itself (hydra.mode=MULTIRUN): Hydra's lines announcing the search
     and its first trial come first, then the one line; no trial after the first, no folder."""
-    result = cli.run("ensemble", "method=bagging", "search=random", cwd=tmp_path, timeout=300)
+    result = in_process.run("ensemble", "method=bagging", "search=random", cwd=tmp_path)
     assert result.returncode == 2, result.describe()
     assert_fails_clearly(result, tmp_path, "search= does not apply to an ensemble's members",
                          "dlopt ensemble runs=SEARCH_DIR")

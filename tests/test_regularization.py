@@ -337,11 +337,11 @@ def test_data_classes_keep_and_relabel_the_chosen_classes():
     assert module.net(torch.zeros(2, *data.in_shape)).shape == (2, 3)
 
 
-def test_an_unknown_class_exits_2_in_one_line_and_leaves_no_run(cli, tmp_path):
-    result = cli.run("train", *cli.TINY, "data.classes=[0,12]", cwd=tmp_path)
+def test_an_unknown_class_exits_2_in_one_line_and_leaves_no_run(in_process, tmp_path):
+    result = in_process.run("train", *in_process.TINY, "data.classes=[0,12]", cwd=tmp_path)
     assert result.returncode == 2, result.describe()
     assert "Traceback" not in result.output, result.describe()
     lines = [line for line in result.output.splitlines() if "data.classes" in line]
     assert len(lines) == 1, result.describe()
     assert "12 is not a class" in lines[0] and "0, 1, 2, 3, 4, 5, 6, 7, 8, 9" in lines[0]
-    assert cli.run_dirs(tmp_path) == []
+    assert in_process.run_dirs(tmp_path) == []

@@ -632,10 +632,10 @@ BAD = {  # arguments: words of the one line
 
 
 @pytest.mark.parametrize("case", BAD)
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(cli, hand, tmp_path, case):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(in_process, hand, tmp_path, case):
     args, needles = BAD[case]
     before = sorted(hand.rglob("*"))
-    result = cli.run("runs", *(a.format(hand=hand) for a in args), cwd=tmp_path, timeout=120)
+    result = in_process.run("runs", *(a.format(hand=hand) for a in args), cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.output, result.describe()
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and all(n in lines[0] for n in needles), (needles, result.describe())

@@ -141,7 +141,7 @@ def test_warmup_composes_with_other_schedules(watched, option, lrs):
     (["scheduler=onecycle", "scheduler.warmup_epochs=2"],
      ["scheduler.warmup_epochs is not a key of scheduler", "pct_start"]),
 ])
-def test_bad_schedule_settings_are_one_line(cli, tmp_path, overrides, needles):
-    result = cli.run("train", *cli.TINY, *overrides, cwd=tmp_path, timeout=120)
+def test_bad_schedule_settings_are_one_line(in_process, tmp_path, overrides, needles):
+    result = in_process.run("train", *in_process.TINY, *overrides, cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, *needles)
     assert result.returncode == 2, result.describe()

@@ -99,8 +99,8 @@ def test_a_grid_needs_lists():
     (["search.sampler=nsga2", "search.population=1"], "search.population=1 is not valid: expected an integer >= 2"),
     (["search.params=null"], "the search space is empty"),
 ])
-def test_bad_search_input_is_one_line_and_starts_nothing(cli, tmp_path, args, message):
-    result = cli.run("train", "search=bayes", *args, cwd=tmp_path, timeout=60)
+def test_bad_search_input_is_one_line_and_starts_nothing(in_process, tmp_path, args, message):
+    result = in_process.run("train", "search=bayes", *args, cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.output, result.describe()
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.describe()
     assert not (tmp_path / "outputs").exists()
@@ -217,8 +217,8 @@ def test_grid_runs_every_combination_once(cli, tmp_path):
     assert not (sweep / "4").exists()
 
 
-def test_grid_needs_lists_from_the_shell_too(cli, tmp_path):
-    result = cli.run("train", "search=grid", "optimizer.lr=interval(0.001,0.1)", cwd=tmp_path, timeout=60)
+def test_grid_needs_lists_from_the_shell_too(in_process, tmp_path):
+    result = in_process.run("train", "search=grid", "optimizer.lr=interval(0.001,0.1)", cwd=tmp_path)
     assert result.returncode == 2 and "search=grid needs a list of values for optimizer.lr" in result.stderr
     assert not (tmp_path / "outputs").exists()
 

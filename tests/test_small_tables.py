@@ -179,8 +179,9 @@ def test_cross_validation_in_a_search_and_a_joblib_sweep(cli, table, tmp_path):
     (("optimizer=lbfgs", "augmentation=mixup"), "augmentation.mixup_alpha"),
     (("optimizer=lbfgs", "trainer.precision=16-mixed"), "trainer.precision=16-mixed"),
 ])
-def test_bad_inputs_get_one_line_and_leave_nothing(cli, table, tmp_path, overrides, needle):
-    result = cli.run("train", *cli.TINY, *WINE, f"data.path={table}", "model=linear", *overrides, cwd=tmp_path)
+def test_bad_inputs_get_one_line_and_leave_nothing(in_process, table, tmp_path, overrides, needle):
+    result = in_process.run("train", *in_process.TINY, *WINE, f"data.path={table}", "model=linear", *overrides,
+                            cwd=tmp_path)
     assert result.returncode == 2, result.describe()
     assert_fails_clearly(result, tmp_path, needle)
 

@@ -287,14 +287,14 @@ def test_train_with_a_categorical_column_relative_path(cli, tmp_path):
     assert math.isfinite(metrics["test/acc"])
 
 
-def test_a_target_that_is_not_a_column_fails_in_one_line(cli, tmp_path):
+def test_a_target_that_is_not_a_column_fails_in_one_line(in_process, tmp_path):
     path = iris_csv(tmp_path / "iris.csv")
-    result = cli.run("train", *cli.TINY, "data=csv", f"data.path={path}", "data.target=nope", "model=mlp",
-                     cwd=tmp_path, timeout=120)
+    result = in_process.run("train", *in_process.TINY, "data=csv", f"data.path={path}", "data.target=nope", "model=mlp",
+                     cwd=tmp_path)
     assert result.returncode == 2, result.describe()
     assert "Traceback" not in result.output, result.describe()
     lines = [line for line in result.output.splitlines() if "data.target=nope" in line]
     assert len(lines) == 1, result.describe()
     assert re.search(r"is not a column of iris.csv.*its columns are .*petal width \(cm\), label", lines[0]), lines[0]
-    assert cli.run_dirs(tmp_path) == []
+    assert in_process.run_dirs(tmp_path) == []
     assert [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "iris.csv"] == [], "files left behind"

@@ -174,15 +174,15 @@ def test_torchvision_weights_load_into_resnet_with_stem_and_head_fresh(tmp_path)
 # --- bad inputs: one line, exit 2, no run folder ----------------------------------------------------
 
 
-def test_missing_source_is_named(cli, work, tmp_path):
-    result = cli.run("train", *cli.TINY, f"transfer.from={work / 'nowhere'}", cwd=tmp_path)
+def test_missing_source_is_named(in_process, work, tmp_path):
+    result = in_process.run("train", *in_process.TINY, f"transfer.from={work / 'nowhere'}", cwd=tmp_path)
     line = assert_fails_clearly(result, tmp_path, f"transfer.from={work / 'nowhere'} does not exist")
     assert "a dlopt run folder" in line and result.returncode == 2
 
 
-def test_folder_that_is_not_a_run(cli, tmp_path):
+def test_folder_that_is_not_a_run(in_process, tmp_path):
     (tmp_path / "notarun").mkdir()
-    result = cli.run("train", *cli.TINY, "transfer.from=notarun", cwd=tmp_path)
+    result = in_process.run("train", *in_process.TINY, "transfer.from=notarun", cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, "transfer.from=notarun is not a dlopt run folder",
                          "checkpoints/best.ckpt")
     assert result.returncode == 2
@@ -192,13 +192,13 @@ def test_folder_that_is_not_a_run(cli, tmp_path):
     (b"not a checkpoint at all" * 10, "is not a file torch.load can read"),
     ("module", "holds Python objects besides tensors, which dlopt never unpickles"),
 ], ids=["garbage", "pickled-module"])
-def test_file_that_is_not_a_checkpoint(cli, tmp_path, content, needle):
+def test_file_that_is_not_a_checkpoint(in_process, tmp_path, content, needle):
     path = tmp_path / "weights.ckpt"
     if content == "module":  # a whole nn.Module: loading it would run pickled code
         torch.save(torch.nn.Linear(2, 2), path)
     else:
         path.write_bytes(content)
-    result = cli.run("train", *cli.TINY, f"transfer.from={path}", cwd=tmp_path)
+    result = in_process.run("train", *in_process.TINY, f"transfer.from={path}", cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, f"transfer.from={path}", needle)
     assert result.returncode == 2
 
@@ -209,8 +209,8 @@ def test_file_that_is_not_a_checkpoint(cli, tmp_path, content, needle):
     (["model.width=16"], ["features.0.weight (file 32x1x3x3, model 16x1x3x3)",
                           "the source run has model.width=32 (this run: 16)", "same model settings"]),
 ], ids=["mlp", "width"])
-def test_incompatible_network_names_tensors_and_settings(cli, source, tmp_path, overrides, needles):
-    result = cli.run("train", *cli.TINY, f"transfer.from={source}", *overrides, cwd=tmp_path)
+def test_incompatible_network_names_tensors_and_settings(in_process, source, tmp_path, overrides, needles):
+    result = in_process.run("train", *in_process.TINY, f"transfer.from={source}", *overrides, cwd=tmp_path)
     line = assert_fails_clearly(result, tmp_path, f"transfer.from={source} does not fit this run's network", *needles)
     assert len(line) < 500 and result.returncode == 2
 
@@ -221,8 +221,8 @@ def test_incompatible_network_names_tensors_and_settings(cli, source, tmp_path, 
     ("transfer.backbone_lr_scale=-0.1", "transfer.backbone_lr_scale=-0.1 is not valid"),
     ("transfer.unfreeze_at_epoch=-1", "transfer.unfreeze_at_epoch=-1 is not valid: expected an integer >= 0"),
 ])
-def test_bad_transfer_settings_are_caught_at_composition(cli, tmp_path, override, needle):
-    result = cli.run("train", *cli.TINY, override, cwd=tmp_path)
+def test_bad_transfer_settings_are_caught_at_composition(in_process, tmp_path, override, needle):
+    result = in_process.run("train", *in_process.TINY, override, cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, needle)
     assert result.returncode == 2
 

@@ -112,8 +112,8 @@ def test_loss_that_diverges_at_once_still_gives_the_plot(cli, tmp_path):
     ("lr_find.schedule=cosine", "lr_find.schedule=cosine is not valid; choose one of exponential, linear"),
     ("trainer.fast_dev_run=true", "trainer.fast_dev_run=True makes Lightning skip the range test"),
 ])
-def test_bad_input_is_one_line_and_leaves_no_folder(cli, tmp_path, override, needle):
-    result = cli.run("tune-lr", override, cwd=tmp_path, timeout=120)
+def test_bad_input_is_one_line_and_leaves_no_folder(in_process, tmp_path, override, needle):
+    result = in_process.run("tune-lr", override, cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.output, result.describe()
     assert len([line for line in result.output.splitlines() if needle in line]) == 1, result.describe()
     assert not [p for p in (tmp_path / "outputs").rglob("*") if not p.is_dir()], result.describe()
