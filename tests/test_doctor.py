@@ -681,7 +681,7 @@ def target(runs, tmp_path) -> Path:
     ids=["no run", "missing folder", "empty folder", "folder with a file", "unknown diagnostics", "bad threshold",
          "bad every_n_steps", "remedies=0", "remedies=abc", "try=maybe", "try on a sweep"],
 )
-def test_bad_doctor_input_is_one_line_and_writes_nothing(cli, tmp_path, target, sweep, args, needles):
+def test_bad_doctor_input_is_one_line_and_writes_nothing(in_process, tmp_path, target, sweep, args, needles):
     (tmp_path / "empty").mkdir()
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "notes.txt").write_text("not a run\n")
@@ -689,15 +689,15 @@ def test_bad_doctor_input_is_one_line_and_writes_nothing(cli, tmp_path, target, 
     names = {"tmp": tmp_path, "run": target, "sweep": sweep_copy}
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    result = cli.run("doctor", *(a.format(**names) for a in args), cwd=cwd, timeout=120)
+    result = in_process.run("doctor", *(a.format(**names) for a in args), cwd=cwd)
     one_line(result, *(n.format(**names) for n in needles))
     nothing_written(cwd, target, sweep_copy, tmp_path / "empty", tmp_path / "junk")
 
 
-def test_try_on_a_healthy_run_trains_nothing(cli, tmp_path, target):
+def test_try_on_a_healthy_run_trains_nothing(in_process, tmp_path, target):
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    result = cli.run("doctor", f"run={target}", "try=true", cwd=cwd, timeout=120)
+    result = in_process.run("doctor", f"run={target}", "try=true", cwd=cwd)
     assert result.returncode == 2 and "Traceback" not in result.output, result.describe()
     errors = [line for line in result.output.splitlines() if "[ERROR]" in line]
     assert len(errors) == 1 and f"run={target} has no symptom to remedy (healthy)" in errors[0], result.describe()
@@ -714,13 +714,13 @@ CORRUPT = {
 
 
 @pytest.mark.parametrize("case", list(CORRUPT))
-def test_a_corrupt_run_file_is_one_line_naming_it(cli, tmp_path, target, case):
+def test_a_corrupt_run_file_is_one_line_naming_it(in_process, tmp_path, target, case):
     name, content, message = CORRUPT[case]
     path = target / name
     path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    result = cli.run("doctor", f"run={target}", cwd=cwd, timeout=120)
+    result = in_process.run("doctor", f"run={target}", cwd=cwd)
     one_line(result, f"{target / name}", message)
     nothing_written(cwd, target)
 
@@ -732,10 +732,10 @@ WRONG_TYPES = {  # file -> valid JSON whose values have the wrong type
 
 
 @pytest.mark.parametrize("name", list(WRONG_TYPES))
-def test_a_run_file_with_values_of_the_wrong_type_is_one_line_naming_it(cli, tmp_path, target, name):
+def test_a_run_file_with_values_of_the_wrong_type_is_one_line_naming_it(in_process, tmp_path, target, name):
     (target / name).write_text(WRONG_TYPES[name])
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    result = cli.run("doctor", f"run={target}", cwd=cwd, timeout=120)
+    result = in_process.run("doctor", f"run={target}", cwd=cwd)
     one_line(result, str(target / name))
     nothing_written(cwd, target)

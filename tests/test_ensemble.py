@@ -366,24 +366,24 @@ def test_top_k_ranks_runs_that_monitor_accuracy_highest_first(cli, tmp_path):
     np.testing.assert_allclose(done.arrays["test_probabilities"], (MEMBER_A + MEMBER_C) / 2, atol=1e-6)
 
 
-def test_runs_of_other_labels_are_refused_in_one_line_suggesting_a_fixed_split(cli, tmp_path):
+def test_runs_of_other_labels_are_refused_in_one_line_suggesting_a_fixed_split(in_process, tmp_path):
     root = tmp_path / "runs"
     complementary(root, names=("0", "1"))
     fake_run(root / "2", MEMBER_A, MEMBER_A, val_labels=LABELS, test_labels=LABELS[::-1].copy())
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    one_line(cli.run("ensemble", f"runs={root}", cwd=cwd), "trained on different data", "test samples differ",
+    one_line(in_process.run("ensemble", f"runs={root}", cwd=cwd), "trained on different data", "test samples differ",
              "data.split_seed=0")
     assert not (cwd / "outputs").exists(), sorted(map(str, (cwd / "outputs").rglob("*")))
 
 
-def test_runs_with_another_monitor_are_refused_in_one_line(cli, tmp_path):
+def test_runs_with_another_monitor_are_refused_in_one_line(in_process, tmp_path):
     root = tmp_path / "runs"
     complementary(root, names=("0", "1"))
     fake_run(root / "2", MEMBER_A, MEMBER_A, val_labels=LABELS, test_labels=LABELS, monitor="val/acc", mode="max")
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    one_line(cli.run("ensemble", f"runs={root}", cwd=cwd), f"runs: {root / '2'} monitors val/acc",
+    one_line(in_process.run("ensemble", f"runs={root}", cwd=cwd), f"runs: {root / '2'} monitors val/acc",
              "ranked by one monitor")
     assert not (cwd / "outputs").exists()
 
@@ -605,7 +605,7 @@ BAD = {  # id -> (arguments, needles of the one line); {sweep}, {empty}, {one} a
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_a_bad_input_is_one_line_and_leaves_nothing(cli, sweep, runs, tmp_path, case):
+def test_a_bad_input_is_one_line_and_leaves_nothing(in_process, sweep, runs, tmp_path, case):
     args, needles = BAD[case]
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -620,7 +620,7 @@ def test_a_bad_input_is_one_line_and_leaves_nothing(cli, sweep, runs, tmp_path, 
     before = files_of(sweep)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    result = cli.run("ensemble", *(a.format(**names) for a in args), cwd=cwd, timeout=120)
+    result = in_process.run("ensemble", *(a.format(**names) for a in args), cwd=cwd)
     one_line(result, *(n.format(**names) for n in needles))
     assert not (cwd / "outputs").exists(), sorted(map(str, (cwd / "outputs").rglob("*")))
     assert files_of(sweep) == before

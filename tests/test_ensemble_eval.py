@@ -72,7 +72,7 @@ def test_explain_of_an_ensemble_explains_the_ensemble(cli, ensembles, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["ensemble.json", "member checkpoint"])
-def test_a_damaged_ensemble_folder_is_one_line(cli, ensembles, tmp_path, damage):
+def test_a_damaged_ensemble_folder_is_one_line(in_process, ensembles, tmp_path, damage):
     copy = tmp_path / "copy"
     shutil.copytree(ensembles["bagging"], copy)
     if damage == "ensemble.json":
@@ -81,7 +81,7 @@ def test_a_damaged_ensemble_folder_is_one_line(cli, ensembles, tmp_path, damage)
     else:
         (copy / "members" / "1" / "checkpoints" / "best.ckpt").unlink()
         needle = "member 1 has no checkpoint"
-    result = cli.run("eval", f"run={copy}", cwd=tmp_path)
+    result = in_process.run("eval", f"run={copy}", cwd=tmp_path)
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and needle in lines[0] and f"run={copy}" in lines[0], \
         result.describe()

@@ -413,7 +413,7 @@ BAD = {  # id -> (arguments, needles of the one line); {digits}, {signal}, {tmp}
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_a_bad_input_is_one_line_and_leaves_nothing(cli, digits_run, signal_run, tmp_path, case):
+def test_a_bad_input_is_one_line_and_leaves_nothing(in_process, digits_run, signal_run, tmp_path, case):
     args, needles = BAD[case]
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "notes.txt").write_text("not a run\n")
@@ -425,7 +425,7 @@ def test_a_bad_input_is_one_line_and_leaves_nothing(cli, digits_run, signal_run,
     before = files_of(digits_run)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    result = cli.run("explain", *(a.format(**names) for a in args), cwd=cwd, timeout=300)
+    result = in_process.run("explain", *(a.format(**names) for a in args), cwd=cwd)
     one_line(result, *(n.format(**names) for n in needles))
     assert not (cwd / "outputs").exists(), sorted(map(str, (cwd / "outputs").rglob("*")))
     assert files_of(digits_run) == before

@@ -178,14 +178,14 @@ def rewritten_checkpoint(source: Path, path: Path, change) -> Path:
     return path
 
 
-def test_a_checkpoint_whose_config_names_another_target_builds_nothing(cli, finished_run, tmp_path):
+def test_a_checkpoint_whose_config_names_another_target_builds_nothing(in_process, finished_run, tmp_path):
     marker = tmp_path / "written.txt"
 
     def evil(config):
         config["data"] = {"_target_": "pathlib.Path.write_text", "_args_": [str(marker), "pwned"]}
 
     ckpt = rewritten_checkpoint(finished_run / "checkpoints" / "best.ckpt", tmp_path / "colleague.ckpt", evil)
-    result = cli.run("eval", f"ckpt_path={ckpt}", cwd=tmp_path)
+    result = in_process.run("eval", f"ckpt_path={ckpt}", cwd=tmp_path)
     line = assert_fails_clearly(result, tmp_path, "data._target_=pathlib.Path.write_text",
                                 "is not a target dlopt builds from a file")
     assert "colleague.ckpt" in line and result.returncode == 2
@@ -193,33 +193,33 @@ def test_a_checkpoint_whose_config_names_another_target_builds_nothing(cli, fini
     nothing_left(tmp_path)
 
 
-def test_a_checkpoint_whose_config_calls_another_resolver_calls_nothing(cli, finished_run, tmp_path):
+def test_a_checkpoint_whose_config_calls_another_resolver_calls_nothing(in_process, finished_run, tmp_path):
     planted = tmp_path / "planted"
 
     def evil(config):
         config["data"]["name"] = "${dlopt.fresh:" + str(planted) + "}"
 
     ckpt = rewritten_checkpoint(finished_run / "checkpoints" / "best.ckpt", tmp_path / "colleague.ckpt", evil)
-    result = cli.run("eval", f"ckpt_path={ckpt}", cwd=tmp_path)
+    result = in_process.run("eval", f"ckpt_path={ckpt}", cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, "data.name=${dlopt.fresh:", "calls the resolver dlopt.fresh")
     assert not planted.exists()
 
 
-def test_a_checkpoint_whose_config_is_not_a_runs_is_named(cli, finished_run, tmp_path):
+def test_a_checkpoint_whose_config_is_not_a_runs_is_named(in_process, finished_run, tmp_path):
     ckpt = rewritten_checkpoint(finished_run / "checkpoints" / "best.ckpt", tmp_path / "other.ckpt", dict.clear)
-    result = cli.run("eval", f"ckpt_path={ckpt}", cwd=tmp_path)
+    result = in_process.run("eval", f"ckpt_path={ckpt}", cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, "other.ckpt", "it lacks seed, monitor, data, model")
     nothing_left(tmp_path)
 
 
-def test_a_run_folder_whose_config_names_another_target_is_not_resumed(cli, finished_run, tmp_path):
+def test_a_run_folder_whose_config_names_another_target_is_not_resumed(in_process, finished_run, tmp_path):
     run_dir = copy_run(finished_run, tmp_path)
     (run_dir / "metrics.json").unlink()
     config = run_dir / ".hydra" / "config.yaml"
     config.write_text(config.read_text().replace("_target_: dlopt.data.sources.digits", "_target_: os.popen", 1))
     results = [p for p in files_under(run_dir) if p.name != "train.log"]  # the log says why, below the run's
     before = {p: p.read_bytes() for p in results}
-    result = cli.run("train", f"resume={run_dir}", "trainer.max_epochs=2", cwd=tmp_path)
+    result = in_process.run("train", f"resume={run_dir}", "trainer.max_epochs=2", cwd=tmp_path)
     one_line(result, f"resume={run_dir}", "data._target_=os.popen", "is not a target dlopt builds from a file")
     assert {p: p.read_bytes() for p in results} == before  # nothing rewritten, the changed config neither
 
@@ -292,10 +292,10 @@ def test_the_allowlist(target, allowed):
     ("+logger.save_dir=elsewhere", ("logger.save_dir is set by dlopt", "hydra.run.dir=DIR")),
     ("+callbacks.checkpoint.dirpath=elsewhere", ("callbacks.checkpoint.dirpath is set by dlopt",)),
 ])
-def test_a_mistake_is_one_line_naming_the_key_and_leaves_nothing(cli, tmp_path, override, needles):
+def test_a_mistake_is_one_line_naming_the_key_and_leaves_nothing(in_process, tmp_path, override, needles):
     if "accelerator=gpu" in override and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    result = cli.run("train", *cli.TINY, *override.split(), cwd=tmp_path)
+    result = in_process.run("train", *in_process.TINY, *override.split(), cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, *needles)
     assert result.returncode == 2 and "Epoch" not in result.output
     nothing_left(tmp_path)
@@ -309,40 +309,40 @@ def test_a_quoted_non_ascii_value_is_read_as_written(cli, tmp_path):
     assert cli.config(run_dir)["data"]["path"] == str(table)
 
 
-def test_a_yaml_syntax_error_in_a_config_folder_names_the_file_and_line(cli, tmp_path):
+def test_a_yaml_syntax_error_in_a_config_folder_names_the_file_and_line(in_process, tmp_path):
     experiment = tmp_path / "myconf" / "experiment" / "mine.yaml"
     experiment.parent.mkdir(parents=True)
     experiment.write_text("# @package _global_\nmodel:\n  depth: [3\noptimizer:\n  lr: 0.1\n")
-    result = cli.run("train", "--config-dir", str(tmp_path / "myconf"), "experiment=mine", cwd=tmp_path)
+    result = in_process.run("train", "--config-dir", str(tmp_path / "myconf"), "experiment=mine", cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, f"{experiment}, line 4, column 10", "not valid YAML")
     nothing_left(tmp_path)
 
 
-def test_an_experiment_without_its_package_line_is_named(cli, tmp_path):
+def test_an_experiment_without_its_package_line_is_named(in_process, tmp_path):
     # Hydra would put its keys under experiment.*, where they change nothing, and train the defaults
     experiment = tmp_path / "myconf" / "experiment" / "mine.yaml"
     experiment.parent.mkdir(parents=True)
     experiment.write_text("model:\n  depth: 2\n")
-    result = cli.run("train", "--config-dir", str(tmp_path / "myconf"), "experiment=mine", cwd=tmp_path)
+    result = in_process.run("train", "--config-dir", str(tmp_path / "myconf"), "experiment=mine", cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, "experiment: the file has no `# @package _global_` line")
     nothing_left(tmp_path)
 
 
-def test_a_key_too_long_for_a_file_name_is_one_line(cli, tmp_path):
-    result = cli.run("train", "k" * 5000 + "=1", cwd=tmp_path)
+def test_a_key_too_long_for_a_file_name_is_one_line(in_process, tmp_path):
+    result = in_process.run("train", "k" * 5000 + "=1", cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, "(5000 characters) is not a key of the config")
     assert len(result.stderr) < 400
     nothing_left(tmp_path)
 
 
-def test_resume_of_a_run_whose_last_checkpoint_holds_code(cli, finished_run, tmp_path):
+def test_resume_of_a_run_whose_last_checkpoint_holds_code(in_process, finished_run, tmp_path):
     run_dir = copy_run(finished_run, tmp_path)
     (run_dir / "metrics.json").unlink()
     marker = tmp_path / "pwned.txt"
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     checkpoint["extra"] = Payload(str(marker))
     torch.save(checkpoint, run_dir / "checkpoints" / "last.ckpt")
-    result = cli.run("train", f"resume={run_dir}", cwd=tmp_path)
+    result = in_process.run("train", f"resume={run_dir}", cwd=tmp_path)
     one_line(result, "resume=", "last.ckpt holds Python objects besides tensors", "never unpickles")
     assert not marker.exists() and not (run_dir / "metrics.json").exists()
 
@@ -380,18 +380,18 @@ def test_an_output_folder_on_a_read_only_file_system(cli, tmp_path):
     assert "outputs: Read-only file system; write elsewhere (hydra.run.dir=DIR)" in proc.stderr
 
 
-def test_a_file_where_the_outputs_folder_should_be(cli, tmp_path):
+def test_a_file_where_the_outputs_folder_should_be(in_process, tmp_path):
     (tmp_path / "outputs").write_text("not a folder\n")
-    result = cli.run("train", *cli.TINY, cwd=tmp_path)
+    result = in_process.run("train", *in_process.TINY, cwd=tmp_path)
     one_line(result, "outputs is a file where dlopt needs a folder", "hydra.run.dir=DIR")
     assert (tmp_path / "outputs").read_text() == "not a folder\n"
 
 
-def test_a_file_where_the_checkpoints_folder_should_be_is_named_before_training(cli, tmp_path):
+def test_a_file_where_the_checkpoints_folder_should_be_is_named_before_training(in_process, tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "checkpoints").write_text("my notes\n")
-    result = cli.run("train", *cli.TINY, f"hydra.run.dir={folder}", cwd=tmp_path)
+    result = in_process.run("train", *in_process.TINY, f"hydra.run.dir={folder}", cwd=tmp_path)
     one_line(result, f"{folder / 'checkpoints'} is a file where dlopt needs a folder")
     assert "Epoch" not in result.output
     assert (folder / "checkpoints").read_text() == "my notes\n" and not (folder / "tensorboard").exists()
@@ -424,28 +424,29 @@ def test_a_full_disk_is_one_line_and_keeps_the_last_good_checkpoint(cli, tmp_pat
 # --- 7. debris ------------------------------------------------------------------------------------------
 
 
-def test_a_bad_sweep_list_leaves_no_folder(cli, tmp_path):
-    result = cli.run("train", "-m", "optimizer=sgd,adamx", *cli.TINY, cwd=tmp_path)
+def test_a_bad_sweep_list_leaves_no_folder(in_process, tmp_path):
+    result = in_process.run("train", "-m", "optimizer=sgd,adamx", *in_process.TINY, cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, "optimizer=adamx is not an option of optimizer", "(did you mean adam?)")
     nothing_left(tmp_path)
 
 
-def test_a_search_stopped_by_its_first_trial_leaves_no_study(cli, tmp_path):
-    result = cli.run("train", "search=random", "search.params=null", "optimizer.lr=interval(0.001,0.1)",
-                     "trainer=ddp", *cli.TINY, *SMALL, cwd=tmp_path)
+def test_a_search_stopped_by_its_first_trial_leaves_no_study(in_process, tmp_path):
+    result = in_process.run("train", "search=random", "search.params=null", "optimizer.lr=interval(0.001,0.1)",
+                     "trainer=ddp", *in_process.TINY, *SMALL, cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, "trainer.devices=2 would start more processes", "hydra/launcher=joblib")
     nothing_left(tmp_path)
 
 
-def test_too_many_devices_are_refused_before_the_model_is_built(cli, tmp_path):
-    result = cli.run("train", *cli.TINY, "trainer.accelerator=cpu", "trainer.devices=64", cwd=tmp_path)
+def test_too_many_devices_are_refused_before_the_model_is_built(in_process, tmp_path):
+    result = in_process.run("train", *in_process.TINY, "trainer.accelerator=cpu", "trainer.devices=64", cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, "trainer.devices=64 starts 64 processes on the CPU")
     assert "FLOPs per sample" not in result.output  # the layer table is not logged first
     nothing_left(tmp_path)
 
 
-def test_a_failure_inside_the_run_leaves_no_empty_folders(cli, tmp_path):
-    result = cli.run("train", *cli.TINY, "data=image_folder", f"data.root={tmp_path / 'nowhere'}", cwd=tmp_path)
+def test_a_failure_inside_the_run_leaves_no_empty_folders(in_process, tmp_path):
+    result = in_process.run("train", *in_process.TINY, "data=image_folder", f"data.root={tmp_path / 'nowhere'}",
+                            cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, "data.root=")
     nothing_left(tmp_path)
 

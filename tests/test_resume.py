@@ -170,11 +170,11 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def refused(cli, run_dir: Path, cwd: Path, *overrides: str, needles: tuple[str, ...]) -> str:
+def refused(dlopt, run_dir: Path, cwd: Path, *overrides: str, needles: tuple[str, ...]) -> str:
     """`dlopt train resume=RUN OVERRIDES` fails in one line holding the needles, exit 2, and changes no byte of the
-    run folder (its train.log included); returns that line."""
+    run folder (its train.log included); returns that line. `dlopt` runs it: `cli` or `in_process`."""
     before = snapshot(run_dir)
-    result = cli.run("train", f"resume={run_dir}", *overrides, cwd=cwd)
+    result = dlopt.run("train", f"resume={run_dir}", *overrides, cwd=cwd)
     line = assert_fails_clearly(result, cwd, f"resume={run_dir}", *needles)
     assert result.returncode == 2
     assert snapshot(run_dir) == before, "the refused resume changed the run folder"
@@ -182,17 +182,18 @@ def refused(cli, run_dir: Path, cwd: Path, *overrides: str, needles: tuple[str, 
     return line
 
 
-def test_resume_of_a_finished_run_says_how_to_train_longer(cli, finished_run, tmp_path):
+def test_resume_of_a_finished_run_says_how_to_train_longer(in_process, finished_run, tmp_path):
     run_dir = copy_run(finished_run, tmp_path)
-    line = refused(cli, run_dir, tmp_path, needles=("has already finished", "trainer.max_epochs=N"))
+    line = refused(in_process, run_dir, tmp_path, needles=("has already finished", "trainer.max_epochs=N"))
     assert "above its 1" in line and "nothing was changed" in line
 
 
 @pytest.mark.parametrize("overrides", [("optimizer=sgd",), ("trainer.max_epochs=1",), ("threads=2", "optimizer.lr=0.1"),
                                        ("optimizer=sgd", "resume_changes=true")])
-def test_resume_of_a_finished_run_with_nothing_that_extends_it_is_refused(cli, finished_run, tmp_path, overrides):
+def test_resume_of_a_finished_run_with_nothing_that_extends_it_is_refused(in_process, finished_run, tmp_path,
+                                                                         overrides):
     run_dir = copy_run(finished_run, tmp_path)
-    refused(cli, run_dir, tmp_path, *overrides, needles=("has already finished", "trainer.max_epochs=N"))
+    refused(in_process, run_dir, tmp_path, *overrides, needles=("has already finished", "trainer.max_epochs=N"))
 
 
 @pytest.mark.parametrize("overrides, shown", [
@@ -200,9 +201,9 @@ def test_resume_of_a_finished_run_with_nothing_that_extends_it_is_refused(cli, f
     (("model=mlp",), "model._target_ dlopt.models.CNN -> dlopt.models.MLP"),
     (("data=mnist1d",), "data._target_"),
     (("trainer.max_epochs=3", "optimizer.lr=0.01"), "optimizer.lr 0.001 -> 0.01")])
-def test_resume_that_would_change_what_was_trained_is_refused(cli, finished_run, tmp_path, overrides, shown):
+def test_resume_that_would_change_what_was_trained_is_refused(in_process, finished_run, tmp_path, overrides, shown):
     run_dir = copy_run(finished_run, tmp_path, finished=False)
-    line = refused(cli, run_dir, tmp_path, *overrides, needles=("would change what the run trained", shown))
+    line = refused(in_process, run_dir, tmp_path, *overrides, needles=("would change what the run trained", shown))
     assert "For a new run: dlopt train" in line and "resume_changes=true" in line and "from epoch 2 on" in line
 
 
@@ -284,24 +285,25 @@ def test_resume_with_more_patience_trains_on_after_early_stopping(cli, tmp_path)
     assert cli.metrics(run_dir)["epochs"] == 4  # waits 3 epochs after its best (epoch 1), not 1
 
 
-def test_resume_names_a_key_this_dlopt_no_longer_has(cli, finished_run, tmp_path):
+def test_resume_names_a_key_this_dlopt_no_longer_has(in_process, finished_run, tmp_path):
     run_dir = copy_run(finished_run, tmp_path, finished=False)
     config = run_dir / ".hydra" / "config.yaml"
     config.write_text(config.read_text().replace("model:\n", "model:\n  old_knob: 3\n", 1))
-    refused(cli, run_dir, tmp_path, needles=("this dlopt no longer has model.old_knob",))
+    refused(in_process, run_dir, tmp_path, needles=("this dlopt no longer has model.old_knob",))
 
 
-def test_resume_of_a_run_whose_overrides_no_longer_compose_says_why(cli, finished_run, tmp_path):
+def test_resume_of_a_run_whose_overrides_no_longer_compose_says_why(in_process, finished_run, tmp_path):
     run_dir = copy_run(finished_run, tmp_path, finished=False)
     (run_dir / ".hydra" / "overrides.yaml").write_text("- model=resnot\n")
-    line = refused(cli, run_dir, tmp_path, needles=("do not compose with this dlopt", "model=resnot is not an option"))
+    line = refused(in_process, run_dir, tmp_path,
+                   needles=("do not compose with this dlopt", "model=resnot is not an option"))
     assert "did you mean resnet?" in line
 
 
-def test_resume_of_a_run_with_a_damaged_record_of_resumes_names_it(cli, finished_run, tmp_path):
+def test_resume_of_a_run_with_a_damaged_record_of_resumes_names_it(in_process, finished_run, tmp_path):
     run_dir = copy_run(finished_run, tmp_path, finished=False)
     (run_dir / "resumes.json").write_text('[{"from_epoch": "two"}]\n')
-    refused(cli, run_dir, tmp_path, needles=("resumes.json is not a list of dlopt's resume records",))
+    refused(in_process, run_dir, tmp_path, needles=("resumes.json is not a list of dlopt's resume records",))
 
 
 def not_resumable(root: Path, kind: str) -> Path:
@@ -316,15 +318,15 @@ def not_resumable(root: Path, kind: str) -> Path:
 
 @pytest.mark.parametrize("kind, needle", [("nowhere", "does not exist"), ("plain", "is not a dlopt train run folder"),
                                           ("early", "has no checkpoints/last.ckpt")])
-def test_resume_of_a_folder_that_is_not_a_resumable_run(cli, tmp_path, kind, needle):
+def test_resume_of_a_folder_that_is_not_a_resumable_run(in_process, tmp_path, kind, needle):
     folder = not_resumable(tmp_path, kind)
-    result = cli.run("train", f"resume={folder}", cwd=tmp_path, timeout=60)
+    result = in_process.run("train", f"resume={folder}", cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, f"resume={folder}", needle)
     assert result.returncode == 2 and not (tmp_path / "outputs").exists()
 
 
-def test_resume_with_multirun_says_to_drop_it(cli, finished_run, tmp_path):
-    result = cli.run("train", "-m", f"resume={finished_run}", cwd=tmp_path, timeout=60)
+def test_resume_with_multirun_says_to_drop_it(in_process, finished_run, tmp_path):
+    result = in_process.run("train", "-m", f"resume={finished_run}", cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, "cannot be combined with -m")
     assert not (tmp_path / "outputs").exists()
 
@@ -346,11 +348,11 @@ def test_compiled_model_trains_and_its_checkpoint_loads_into_a_plain_model(cli, 
     assert result.returncode == 0 and "loaded" in result.stdout, result.describe()
 
 
-def test_a_foreign_checkpoint_never_runs_code(cli, tmp_path):
+def test_a_foreign_checkpoint_never_runs_code(in_process, tmp_path):
     marker = tmp_path / "pwned.txt"
     with open(tmp_path / "evil.ckpt", "wb") as f:
         pickle.dump({"state_dict": {}, "dlopt": {"config": {}}, "x": Payload(str(marker))}, f)
-    result = cli.run("eval", f"ckpt_path={tmp_path / 'evil.ckpt'}", cwd=tmp_path, timeout=60)
+    result = in_process.run("eval", f"ckpt_path={tmp_path / 'evil.ckpt'}", cwd=tmp_path)
     assert_fails_clearly(result, tmp_path, "evil.ckpt", "expected a checkpoint written by dlopt train")
     assert not marker.exists()
 
