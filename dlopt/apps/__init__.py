@@ -61,6 +61,8 @@ def trusted_targets(cfg: DictConfig) -> frozenset[str]:
 def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
     """Wrap `run(cfg, run_dir)` as a Hydra task function that reports user errors in one line.
 
+    A single run that wrote its folder ends with "results in RUN_DIR", in these words for every command.
+
     A single run exits with status 2 after that line and, when it failed before writing
     anything but Hydra's own files, leaves no folder behind (only rank 0 of several processes
     removes it). In a sweep the failed run keeps its folder with the reason in error.txt, returns
@@ -78,7 +80,12 @@ def task(run: Callable[[DictConfig, Path], Any]) -> Callable[[DictConfig], Any]:
                 if type(handler) is logging.StreamHandler:
                     handler.setLevel(logging.WARNING)
         try:
-            return run(cfg, run_dir)
+            result = run(cfg, run_dir)
+            if hydra.mode != RunMode.MULTIRUN and rank_zero() and run_dir.is_dir() \
+                    and not folders.only_hydra_files(run_dir):
+                machine_readable = cfg.get("format") not in (None, "table", "md")  # dlopt runs format=json|csv
+                log.info("results in %s", run_dir, extra=terminal.FILE_ONLY if machine_readable else None)
+            return result
         except Exception as err:
             message = user_message(err)
             if message is None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlopt.apps import app, log, task
+from dlopt.apps import app, task
 from dlopt.checks import validate
 from dlopt.errors import UserError
 
@@ -29,7 +29,7 @@ def doctor(cfg: DictConfig, run_dir: Path) -> dict:
         for diagnosis in trained:
             print(medic.one_line(diagnosis))
         print(f"{len(trained)} runs in {folder}; for the evidence and remedies of one: dlopt doctor run=RUN")
-        wrote(medic.save({"sweep": str(folder), "runs": [d.to_json() for d in trained]}, run_dir))
+        medic.save({"sweep": str(folder), "runs": [d.to_json() for d in trained]}, run_dir)
         return {str(d.run): [f.symptom for f in d.findings] for d in trained}
     diagnosis = trained[0]
     print(medic.describe(diagnosis))
@@ -39,13 +39,8 @@ def doctor(cfg: DictConfig, run_dir: Path) -> dict:
         print(f"tried (same seed and epochs; the original trained again beside them, runs in {run_dir}):")
         print(medic.tried_table(tried))
     report = diagnosis.to_json()
-    wrote(medic.save({**report, **({"tried": tried} if tried is not None else {})}, run_dir))
+    medic.save({**report, **({"tried": tried} if tried is not None else {})}, run_dir)
     return report
-
-
-def wrote(path: Path) -> None:
-    """Say where the report went: doctor's own folder, outputs/doctor/DATE/TIME (the runs it read stay as they were)."""
-    log.info("wrote %s", path)
 
 
 main = app("doctor", doctor)

@@ -1,6 +1,5 @@
 """`dlopt eval run=RUN_DIR | ckpt_path=FILE`: test metrics of a trained run, rebuilt from its own config."""
 
-import logging
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -8,9 +7,6 @@ from omegaconf import DictConfig
 from dlopt import threads
 from dlopt.apps import app, task, trusted_targets
 from dlopt.checks import validate
-
-log = logging.getLogger("dlopt")
-
 
 @task
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
@@ -22,7 +18,6 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict:
     from dlopt.training.run import evaluate as run_evaluation
 
     metrics = run_evaluation(saved, cfg.split, run_dir, trusted_targets(cfg))
-    log.info("wrote metrics.json and predictions.npz to %s", run_dir)
     return metrics
 
 

@@ -29,7 +29,6 @@ def runs(cfg: DictConfig, run_dir: Path) -> dict:
         print(compare.as_json(chosen) if cfg.format == "json" else text)  # md and the terminal: the report
         if missing:
             log.info("no history.json (no curves drawn) in: %s", ", ".join(missing))
-        (log.info if cfg.format in ("table", "md") else log.debug)("wrote compare.md and compare.png to %s", run_dir)
         return {"compared": [str(r.folder) for r in chosen]}
     by = key_list(cfg.by, "by")
     path = Path(cfg.path).expanduser()
@@ -84,8 +83,6 @@ def _grouped(found: list, by: list, cfg: DictConfig, run_dir: Path) -> dict:
         writer.writerows([[row.get(c, "") for c in columns] for row in rows])
     else:
         print((run_dir / "groups.json").read_text())
-    (log.info if cfg.format in ("table", "md") else log.debug)("wrote groups.md, groups.json and axes.png to %s",
-                                                               run_dir)
     return {"groups": len(grouped)}
 
 
