@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Optional
 import torch
 
 from dlopt.explain.features import Features
-from dlopt.training.report import pyplot
+from dlopt.training.report import channel_colour, channels_note, legend_below, pyplot
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -66,8 +66,8 @@ def attributions_figure(x: torch.Tensor, captions: list[str], values: dict[str, 
                 extent = (-0.5, x.shape[-1] - 0.5, low - margin, high + margin)
                 ax.imshow(spread[method][i, 0][None], extent=extent, aspect="auto", cmap=DIVERGING, alpha=0.5,
                           vmin=-m, vmax=m)
-                for line in x[i]:
-                    ax.plot(line, linewidth=0.9)
+                for channel, line in enumerate(x[i]):
+                    ax.plot(line, linewidth=0.9, color=channel_colour(channel))
                 ax.set(xlim=extent[:2], ylim=extent[2:])
             else:
                 top = row.abs().argsort(descending=True)[:10].flip(0).tolist()
@@ -88,7 +88,8 @@ def attributions_figure(x: torch.Tensor, captions: list[str], values: dict[str, 
     if kind == "image":
         axes[0][0].set_title("input", fontsize=9)
     more = f"first {n} of {total} samples; " if total > n else ""
-    _title(fig, f"attributions ({more}red: for the target class, blue: against)")
+    lines = f"; {channels_note(x.shape[1])}" if kind == "signal" else ""
+    _title(fig, f"attributions ({more}red: for the target class, blue: against{lines})")
     return fig
 
 
@@ -141,9 +142,10 @@ def importance_figure(values: dict[str, torch.Tensor], spread_sd: dict[str, torc
 
 def faithfulness_figure(fractions: torch.Tensor, curves: dict[str, torch.Tensor], random_curve: torch.Tensor,
                         areas: dict[str, float]) -> Figure:
-    """The mean deletion curve of every method and of random orders, with a band of one standard error."""
+    """The mean deletion curve of every method and of random orders, with a band of one standard error; the legend
+    below the axes, outside the data."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 5), layout="constrained")
     xs = fractions.cpu().numpy()
     for name, curve in [*curves.items(), ("random", random_curve)]:
         curve = curve.detach().float().cpu()
@@ -153,8 +155,8 @@ def faithfulness_figure(fractions: torch.Tensor, curves: dict[str, torch.Tensor]
         line, = ax.plot(xs, mean, label=f"{name} (AUC {areas[name]:.3f})", linewidth=1.5, **style)
         ax.fill_between(xs, mean - se, mean + se, color=line.get_color(), alpha=0.12, linewidth=0)
     ax.set(xlabel="fraction of features removed (most important first)", ylabel="probability of the target",
-           title="deletion curves: lower than random = faithful", xlim=(0, 1), ylim=(-0.02, 1.02))
+           title="deletion curves (band: ± 1 standard error): lower than random = faithful", xlim=(0, 1),
+           ylim=(-0.02, 1.02))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    legend_below(fig, ncol=2, fontsize=8)
     return fig

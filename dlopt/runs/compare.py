@@ -136,14 +136,21 @@ def _shown(value: Any) -> str:
 
 
 def plot(runs: list[Run], path: Path) -> list[str]:
-    """compare.png: val loss and val accuracy per epoch, one line per run; returns the runs without a history."""
-    import matplotlib
+    """compare.png: `compare_figure`; returns the runs without a history."""
+    from dlopt.training.report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    figure, missing = compare_figure(runs)
+    figure.savefig(path, dpi=110)
+    pyplot().close(figure)
+    return missing
 
-    figure, axes = plt.subplots(1, len(CURVES), figsize=(12, 4.5))
-    missing = []
+
+def compare_figure(runs: list[Run]):
+    """Val loss and val accuracy per epoch (whole-number ticks), one line per run, named in one legend below the
+    plots; returns the figure and the runs without a history."""
+    from dlopt.training.report import legend_below, pyplot, whole_ticks
+
+    missing, lines = [], []
     shown = [run.shown() for run in runs]
     common = shared(shown)
     for label, run, overrides in zip(names(runs), runs, shown):
@@ -155,19 +162,22 @@ def plot(runs: list[Run], path: Path) -> list[str]:
         if not rows:
             missing.append(str(run.folder))
             continue
+        lines.append((label, rows))
+    columns = 1 if any(len(label) > 60 for label, _ in lines) else 2
+    figure, axes = pyplot().subplots(1, len(CURVES), figsize=(12, 4.5 + 0.2 * -(-len(lines) // columns)),
+                                     layout="constrained")
+    epochs = set()
+    for i, (label, rows) in enumerate(lines):
         for ax, metric in zip(axes, CURVES):
             points = [(r["epoch"], r[metric]) for r in rows if isinstance(r.get(metric), (int, float))
                       and isinstance(r.get("epoch"), (int, float))]
             if points:
-                ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+                ax.plot(*zip(*points), marker="o", markersize=3, color=f"C{i % 10}", label=label)
+                epochs.update(x for x, _ in points)
     for ax, metric in zip(axes, CURVES):
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return missing
+        whole_ticks(ax, epochs)
+    legend_below(figure, ncol=columns, fontsize=8)
+    return figure, missing

@@ -269,14 +269,21 @@ def report(groups: list[Group], by: list[str], metric: str) -> str:
 
 
 def plot(runs: list[Run], by: list[str], metric: str, path: Path) -> None:
-    """axes.png: the metric against each knob of `by`, one dot per finished run and the group means; pruned runs as
-    triangles at their value, failed and unfinished runs as crosses on the axis (the tuning playbook's axis plot)."""
-    import matplotlib
+    """axes.png: `axes_figure`."""
+    from dlopt.training.report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    figure = axes_figure(runs, by, metric)
+    figure.savefig(path, dpi=110)
+    pyplot().close(figure)
 
-    figure, axes = plt.subplots(1, len(by), figsize=(5 * len(by) + 1, 4.5), squeeze=False)
+
+def axes_figure(runs: list[Run], by: list[str], metric: str):
+    """The metric against each knob of `by`, one dot per finished run and the group means; pruned runs as triangles
+    at their value, failed and unfinished runs as crosses on the axis (the tuning playbook's axis plot). One legend
+    below the plots, outside the data."""
+    from dlopt.training.report import legend_below, pyplot, whole_ticks
+
+    figure, axes = pyplot().subplots(1, len(by), figsize=(5 * len(by) + 1, 5), squeeze=False, layout="constrained")
     for ax, key in zip(axes[0], by):
         values = [run.value(key)[1] for run in runs]
         numeric = all(number(v, finite=True) or _numeric_text(v) for v in values)
@@ -286,7 +293,7 @@ def plot(runs: list[Run], by: list[str], metric: str, path: Path) -> None:
             if len(positive) == len(x_of) and max(positive) / min(positive) >= 100:
                 ax.set_xscale("log")
             elif all(x == int(x) for x in x_of.values()):
-                ax.xaxis.get_major_locator().set_params(integer=True)
+                whole_ticks(ax, x_of.values())
         else:
             labels = sorted({str(v) for v in values})
             x_of = {label: i for i, label in enumerate(labels)}
@@ -314,10 +321,8 @@ def plot(runs: list[Run], by: list[str], metric: str, path: Path) -> None:
         monitors = {r.metrics.get("monitor") for r in runs if r.metrics}
         ax.set_ylabel(f"{metric} ({monitors.pop()})" if metric == "objective" and len(monitors) == 1 else metric)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    legend_below(figure, fontsize=8)
+    return figure
 
 
 def _numeric_text(value: Any) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 from pathlib import Path
 from typing import Optional
 
@@ -136,20 +137,72 @@ def find(cfg: DictConfig, run_dir: Path, command: str = "dlopt train") -> Option
     return suggested
 
 
-def _plot(lrs: list[float], steps: StepLosses, best: Optional[int], schedule: str, logger, path: Path) -> None:
-    """lr_find.png, also a TensorBoard figure: each step's loss and the smoothed one over the lr, the suggestion
-    (`best`, an index) marked."""
+SCATTER = 3.0  # lr_find.png's y axis: this many times the steps' noise above the smoothed loss
+WINDOW = 9  # steps in the running median that the noise is measured from
+
+
+def loss_limits(raw: list[float], smoothed: list[float], diverged: bool) -> Optional[tuple[float, float]]:
+    """lr_find.png's y range, so that one spike of a step's loss (16 where the curve lives in 0.3-2.5) cannot
+    flatten the curve: up to where the test stopped (without the step that crossed the divergence threshold; the
+    plots of Lightning and fastai drop the last steps likewise, and draw only the smoothed loss), from the lowest
+    loss to the highest smoothed loss plus SCATTER x the steps' noise (the median distance of a step's loss from the
+    running median of WINDOW steps around it, which a spike does not move), but not above the highest step loss;
+    up to the divergence threshold if the test diverged; then 5% of the span on either side. None without a finite
+    smoothed loss."""
+    stop = len(smoothed) - 1 if diverged and len(smoothed) > 1 else len(smoothed)
+    curve = [y for y in smoothed[:stop] if math.isfinite(y)]
+    steps = [y for y in raw[:stop] if math.isfinite(y)]
+    if not curve:
+        return None
+    half = WINDOW // 2
+    medians = [statistics.median(steps[max(0, i - half):i + half + 1]) for i in range(len(steps))]
+    noise = statistics.median(abs(y - m) for y, m in zip(steps, medians)) if steps else 0.0
+    low = min(curve + steps)
+    high = min(max(curve) + SCATTER * noise, max(steps, default=math.inf))
+    if diverged:
+        high = max(high, EARLY_STOP * min(curve))
+    pad = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
+    return low - pad, high + pad
+
+
+def _figure(lrs: list[float], steps: StepLosses, best: Optional[int], schedule: str):
+    """lr_find.png's figure (`_plot`)."""
     raw, smoothed = steps.raw, steps.smoothed
     plt = report.pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(lrs, raw, color="tab:blue", alpha=0.3, linewidth=1, label="loss of each step")
-    ax.plot(lrs, smoothed, color="tab:blue", label=f"smoothed: moving average, weight {BETA:g} on the past")
+    fig, ax = plt.subplots(figsize=(8, 5.2), layout="constrained")
+    ax.plot(lrs, raw, ".-", color="tab:blue", alpha=0.3, linewidth=1, markersize=3, label="loss of each step")
+    ax.plot(lrs, smoothed, color="tab:blue", label=f"smoothed (moving average, {BETA:g} on the past)")
     if best is not None:
-        ax.plot(lrs[best], smoothed[best], marker="o", markersize=10, color="red", label=f"suggested {lrs[best]:.2g}")
+        ax.plot(lrs[best], smoothed[best], marker="o", markersize=10, color="red", linestyle="none",
+                label=f"suggested {lrs[best]:.2g}")
+    finite = [y for y in smoothed if math.isfinite(y)]
+    if steps.diverged and finite:
+        ax.axhline(EARLY_STOP * min(finite), color="grey", linestyle=":", linewidth=1,
+                   label=f"divergence: {EARLY_STOP:g} x the lowest smoothed")
+    limits = loss_limits(raw, smoothed, steps.diverged)
+    if limits is not None:
+        ax.set_ylim(*limits)
+    top = ax.get_ylim()[1]
+    above = [(x, y) for x, y in [*zip(lrs, raw), *zip(lrs, smoothed)] if y > top]  # NaN compares False
+    marks = [("^", [x for x, _ in above], f"above the axis (up to {max(y for _, y in above):.3g})" if above else ""),
+             ("x", [x for x, y in zip(lrs, raw) if math.isnan(y)], "not a number")]
+    for marker, xs, what in marks:
+        if xs:
+            ax.plot(xs, [top] * len(xs), marker, color="black", markersize=6, linestyle="none", clip_on=False,
+                    label=f"{len(xs)} {'loss' if len(xs) == 1 else 'losses'} {what}, at the top edge")
+    clipped = ", y axis clipped" if above else ""
     ax.set(xlabel="learning rate", ylabel="training loss", xscale="log" if schedule == "exponential" else "linear",
-           title="LR range test" + ("" if best is not None else ": no suggestion"))
-    ax.legend()
+           title="LR range test" + ("" if best is not None else ": no suggestion") + clipped)
     ax.grid(alpha=0.3, which="both")
+    report.legend_below(fig, ncol=2, fontsize=8)
+    return fig
+
+
+def _plot(lrs: list[float], steps: StepLosses, best: Optional[int], schedule: str, logger, path: Path) -> None:
+    """lr_find.png, also a TensorBoard figure: each step's loss and the smoothed one over the lr, the suggestion
+    (`best`, an index) marked, the y axis from `loss_limits` (losses beyond it marked at its edge), the legend
+    below the axes."""
+    fig = _figure(lrs, steps, best, schedule)
     if isinstance(logger, TensorBoardLogger):
         logger.experiment.add_figure("lr_find", fig, close=False)
         logger.experiment.flush()

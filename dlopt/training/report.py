@@ -58,34 +58,52 @@ def curves_figure(history: list[dict], best: Optional[int] = None, monitor: str 
                   tested: Optional[dict[str, float]] = None, tested_epoch: Optional[int] = None):
     """Loss and accuracy per epoch (numbered from 1, as history.json has them), train and val, side by side; a dashed
     line at the `best` epoch by `monitor`, and the `tested` metrics (test/loss, test/acc) as a star at the epoch
-    whose weights were tested."""
-    from matplotlib.ticker import MaxNLocator
-
+    whose weights were tested (its value in the panel's title). One legend below the panels, outside the data."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained")
     epochs = [row["epoch"] for row in history]
     for ax, metric in zip(axes, ("loss", "acc")):
         for split in ("train", "val"):
             key = f"{split}/{metric}"
             if any(key in row for row in history):
-                ax.plot(epochs, [row.get(key, float("nan")) for row in history], marker=".", label=split)
+                ax.plot(epochs, [row.get(key, float("nan")) for row in history], marker=".", label=split,
+                        color="tab:blue" if split == "train" else "tab:orange")
         if best is not None:
             ax.axvline(best, color="grey", linestyle="--", linewidth=1,
                        label=f"best epoch {best}" + (f" ({monitor})" if monitor else ""))
         value = (tested or {}).get(f"test/{metric}")
-        if value is not None and tested_epoch is not None and math.isfinite(value):
+        shown = value is not None and tested_epoch is not None and math.isfinite(value)
+        if shown:
             ax.plot([tested_epoch], [value], marker="*", markersize=12, linestyle="none", color="tab:red",
-                    label=f"test {value:.4g}")
-        ax.set(xlabel="epoch", ylabel=metric, title=metric)
-        if epochs and len(epochs) <= 2:  # whole epochs: MaxNLocator(integer=True) falls back to fractions here
-            ax.set_xticks(epochs)
-            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                    label=f"test (epoch {tested_epoch}'s weights)")
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} (test {value:.4g})" if shown else metric)
+        whole_ticks(ax, epochs)
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
+    legend_below(fig)
     return fig
+
+
+def legend_below(fig, ncol: Optional[int] = None, fontsize: Optional[float] = None) -> None:
+    """One legend for all of `fig`'s axes (an entry per label), below them, outside the data (`fig` made with
+    layout="constrained", which makes room for it); `ncol` columns, all entries in one row by default."""
+    entries = {label: handle for ax in fig.axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    if entries:
+        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=ncol or len(entries),
+                   fontsize=fontsize)
+
+
+def whole_ticks(ax, values: Sequence[float]) -> None:
+    """Whole-number ticks on the x axis (epochs, a knob's integer values): MaxNLocator(integer=True), or with at most
+    two distinct `values`, where that locator falls back to fractions, those values as the ticks, with half a step of
+    margin beside them."""
+    from matplotlib.ticker import MaxNLocator
+
+    distinct = sorted(set(values))
+    if 0 < len(distinct) <= 2:
+        ax.set_xticks(distinct)
+        ax.set_xlim(distinct[0] - 0.5, distinct[-1] + 0.5)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def plot_samples(rows: Sequence[tuple[str, "torch.Tensor", list[str]]], title: str,
@@ -112,8 +130,8 @@ def plot_samples(rows: Sequence[tuple[str, "torch.Tensor", list[str]]], title: s
                 picture = sample.permute(1, 2, 0) if sample.shape[0] == 3 else sample[0]
                 ax.imshow(((picture - low) / max(high - low, 1e-12)).clamp(0, 1), cmap="gray", vmin=0, vmax=1)
             elif kind == "signal":
-                for line in sample:
-                    ax.plot(line, linewidth=0.8)
+                for channel, line in enumerate(sample):
+                    ax.plot(line, linewidth=0.8, color=channel_colour(channel))
                 ax.set_ylim(low - 0.1 * (high - low), high + 0.1 * (high - low))
             else:
                 ax.barh(range(features), sample, color=["tab:blue" if v >= 0 else "tab:red" for v in sample.tolist()])
@@ -125,9 +143,25 @@ def plot_samples(rows: Sequence[tuple[str, "torch.Tensor", list[str]]], title: s
                                   fontsize=6)
             ax.set_title(captions[c], fontsize=7)
         axes[r][0].set_ylabel(name, fontsize=8)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title + (f"; {channels_note(first.shape[1])}" if kind == "signal" else ""), fontsize=9)
     fig.tight_layout()
     return fig
+
+
+CHANNEL_COLOURS = ("blue", "orange", "green", "red", "purple", "brown", "pink", "gray", "olive", "cyan")  # tab10's
+
+
+def channel_colour(channel: int) -> str:
+    """The colour of a signal's channel in the pictures: matplotlib's tab10, in order."""
+    return f"tab:{CHANNEL_COLOURS[channel % len(CHANNEL_COLOURS)]}"
+
+
+def channels_note(channels: int) -> str:
+    """What the lines of a signal's picture are, for its title: the signal, or its channels by colour."""
+    if channels == 1:
+        return "line: the signal"
+    named = ", ".join(f"{c} {CHANNEL_COLOURS[c]}" for c in range(min(channels, len(CHANNEL_COLOURS))))
+    return f"lines: channels {named}" + (" (then again from blue)" if channels > len(CHANNEL_COLOURS) else "")
 
 
 def save_figure(fig, path: Path) -> None:

@@ -1,0 +1,264 @@
+"""The pictures dlopt writes (issue 28): every line or marker labelled or explained in a legend that sits outside
+the data, integer axes with integer ticks, robust y limits where one spike would flatten a curve.
+
+Each test draws a picture in-process from synthetic data and reads the matplotlib figure: the y limits, the
+legend's box against the axes' box and the data points in display coordinates (after fig.canvas.draw()), the
+tick values."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+
+import pytest
+import torch
+
+from dlopt.explain.features import Features
+from dlopt.explain.plot import attributions_figure, faithfulness_figure
+from dlopt.runs import compare, groups
+from dlopt.runs.listing import Run
+from dlopt.training import lr_find, report
+from dlopt.training.report import pyplot
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    pyplot().close("all")
+
+
+def legend_boxes(fig) -> list:
+    fig.canvas.draw()
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+    assert legends, "no legend"
+    return [legend.get_window_extent() for legend in legends]
+
+
+def assert_legends_outside_the_axes(fig, axes=None) -> None:
+    """No legend overlaps any axes' box (so it covers no data point, wherever the data lie)."""
+    boxes = legend_boxes(fig)
+    for ax in axes or fig.axes:
+        frame = ax.get_window_extent()
+        for box in boxes:
+            assert not box.overlaps(frame), (box, frame, ax.get_title())
+
+
+def labelled(ax) -> dict[str, object]:
+    return {line.get_label(): line for line in ax.lines if not line.get_label().startswith("_")}
+
+
+def assert_every_line_labelled(ax) -> None:
+    unlabelled = [line for line in ax.lines if line.get_label().startswith("_")]
+    assert not unlabelled, [line.get_label() for line in unlabelled]
+
+
+def assert_integer_ticks(axis) -> None:
+    low, high = sorted(axis.get_view_interval())
+    ticks = [t for t in axis.get_ticklocs() if low - 1e-9 <= t <= high + 1e-9]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+# --- lr_find.png --------------------------------------------------------------------------------------------------
+
+
+def steps_of(losses: list[float]) -> lr_find.StepLosses:
+    """StepLosses as the range test fills them: the bias-corrected moving average, stopped at divergence."""
+    steps, average = lr_find.StepLosses(), 0.0
+    for loss in losses:
+        average = lr_find.BETA * average + (1 - lr_find.BETA) * loss
+        steps.raw.append(loss)
+        steps.smoothed.append(average / (1 - lr_find.BETA ** len(steps.raw)))
+        if not math.isfinite(steps.smoothed[-1]) or steps.smoothed[-1] > lr_find.EARLY_STOP * min(steps.smoothed):
+            steps.diverged = True
+            break
+    return steps
+
+
+def range_test(spike: float | None = None, n: int = 100, seed: int = 0):
+    """A loss falling from 2.5 to 0.3 with noise, rising again at the largest lrs; `spike` at step 40."""
+    rng = random.Random(seed)
+    losses = [max(0.05, 2.5 - 2.2 * min(i / 60, 1) + max(0, i - 85) * 0.05 + rng.gauss(0, 0.1)) for i in range(n)]
+    if spike is not None:
+        losses[40] = spike
+    steps = steps_of(losses)
+    lrs = [1e-6 * 10 ** (6 * i / (n - 1)) for i in range(len(steps.raw))]
+    return lrs, steps, lr_find.steepest(lrs, steps.smoothed, "exponential")
+
+
+def test_lr_find_one_spike_does_not_set_the_y_axis_and_is_marked_at_its_edge():
+    lrs, steps, best = range_test(spike=16.0)
+    fig = lr_find._figure(lrs, steps, best, "exponential")
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    assert max(steps.smoothed) <= high < 4.0, (low, high)  # the curve lives in 0.3-2.6; the spike would set 16
+    assert low <= min(y for y in steps.raw)
+    marks = {label: line for label, line in labelled(ax).items() if "above the axis" in label}
+    assert list(marks) == ["1 loss above the axis (up to 16), at the top edge"]
+    (mark,) = marks.values()
+    assert list(mark.get_ydata()) == [high] and list(mark.get_xdata()) == [lrs[40]]
+    assert "y axis clipped" in ax.get_title()
+    assert_every_line_labelled(ax)
+    assert_legends_outside_the_axes(fig)
+
+
+def test_lr_find_without_a_spike_shows_every_loss_and_says_nothing_is_clipped():
+    lrs, steps, best = range_test()
+    fig = lr_find._figure(lrs, steps, best, "exponential")
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    assert low <= min(steps.raw) and max(steps.raw) <= high
+    assert not [label for label in labelled(ax) if "axis" in label] and "clipped" not in ax.get_title()
+    assert f"suggested {lrs[best]:.2g}" in labelled(ax)
+
+
+def test_lr_find_limits_come_from_the_smoothed_loss_and_the_steps_noise():
+    lrs, steps, _ = range_test(spike=16.0)
+    assert not steps.diverged
+    raw = steps.raw
+    medians = [statistics.median(raw[max(0, i - 4):i + 5]) for i in range(len(raw))]  # WINDOW = 9
+    noise = statistics.median(abs(y - m) for y, m in zip(raw, medians))
+    low, high = min(raw), max(steps.smoothed) + 3 * noise
+    pad = 0.05 * (high - low)
+    assert lr_find.loss_limits(raw, steps.smoothed, False) == pytest.approx((low - pad, high + pad))
+    assert noise < 0.15  # the spike does not count as noise
+    # the same losses without the spike: nearly the same axis
+    calm = steps_of([*raw[:40], raw[39], *raw[41:]])
+    assert lr_find.loss_limits(calm.raw, calm.smoothed, calm.diverged)[1] == pytest.approx(high + pad, rel=0.1)
+
+
+def test_lr_find_divergence_keeps_the_threshold_in_view_and_marks_the_runaway_losses():
+    losses = [2.3 - 0.02 * i for i in range(60)] + [1.1 * 1.6 ** i for i in range(1, 30)]
+    steps = steps_of(losses)
+    assert steps.diverged
+    lrs = [1e-6 * 1.15 ** i for i in range(len(steps.raw))]
+    fig = lr_find._figure(lrs, steps, lr_find.steepest(lrs, steps.smoothed, "exponential"), "exponential")
+    ax = fig.axes[0]
+    threshold = lr_find.EARLY_STOP * min(steps.smoothed)
+    low, high = ax.get_ylim()
+    assert low < threshold < high < max(steps.raw)
+    assert any(label.startswith("divergence: 4 x") for label in labelled(ax))
+    assert any("above the axis" in label for label in labelled(ax))
+    assert_legends_outside_the_axes(fig)
+
+
+def test_lr_find_a_loss_that_is_not_a_number_at_the_second_step_is_marked():
+    steps = steps_of([2.3, math.nan])
+    fig = lr_find._figure([1e30, 2e30], steps, None, "exponential")
+    ax = fig.axes[0]
+    assert "1 loss not a number, at the top edge" in labelled(ax)
+    low, high = ax.get_ylim()
+    assert low < 2.3 < high and math.isfinite(high)
+    assert ax.get_title() == "LR range test: no suggestion"
+
+
+# --- axes.png (dlopt runs by=...) ---------------------------------------------------------------------------------
+
+
+def run(folder, status: str, objective, **knobs) -> Run:
+    """A run as dlopt.runs.listing reads it, its knobs as overrides (read before its config, which it lacks)."""
+    metrics = {} if objective is None else {"objective": objective, "monitor": "val/loss"}
+    return Run(folder, "train", status, overrides=[f"{k.replace('_', '.')}={v}" for k, v in knobs.items()],
+               metrics=metrics, _choices={})
+
+
+@pytest.fixture
+def grouped(tmp_path) -> list[Run]:
+    rows = [("adam", 2, 0.30, "done"), ("adam", 2, 0.32, "done"), ("adam", 3, 0.28, "done"), ("sgd", 2, 0.45, "done"),
+            ("sgd", 3, 0.41, "done"), ("sgd", 3, 0.60, "pruned"), ("rmsprop", 2, None, "failed")]
+    # the adam group's mean marker sits where the old legend (upper right / best) was drawn
+    return [run(tmp_path / str(i), status, objective, optimizer=optimizer, model_depth=depth)
+            for i, (optimizer, depth, objective, status) in enumerate(rows)]
+
+
+def test_axes_png_legend_is_below_the_plots_and_covers_no_marker(grouped):
+    fig = groups.axes_figure(grouped, ["optimizer", "model.depth"], "objective")
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["done (5)", "mean", "pruned (1)",
+                                                                   "failed or unfinished (1)"]
+    assert_legends_outside_the_axes(fig)
+    (box,) = legend_boxes(fig)
+    for ax in fig.axes:
+        for line in ax.lines:  # every marker, the crosses drawn on the axis included
+            points = line.get_transform().transform(line.get_xydata())
+            assert not any(box.contains(x, y) for x, y in points), line.get_label()
+
+
+@pytest.mark.parametrize("depths", [(2, 3), (3,), (2, 4, 8)])
+def test_axes_png_an_integer_knob_has_integer_ticks(tmp_path, depths):
+    runs = [run(tmp_path / str(i), "done", 0.3 + 0.01 * i, model_depth=d) for i, d in enumerate(depths * 2)]
+    fig = groups.axes_figure(runs, ["model.depth"], "objective")
+    fig.canvas.draw()
+    assert_integer_ticks(fig.axes[0].xaxis)
+    low, high = fig.axes[0].get_xlim()
+    assert low < min(depths) and max(depths) < high
+
+
+# --- compare.png and curves.png -----------------------------------------------------------------------------------
+
+
+def test_compare_png_names_each_run_once_below_the_plots_in_one_colour(tmp_path):
+    runs = []
+    for i in range(3):
+        folder = tmp_path / f"run{i}"
+        folder.mkdir()
+        (folder / "history.json").write_text(json.dumps(
+            [{"epoch": e, "val/loss": 1 / (e + i), "val/acc": 1 - 1 / (e + i + 1)} for e in (1, 2)]))
+        runs.append(run(folder, "done", 0.3, optimizer_lr=f"0.00{i + 1}", model="cnn"))
+    fig, missing = compare.compare_figure(runs)
+    assert missing == []
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == [f"run{i}: optimizer.lr=0.00{i + 1}" for i in range(3)]
+    assert_legends_outside_the_axes(fig)
+    loss, acc = fig.axes
+    assert [line.get_color() for line in loss.lines] == [line.get_color() for line in acc.lines]
+    for ax in fig.axes:
+        assert_integer_ticks(ax.xaxis)  # two epochs: where MaxNLocator(integer=True) gives 1.25, 1.5, ...
+        assert_every_line_labelled(ax)
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 7])
+def test_curves_png_legend_is_below_the_panels_and_epochs_are_whole(epochs):
+    history = [{"epoch": e, "train/loss": 2 / e, "val/loss": 2.1 / e, "train/acc": 1 - 1 / (e + 1),
+                "val/acc": 0.9 - 1 / (e + 2)} for e in range(1, epochs + 1)]
+    fig = report.curves_figure(history, best=epochs, monitor="val/loss", tested={"test/loss": 0.7, "test/acc": 0.81},
+                               tested_epoch=epochs)
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "train", "val", f"best epoch {epochs} (val/loss)", f"test (epoch {epochs}'s weights)"]
+    assert [ax.get_title() for ax in fig.axes] == ["loss (test 0.7)", "acc (test 0.81)"]
+    assert_legends_outside_the_axes(fig)
+    for ax in fig.axes:
+        assert_integer_ticks(ax.xaxis)
+        assert_every_line_labelled(ax)
+
+
+# --- faithfulness.png, attributions.png and augmentations.png of signals ----------------------------------------
+
+
+def test_faithfulness_png_legend_is_below_the_curves_and_the_band_is_explained():
+    fractions = torch.linspace(0, 1, 11)
+    falling = torch.linspace(0.9, 0.1, 11).repeat(4, 1)  # curves over the whole axes: any legend inside covers one
+    fig = faithfulness_figure(fractions, {"saliency": falling * 0.8, "integrated_gradients": falling * 0.9},
+                              falling, {"saliency": 0.3, "integrated_gradients": 0.35, "random": 0.5})
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "saliency (AUC 0.300)", "integrated_gradients (AUC 0.350)", "random (AUC 0.500)"]
+    assert fig.axes[0].get_legend() is None and "band: ± 1 standard error" in fig.axes[0].get_title()
+    assert_legends_outside_the_axes(fig)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_lines_of_a_signal_are_explained_in_the_title_by_colour(channels):
+    signals = torch.rand(3, channels, 40)
+    fig = report.plot_samples([("original", signals, list("abc"))], "training samples")
+    title = fig._suptitle.get_text()
+    expected = "line: the signal" if channels == 1 else "lines: channels 0 blue, 1 orange, 2 green"
+    assert title == f"training samples; {expected}"
+    colours = ["tab:blue", "tab:orange", "tab:green"][:channels]
+    assert all([line.get_color() for line in ax.lines] == colours for ax in fig.axes)
+
+    feats = Features("signal", torch.arange(40).repeat(channels, 1).unsqueeze(0), [f"t{i}" for i in range(40)])
+    fig = attributions_figure(signals, list("abc"), {"saliency": torch.randn(3, 40)}, feats)
+    assert expected in " ".join(fig._suptitle.get_text().split())  # wrapped to the width
+    assert all([line.get_color() for line in ax.lines] == colours for ax in fig.axes)
