@@ -262,3 +262,40 @@ def test_the_lines_of_a_signal_are_explained_in_the_title_by_colour(channels):
     fig = attributions_figure(signals, list("abc"), {"saliency": torch.randn(3, 40)}, feats)
     assert expected in " ".join(fig._suptitle.get_text().split())  # wrapped to the width
     assert all([line.get_color() for line in ax.lines] == colours for ax in fig.axes)
+
+
+# --- diagnostics.png ----------------------------------------------------------------------------------------------
+
+
+def diagnostics_records(epochs: int, steps_per_epoch: int) -> list[dict]:
+    layers = [f"block{i}.conv" for i in range(6)] + ["head"]
+    activations = {f"block{i}.act": "relu" for i in range(6)}
+    records, step = [{"kind": "layers", "weights": layers, "activations": activations}], 0
+    for epoch in range(1, epochs + 1):
+        for _ in range(steps_per_epoch):
+            records.append({"kind": "step", "epoch": epoch, "step": step, "total_grad_norm": 1.0, "loss": 1.0,
+                            "grad_norm": {name: 10.0 ** (i / 3 - 2) for i, name in enumerate(layers)},
+                            "update_ratio": {name: 10.0 ** (i / 6 - 3.5) for i, name in enumerate(layers)}})
+            step += 1
+        records.append({"kind": "activations", "epoch": epoch, "step": step, "saturated": {}, "std": {},
+                        "dead": {name: 0.1 * i for i, name in enumerate(activations)},
+                        "mean": {name: 0.0 for name in activations}})
+    return records
+
+
+@pytest.mark.parametrize("epochs, steps_per_epoch", [(1, 1), (3, 20)])
+def test_diagnostics_png_legends_sit_beside_the_panels_and_steps_are_whole(tmp_path, monkeypatch, epochs,
+                                                                          steps_per_epoch):
+    from dlopt.diagnostics import plot
+
+    drawn = []
+    monkeypatch.setattr(plot.pyplot(), "close", drawn.append)  # keep the figure to read it
+    plot.plot_diagnostics(diagnostics_records(epochs, steps_per_epoch), tmp_path / "diagnostics.png")
+    (fig,) = drawn
+    assert_legends_outside_the_axes(fig)
+    norms, over_training, ratios, dead = fig.axes
+    for ax in (over_training, ratios):
+        assert_integer_ticks(ax.xaxis)  # one recorded step: where matplotlib's ticks read -0.04 ... 0.04
+    first_last = ["epoch 1"] if epochs == 1 else ["epoch 1", f"epoch {epochs}"]  # not "epoch 1" twice
+    assert [line.get_label() for line in norms.lines] == first_last
+    assert [line.get_label() for line in dead.lines] == [f"dead, {e}" for e in first_last]
