@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from dlopt.explain.features import Features
-from dlopt.explain.plot import attributions_figure, faithfulness_figure
+from dlopt.explain.plot import attributions_figure, faithfulness_figure, importance_figure
 from dlopt.runs import compare, groups
 from dlopt.runs.listing import Run
 from dlopt.training import lr_find, report
@@ -299,3 +299,13 @@ def test_diagnostics_png_legends_sit_beside_the_panels_and_steps_are_whole(tmp_p
     first_last = ["epoch 1"] if epochs == 1 else ["epoch 1", f"epoch {epochs}"]  # not "epoch 1" twice
     assert [line.get_label() for line in norms.lines] == first_last
     assert [line.get_label() for line in dead.lines] == [f"dead, {e}" for e in first_last]
+
+
+def test_importance_png_says_what_the_whiskers_are():
+    feats = Features("table", torch.arange(5).unsqueeze(0), list("abcde"))
+    values = {"saliency": torch.randn(8, 5), "permutation": torch.rand(1, 5)}
+    fig = importance_figure(values, {"permutation": torch.rand(5) * 0.01}, torch.zeros(8, dtype=torch.long), ["x"],
+                            feats)
+    assert "whiskers: ± 1 sd over permutation's repeats" in " ".join(fig._suptitle.get_text().split())
+    fig = importance_figure({"saliency": torch.randn(8, 5)}, {}, torch.zeros(8, dtype=torch.long), ["x"], feats)
+    assert "whiskers" not in fig._suptitle.get_text()

@@ -136,7 +136,9 @@ def importance_figure(values: dict[str, torch.Tensor], spread_sd: dict[str, torc
         ax.axvline(0, color="black", linewidth=0.6)
     for ax in axes.flat[len(values):]:
         ax.axis("off")
-    _title(fig, f"the {top} most important features per method")
+    whiskers = [m for m in values if spread_sd.get(m) is not None]
+    _title(fig, f"the {top} most important features per method" +
+           (f"; whiskers: ± 1 sd over {' and '.join(whiskers)}'s repeats" if whiskers else ""))
     return fig
 
 
