@@ -106,7 +106,7 @@ def single_error_line(done: Done, *parts: str) -> str:
     assert done.returncode == 2, done.describe()
     assert "Traceback" not in done.output, done.describe()
     assert not done.leftovers, done.describe()
-    errors = [line for line in done.output.splitlines() if "[ERROR]" in line]
+    errors = [line for line in done.output.splitlines() if line.startswith("dlopt train: ")]
     assert len(errors) == 1, done.describe()
     for part in parts:
         assert part in errors[0], errors[0]

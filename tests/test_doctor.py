@@ -699,7 +699,7 @@ def test_try_on_a_healthy_run_trains_nothing(in_process, tmp_path, target):
     cwd.mkdir()
     result = in_process.run("doctor", f"run={target}", "try=true", cwd=cwd)
     assert result.returncode == 2 and "Traceback" not in result.output, result.describe()
-    errors = [line for line in result.output.splitlines() if "[ERROR]" in line]
+    errors = [line for line in result.output.splitlines() if line.startswith("dlopt doctor: ")]
     assert len(errors) == 1 and f"run={target} has no symptom to remedy (healthy)" in errors[0], result.describe()
     nothing_written(cwd, target)
 
