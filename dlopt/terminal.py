@@ -22,18 +22,11 @@ def set_up() -> None:
     terminal_skips_file_only()
     logging.captureWarnings(True)  # the warnings module's warnings become records of "py.warnings": see _FileOnly
     lightning_through_root()
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_hardware_to_file)
+    # Lightning's lines that came before everything else on the terminal, a user's one-line error included, and its
+    # "Detected KeyboardInterrupt" (dlopt.apps.task says what an interrupted run keeps)
+    file_only_lines("lightning.pytorch.utilities.rank_zero", "GPU available:", "TPU available:", "HPU available:",
+                    "was configured so", "Detected KeyboardInterrupt")
     logging.getLogger("torch").setLevel(logging.WARNING)  # torch's INFO lines (fake tensor cache statistics at exit)
-
-
-def _hardware_to_file(record: logging.LogRecord) -> bool:
-    """Lightning's "GPU available: False, used: False" and its TPU and HPU lines go to the log file only: on the
-    terminal they came before everything else, a user's one-line error included. So does its "Detected
-    KeyboardInterrupt" line: dlopt.apps.task says what an interrupted run keeps."""
-    if record.getMessage().lstrip().startswith(("GPU available", "TPU available", "HPU available",
-                                                "Detected KeyboardInterrupt")):
-        record.file_only = True
-    return True
 
 
 def lightning_through_root() -> None:
@@ -71,7 +64,9 @@ class _Lines(logging.Filter):
 def file_only_lines(logger: str, *texts: str) -> None:
     """The records logged by `logger` (a filter of its own: not those of the loggers below it) whose message contains
     one of `texts`: to the run's log file only, as if logged with FILE_ONLY."""
-    logging.getLogger(logger).addFilter(_Lines(texts))
+    lines = logging.getLogger(logger)
+    if not any(isinstance(f, _Lines) and f.texts == texts for f in lines.filters):  # set_up runs once per run
+        lines.addFilter(_Lines(texts))
 
 
 def library_warning(record: logging.LogRecord) -> bool:

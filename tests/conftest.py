@@ -262,7 +262,8 @@ def process_state(cwd: Path, argv: list[str]) -> Iterator[None]:
     - Hydra's global state: GlobalHydra (initialized by hydra.main, which `initialize_config_dir` then refuses) is
       cleared before and after, HydraConfig is put back;
     - logging: the handlers Hydra's job_logging and dlopt.terminal install (console, the run's log file, stderr)
-      are closed, and every logger's handlers, level and flags put back;
+      are closed, and every logger's handlers, filters, level and flags put back, as are warnings.showwarning
+      (logging.captureWarnings) and dlopt.terminal's choice of a progress bar;
     - sys.argv (dlopt.hydra_glue.run sets it), os.environ (HYDRA_FULL_ERROR, PL_GLOBAL_SEED, ...), the cwd;
     - what a process keeps per command: dlopt.folders' folders named, claimed and created (keyed by relative paths,
       and removed by `discard`), the runs listing's cache of search commands;
@@ -278,8 +279,14 @@ def process_state(cwd: Path, argv: list[str]) -> Iterator[None]:
         return [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
                                        if isinstance(logger, logging.Logger))]
 
-    saved = [(logger, logger.level, logger.disabled, logger.propagate, list(logger.handlers)) for logger in loggers()]
-    handlers = {handler for *_, attached in saved for handler in attached}
+    saved = [(logger, logger.level, logger.disabled, logger.propagate, list(logger.handlers), list(logger.filters))
+             for logger in loggers()]
+    import warnings
+
+    from dlopt import terminal
+
+    showwarning, interactive = warnings.showwarning, terminal._interactive  # logging.captureWarnings replaces it
+    handlers = {handler for *_, attached, _ in saved for handler in attached}
     environ, hydra_config, state = dict(os.environ), HydraConfig.instance().cfg, random.getstate()
     numpy, torch = sys.modules.get("numpy"), sys.modules.get("torch")  # not imported here: a command may not
     numpy_state = numpy.random.get_state() if numpy else None
@@ -298,9 +305,10 @@ def process_state(cwd: Path, argv: list[str]) -> Iterator[None]:
         HydraConfig.instance().cfg = hydra_config
         for handler in {h for logger in loggers() for h in logger.handlers} - handlers:
             handler.close()
-        for logger, level, disabled, propagate, attached in saved:
+        for logger, level, disabled, propagate, attached, filters in saved:
             logger.setLevel(level)
-            logger.disabled, logger.propagate, logger.handlers = disabled, propagate, attached
+            logger.disabled, logger.propagate, logger.handlers, logger.filters = disabled, propagate, attached, filters
+        warnings.showwarning, terminal._interactive = showwarning, interactive
         for logger in set(loggers()) - {logger for logger, *_ in saved}:  # created by the command
             logger.handlers = []
         os.environ.clear()

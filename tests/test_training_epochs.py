@@ -12,6 +12,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from dlopt import terminal as dlopt_terminal
 from dlopt.apps import config_dir
 from dlopt.hydra_glue import register_resolvers
 from dlopt.training import report
@@ -163,6 +164,7 @@ def test_a_sweep_run_logs_its_layer_table_and_epoch_lines_to_its_log_file_only(t
     root.setLevel(logging.INFO)
     root.addHandler(console)
     root.addHandler(file)
+    dlopt_terminal.terminal_skips_file_only()  # as dlopt.apps.task sets the console up when a run starts
     try:
         for name, sweep in (("single", False), ("sweep", True)):
             (tmp_path / name).mkdir()
