@@ -3,7 +3,11 @@ the targets, so they run where the objects are built (dlopt.training.run), not w
 
 from __future__ import annotations
 
+import typing
+from typing import Any
+
 from omegaconf import DictConfig
+from typing_extensions import Unpack
 
 from dlopt.errors import UserError, did_you_mean
 
@@ -28,16 +32,30 @@ def check_arguments(node: DictConfig, path: str) -> None:
     if target is None:
         return
     try:
-        parameters = inspect.signature(get_object(str(target))).parameters
+        built = get_object(str(target))
+        parameters = inspect.signature(built).parameters
     except Exception as err:
         raise UserError(f"{path}._target_={target} cannot be built: {str(err).splitlines()[0]}") from None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return
-    unknown = [str(k) for k in node if not str(k).startswith("_") and k not in parameters
+    settings = [name for name, p in parameters.items() if p.default is not inspect.Parameter.empty]
+    passed_on = [p for p in parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+    if passed_on:
+        keys = typed_keywords(built, passed_on[0].name)
+        if keys is None:  # **kwargs of any name
+            return
+        settings += keys
+    unknown = [str(k) for k in node if not str(k).startswith("_") and k not in parameters and k not in settings
                and f"{path}.{k}" not in OWN_KEYS]
     if unknown:
-        raise not_a_setting(node, path, unknown[0],
-                            [name for name, p in parameters.items() if p.default is not inspect.Parameter.empty])
+        raise not_a_setting(node, path, unknown[0], settings)
+
+
+def typed_keywords(function: Any, name: str) -> list[str] | None:
+    """The keys `**name` of `function` takes when it is annotated `**name: Unpack[SomeTypedDict]` (PEP 692: a data
+    source's **loader, which it passes on to its DataModule), else None."""
+    hint = typing.get_type_hints(function, include_extras=True).get(name)
+    if typing.get_origin(hint) is not Unpack:
+        return None
+    return list(typing.get_args(hint)[0].__annotations__)
 
 
 def not_a_setting(node: DictConfig, path: str, key: str, settings: list[str]) -> UserError:

@@ -25,9 +25,10 @@ from typing import Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
+from typing_extensions import Unpack
 
 from dlopt.data import sources
-from dlopt.data.datamodule import NORMALIZE, DataModule, select
+from dlopt.data.datamodule import NORMALIZE, DataModule, Loader, select
 from dlopt.data.knobs import data_path
 from dlopt.errors import UserError
 
@@ -234,7 +235,7 @@ def image_folder(
     val_fraction=0.15,
     test_fraction=0.15,
     split_seed=0,
-    **loader,
+    **loader: Unpack[Loader],
 ) -> DataModule:
     """A user's images: root/<class>/*, or root/train/<class>/* with optional root/val/ and root/test/
     (a missing one is carved from train/). In memory or read from disk; see the module docstring."""

@@ -18,8 +18,9 @@ from urllib.error import URLError
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
+from typing_extensions import Unpack
 
-from dlopt.data.datamodule import InMemoryDataModule, parse_fold, select, stratified_fold
+from dlopt.data.datamodule import InMemoryDataModule, Loader, parse_fold, select, stratified_fold
 from dlopt.errors import UserError
 
 
@@ -106,7 +107,8 @@ def stratified_split(x, y, val_fraction: float, test_fraction: float, seed: int,
     return x_tr, y_tr, x_va, y_va, x_te, y_te
 
 
-def digits(*, val_fraction=0.15, test_fraction=0.15, split_seed=0, cv=None, **loader) -> InMemoryDataModule:
+def digits(*, val_fraction=0.15, test_fraction=0.15, split_seed=0, cv=None,
+           **loader: Unpack[Loader]) -> InMemoryDataModule:
     """scikit-learn's bundled 8x8 handwritten digits (1797 images), offline; pixels scaled from 0..16 to [0, 1]
     like every other image source, so that augmentation and `data.normalize=none` see the usual range."""
     from sklearn.datasets import load_digits
@@ -118,7 +120,7 @@ def digits(*, val_fraction=0.15, test_fraction=0.15, split_seed=0, cv=None, **lo
     return _module(splits, range(10), "digits", loader, split_seed)
 
 
-def mnist1d(*, num_samples=5000, val_fraction=0.15, split_seed=42, **loader) -> InMemoryDataModule:
+def mnist1d(*, num_samples=5000, val_fraction=0.15, split_seed=42, **loader: Unpack[Loader]) -> InMemoryDataModule:
     """MNIST-1D signals of length 40 generated locally (its own 80/20 train/test split); split_seed=42 and
     num_samples=5000 give the published dataset."""
     from mnist1d.data import get_dataset_args, make_dataset
@@ -152,7 +154,7 @@ def synthetic(
     test_fraction=0.15,
     split_seed=0,
     cv=None,
-    **loader,
+    **loader: Unpack[Loader],
 ) -> InMemoryDataModule:
     """One random prototype per class plus Gaussian noise, in any shape: (F,), (C, L) or (C, H, W).
     `informative=K`: the prototypes differ only in the first K input values (in C-order: the first features, the
@@ -202,7 +204,8 @@ TORCHVISION = {
 
 
 def torchvision_dataset(
-    *, dataset, root="~/.cache/dlopt/data", download=True, val_fraction=0.1, split_seed=0, **loader
+    *, dataset, root="~/.cache/dlopt/data", download=True, val_fraction=0.1, split_seed=0,
+    **loader: Unpack[Loader],
 ) -> InMemoryDataModule:
     """MNIST, Fashion-MNIST or CIFAR-10 from torchvision, held whole in memory as float32 in [0, 1]."""
     import torchvision.datasets

@@ -14,8 +14,9 @@ import os
 
 import numpy as np
 import torch
+from typing_extensions import Unpack
 
-from dlopt.data.datamodule import InMemoryDataModule
+from dlopt.data.datamodule import InMemoryDataModule, Loader
 from dlopt.data.knobs import data_path
 from dlopt.data.sources import _module, stratified_split
 from dlopt.errors import UserError, did_you_mean
@@ -105,7 +106,7 @@ def _numbers(values: np.ndarray, column: str, lines, shown: str, categorical: li
 
 def csv(
     *, path=None, target=None, categorical=None, val_fraction=0.15, test_fraction=0.15, split_seed=0, cv=None,
-    **loader
+    **loader: Unpack[Loader]
 ) -> InMemoryDataModule:
     """A CSV file's rows as (F,) float32 feature vectors, classified by the `target` column."""
     file, shown = data_path("dlopt.data.table.csv", path), str(path)

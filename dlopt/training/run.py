@@ -10,7 +10,6 @@ import errno
 import logging
 import math
 import os
-import re
 import socket
 import threading
 import time
@@ -33,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlopt.data.augment import build_augment, keeping_labels
 from dlopt.data.datamodule import DataModule
-from dlopt.checks import check_arguments, not_a_setting
+from dlopt.checks import check_arguments
 from dlopt.errors import UserError, cause_of, did_you_mean, os_error_message
 from dlopt.models.weights import describe_mismatches, mismatches
 from dlopt.saved_run import SavedEnsemble, SavedRun, checkpoint_config, read_checkpoint
@@ -145,18 +144,11 @@ OWN_DATA_KEYS = (*RESAMPLING, "label_changing")  # data keys the run reads itsel
 
 
 def _data(cfg: DictConfig) -> DataModule:
-    """The configured DataModule. A data source passes most keys on to its DataModule (**loader), so a key
-    that neither takes is known only when it is built: one line naming it, as check_arguments does."""
+    """The configured DataModule: a key that neither the data source nor its DataModule takes (the source's
+    `**loader: Unpack[Loader]`) is one line naming it (check_arguments)."""
+    check_arguments(cfg.data, "data")  # the run's own data keys (OWN_DATA_KEYS) are among checks.targets.OWN_KEYS
     node = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k not in OWN_DATA_KEYS])
-    try:
-        return instantiate(node, seed=cfg.seed, _convert_="all")
-    except InstantiationException as err:
-        unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(cause_of(err, TypeError)))
-        if unexpected is None or unexpected.group(1) not in cfg.data:
-            raise
-        key = unexpected.group(1)
-        raise not_a_setting(cfg.data, "data", key, [str(k) for k in cfg.data if not str(k).startswith("_") and k != key]) \
-            from None
+    return instantiate(node, seed=cfg.seed, _convert_="all")
 
 
 class _Net(L.LightningModule):
