@@ -18,6 +18,7 @@ def set_up() -> None:
     """The terminal's handlers for a run that is starting (dlopt.apps.task)."""
     global _interactive
     _interactive = sys.stdout.isatty()
+    logging.raiseExceptions = False  # a log line that cannot be written (a full disk) prints no traceback over the error
     problems_to_stderr()
     terminal_skips_file_only()
     logging.captureWarnings(True)  # the warnings module's warnings become records of "py.warnings": see _FileOnly

@@ -286,6 +286,7 @@ def process_state(cwd: Path, argv: list[str]) -> Iterator[None]:
     from dlopt import terminal
 
     showwarning, interactive = warnings.showwarning, terminal._interactive  # logging.captureWarnings replaces it
+    raise_exceptions = logging.raiseExceptions
     handlers = {handler for *_, attached, _ in saved for handler in attached}
     environ, hydra_config, state = dict(os.environ), HydraConfig.instance().cfg, random.getstate()
     numpy, torch = sys.modules.get("numpy"), sys.modules.get("torch")  # not imported here: a command may not
@@ -309,6 +310,7 @@ def process_state(cwd: Path, argv: list[str]) -> Iterator[None]:
             logger.setLevel(level)
             logger.disabled, logger.propagate, logger.handlers, logger.filters = disabled, propagate, attached, filters
         warnings.showwarning, terminal._interactive = showwarning, interactive
+        logging.raiseExceptions = raise_exceptions
         for logger in set(loggers()) - {logger for logger, *_ in saved}:  # created by the command
             logger.handlers = []
         os.environ.clear()

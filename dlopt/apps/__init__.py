@@ -25,7 +25,6 @@ from dlopt.hydra_glue import config_dir
 from dlopt.errors import INTERRUPTED, Interrupted, SweepError, UserError, cause_of, did_you_mean, os_error_message
 
 log = logging.getLogger("dlopt")
-logging.raiseExceptions = False  # a log line that cannot be written (a full disk) prints no traceback over the error
 
 
 def rank_zero() -> bool:
@@ -231,10 +230,10 @@ def app(config_name: str, task_function: Callable[[DictConfig], Any]) -> Callabl
     report; HYDRA_FULL_ERROR=1 set by the user keeps Hydra's own report and traceback."""
     job = hydra_glue.Job(task_function)
     hydra_main = hydra.main(version_base=None, config_path=config_dir(), config_name=config_name)(job)
-    register_plugins()
 
     def main(command: str, args: list[str], script: str) -> None:
         hydra_glue.register_resolvers()
+        register_plugins()
         try:
             hydra_glue.run(hydra_main, job, command, args, script)
         except KeyboardInterrupt:  # before a run started (composing), or a sweep its run stopped
