@@ -56,6 +56,7 @@ def test_an_error_found_after_torch_has_no_info_line_before_it(cli, tmp_path):
 def text_file(tmp_path):
     file = tmp_path / "notes.md"
     file.write_text("# not a checkpoint\n")
+    (tmp_path / "t.csv").write_text("a,b,y\n1,2,x\n3,,y\n")  # a missing cell in row 2
     return file
 
 
@@ -67,6 +68,9 @@ def text_file(tmp_path):
     (("eval", "ckpt_path={text}"), ("ckpt_path={text} is not a file torch.load can read",)),
     (("train", "transfer.from={text}"), ("transfer.from={text} is not a file torch.load can read",)),
     (("train", "trainer.accelerator=gpu"), ("trainer.accelerator=gpu: this machine has no gpu device",)),
+    (("train", "data=csv", "data.path=t.csv"), ("data=csv needs data.target=COLUMN", "its columns are a, b, y")),
+    (("train", "data=csv", "data.path=t.csv", "data.target=y"), ("column b has an empty cell in row 2 (line 3",)),
+    (("train", "data=csv", "data.path=t.csv", "data.target=z"), ("data.target=z is not a column of t.csv",)),
 ], ids=lambda v: " ".join(v)[:50] if isinstance(v, tuple) else "")
 def test_a_mistake_in_the_config_or_the_files_is_told_before_torch(cli, tmp_path, text_file, args, parts):
     if "accelerator" in " ".join(args) and any(map(os.path.exists, GPU_DRIVER_FILES)):

@@ -3,6 +3,8 @@ the targets, so they run where the objects are built (dlopt.training.run), not w
 
 from __future__ import annotations
 
+import inspect
+import types
 import typing
 from typing import Any
 
@@ -20,7 +22,6 @@ def check_arguments(node: DictConfig, path: str) -> None:
     """Each object the config node at `path` builds takes every key given to it: `+model.foo=1` is one
     line naming model.foo and the model's settings instead of a TypeError from inside the build.
     Imports the targets, so it runs where they are built."""
-    import inspect
 
     from hydra.utils import get_object
 
@@ -52,7 +53,11 @@ def check_arguments(node: DictConfig, path: str) -> None:
 def typed_keywords(function: Any, name: str) -> list[str] | None:
     """The keys `**name` of `function` takes when it is annotated `**name: Unpack[SomeTypedDict]` (PEP 692: a data
     source's **loader, which it passes on to its DataModule), else None."""
-    hint = typing.get_type_hints(function, include_extras=True).get(name)
+    annotation = inspect.get_annotations(function).get(name)  # text, in a module with `from __future__ import annotations`
+    if annotation is None:
+        return None
+    only = types.SimpleNamespace(__annotations__={name: annotation})  # the others may name what is imported later
+    hint = typing.get_type_hints(only, globalns=function.__globals__, include_extras=True)[name]
     if typing.get_origin(hint) is not Unpack:
         return None
     return list(typing.get_args(hint)[0].__annotations__)

@@ -187,10 +187,15 @@ def _check_cv(cfg: DictConfig) -> None:
 
 
 def _check_data_path(cfg: DictConfig) -> None:
-    """The file or folder the data option reads (data.path of data=csv, data.root of data=image_folder) is there."""
+    """The file or folder the data option reads (data.path of data=csv, data.root of data=image_folder) is there, and
+    data=csv's table holds data.target, data.categorical and a number in every other cell (dlopt.data.table.read)."""
     target = str(cfg.data.get("_target_"))
     if target in PATHS:
         data_path(target, cfg.data.get(PATHS[target][0]))
+    if target == "dlopt.data.table.csv":
+        from dlopt.data.table import read
+
+        read(cfg.data.get("path"), cfg.data.get("target"), cfg.data.get("categorical"))
 
 
 # files that exist where a GPU's driver is loaded: NVIDIA's (Linux, containers with its toolkit), WSL's, AMD ROCm's

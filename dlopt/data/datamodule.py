@@ -15,8 +15,6 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from typing_extensions import TypedDict  # a dependency of torch's; typing's own Unpack needs Python 3.11
-
 import lightning.pytorch as L
 import numpy as np
 import torch
@@ -280,20 +278,6 @@ class DataModule(L.LightningDataModule):
         if self.augment is not None and self.trainer is not None and self.trainer.training and not self.overfitting():
             return self.augment(*batch)
         return batch
-
-
-class Loader(TypedDict, total=False):
-    """The data group's knobs that every data source passes on (`**loader: Unpack[Loader]`) to the DataModule it
-    builds, beside its own arguments; dlopt.checks.check_arguments reads them from that annotation."""
-
-    classes: Optional[Sequence[Any]]  # data.classes: a subset of the classes, relabelled 0..k-1
-    fraction: float  # data.fraction: the stratified fraction of the training split kept
-    batch_size: int
-    normalize: str
-    num_workers: int
-    seed: int
-    class_weights: str
-    min_batches: int
 
 
 class InMemoryDataModule(DataModule):

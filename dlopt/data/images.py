@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from typing_extensions import Unpack
 
 from dlopt.data import sources
-from dlopt.data.datamodule import NORMALIZE, DataModule, Loader, select
-from dlopt.data.knobs import data_path
+from dlopt.data.datamodule import NORMALIZE, DataModule, select
+from dlopt.data.knobs import Loader, data_path
 from dlopt.errors import UserError
 
 log = logging.getLogger(__name__)

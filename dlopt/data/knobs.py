@@ -5,10 +5,15 @@ before torch is imported; the code that builds the data and the transforms uses 
   data.label_changing is checked against it).
 - `data_path(cfg.data)`: the file or folder a data option reads (data=csv's data.path, data=image_folder's
   data.root) is given and exists.
+- Loader: the knobs every data source passes on to its DataModule (checks.check_arguments reads them).
 """
 
+from __future__ import annotations
+
 import os
-from typing import Any
+from typing import Any, Optional, Sequence
+
+from typing_extensions import TypedDict  # typing's own TypedDict does not take Unpack before Python 3.11
 
 from dlopt.errors import UserError
 
@@ -46,3 +51,17 @@ def data_path(target: str, value: Any) -> str | None:
         raise UserError(f"data.{key}={shown}: {path} does not exist; expected a CSV file (a relative path starts at "
                         "the folder dlopt runs in)")
     return path
+
+
+class Loader(TypedDict, total=False):
+    """The data group's knobs that every data source passes on (`**loader: Unpack[Loader]`) to the DataModule it
+    builds, beside its own arguments; dlopt.checks.check_arguments reads them from that annotation."""
+
+    classes: Optional[Sequence[Any]]  # data.classes: a subset of the classes, relabelled 0..k-1
+    fraction: float  # data.fraction: the stratified fraction of the training split kept
+    batch_size: int
+    normalize: str
+    num_workers: int
+    seed: int
+    class_weights: str
+    min_batches: int

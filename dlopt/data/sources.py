@@ -20,7 +20,8 @@ import torch
 from sklearn.model_selection import train_test_split
 from typing_extensions import Unpack
 
-from dlopt.data.datamodule import InMemoryDataModule, Loader, parse_fold, select, stratified_fold
+from dlopt.data.datamodule import InMemoryDataModule, parse_fold, select, stratified_fold
+from dlopt.data.knobs import Loader
 from dlopt.errors import UserError
 
 

@@ -3,23 +3,27 @@
 Numeric columns become the features, `data.categorical` columns are one-hot encoded, and the
 `data.target` column's distinct values become the classes. pandas would parse the file but is not
 a dependency; the stdlib `csv` module and numpy suffice, and reading the rows here lets every
-error name the column, the row and the file line a user has to fix.
+error name the column, the row and the file line a user has to fix. Reading imports no torch
+(`read`), so dlopt.checks tells a mistake in the file before torch is imported.
 """
 
 from __future__ import annotations
 
 import csv as csvlib
+import functools
 import logging
 import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from typing_extensions import Unpack
 
-from dlopt.data.datamodule import InMemoryDataModule, Loader
-from dlopt.data.knobs import data_path
-from dlopt.data.sources import _module, stratified_split
+from dlopt.data.knobs import Loader, data_path
 from dlopt.errors import UserError, did_you_mean
+
+if TYPE_CHECKING:
+    from dlopt.data.datamodule import InMemoryDataModule
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +108,52 @@ def _numbers(values: np.ndarray, column: str, lines, shown: str, categorical: li
     return numbers
 
 
+@dataclass(frozen=True)
+class Table:
+    """A CSV file read and checked: features x (N, F) float32, labels y (N,) int64 indexing class_names; names: each
+    feature column's name (a categorical column's one-hot columns as COLUMN=VALUE), columns: the file's column each
+    came from."""
+
+    x: np.ndarray
+    y: np.ndarray
+    class_names: list[str]
+    names: list[str]
+    columns: list[str]
+
+
 def csv(
     *, path=None, target=None, categorical=None, val_fraction=0.15, test_fraction=0.15, split_seed=0, cv=None,
     **loader: Unpack[Loader]
 ) -> InMemoryDataModule:
     """A CSV file's rows as (F,) float32 feature vectors, classified by the `target` column."""
-    file, shown = data_path("dlopt.data.table.csv", path), str(path)
+    import torch
+
+    from dlopt.data.sources import _module, stratified_split
+
+    table, shown = read(path, target, categorical), str(path)
+    x, y = torch.from_numpy(table.x), torch.from_numpy(table.y)
+    log.info("data=csv: %s: %d rows, %d features (%s), %d classes (%s)", shown, len(y), len(table.names),
+             _listed(table.names), len(table.class_names), _listed(table.class_names))
+    splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="csv", cv=cv)
+    module = _module(splits, table.class_names, "csv", loader, split_seed)
+    module.columns, module.feature_names = table.columns, table.names
+    return module
+
+
+def read(path: Any, target: Any, categorical: Any) -> Table:
+    """data.path's table, checked against data.target and data.categorical: UserError (one line naming the column,
+    the row and the file line) for the first mistake. Torch-free, so dlopt.checks reads it before torch is imported;
+    the DataModule's build then finds it here again (the last file read is kept while the file is unchanged)."""
+    file = data_path("dlopt.data.table.csv", path)
+    listed = [categorical] if isinstance(categorical, (str, int, float)) else categorical  # a list, or one column
+    stat = os.stat(file)
+    return _table(file, str(path), stat.st_mtime_ns, stat.st_size, None if target is None else str(target),
+                  None if listed is None else tuple(str(c) for c in listed))
+
+
+@functools.lru_cache(maxsize=1)
+def _table(file: str, shown: str, mtime_ns: int, size: int, target: str | None, categorical: tuple[str, ...] | None
+           ) -> Table:
     header, rows, lines = _read(file, shown)
     name = os.path.basename(shown)
 
@@ -131,11 +175,7 @@ def csv(
     if target not in header:
         raise UserError(f"data.target={target} is not a column of {name}{did_you_mean(target, header)}; "
                         f"its columns are {_listed(header)}")
-    if categorical is None:
-        categorical = []
-    elif isinstance(categorical, (str, int, float)):
-        categorical = [categorical]
-    categorical = [str(c) for c in categorical]
+    categorical = list(categorical or ())
     for column in categorical:
         if column not in header:
             raise UserError(f"data.categorical: {column} is not a column of {name}{did_you_mean(column, header)}; "
@@ -176,13 +216,6 @@ def csv(
             blocks.append(_numbers(values, column, lines, shown, categorical)[:, None])
             names.append(column)
             columns.append(column)
-    x = torch.from_numpy(np.concatenate(blocks, axis=1).astype(np.float32))
     index = {c: i for i, c in enumerate(class_names)}
-    y = torch.tensor([index[v] for v in labels.tolist()], dtype=torch.long)
-    log.info("data=csv: %s: %d rows, %d features (%s), %d classes (%s)", shown, len(y), len(names),
-             _listed(names), len(class_names), _listed(class_names))
-
-    splits = stratified_split(x, y, val_fraction, test_fraction, split_seed, name="csv", cv=cv)
-    module = _module(splits, class_names, "csv", loader, split_seed)
-    module.columns, module.feature_names = columns, names
-    return module
+    return Table(np.concatenate(blocks, axis=1).astype(np.float32),
+                 np.array([index[v] for v in labels.tolist()], dtype=np.int64), class_names, names, columns)
