@@ -90,6 +90,15 @@ def test_tune_lr_shows_no_bar_no_library_warning_but_its_own_warning(cli, tmp_pa
     assert "`weights_only` was not set" in log_of(run_dir)  # the log file keeps Lightning's lines
 
 
+def test_a_precision_lightning_replaces_is_told_by_dlopt_not_by_lightning(cli, tmp_path):
+    result = cli.ok("train", *cli.TINY, "trainer.precision=16-mixed", cwd=tmp_path)
+    no_library_warning(result.stderr)
+    assert re.search(r"\]\[dlopt\.training\.run\]\[WARNING\] - trainer\.precision=16-mixed runs as "
+                     r"precision=bf16-mixed on this machine", result.stderr), result.stderr
+    (run_dir,) = cli.run_dirs(tmp_path)
+    assert "bf16-mixed" in log_of(run_dir)  # Lightning's own reason, in the log file
+
+
 def test_a_sweep_draws_no_bars_and_shows_no_library_warning(cli, tmp_path):
     result = cli.ok("train", "-m", "seed=1,2", *cli.TINY, cwd=tmp_path)
     no_bar(result.output)

@@ -232,6 +232,10 @@ def _trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (
         key = next((f"trainer.{k}={cfg.trainer[k]}" for k in cfg.trainer if f"{k}=" in text), "trainer")
         raise UserError(f"{key}: Lightning refuses it: {text}") from None
     check_processes(trainer)
+    asked = str(cfg.trainer.get("precision"))
+    if asked not in ("None", trainer.precision):  # Lightning's own warning goes to the log file, as every library's
+        log.warning("trainer.precision=%s runs as precision=%s on this machine (Lightning's choice, e.g. a CPU has no "
+                    "float16 autocast; the log file has its reason)", asked, trainer.precision)
     return trainer
 
 
