@@ -91,6 +91,20 @@ def terminal_skips_file_only() -> None:
             handler.addFilter(_FileOnly())
 
 
+def library_warnings_off_console() -> None:
+    """For a process with no log file of its own that runs code of libraries between runs (a search's sweeper, in
+    Hydra's driver process): a library's warnings (through the warnings module, and Optuna's logger, whose own stderr
+    handler is taken off so that its lines come to the root logger) kept off the root logger's console handlers as
+    `set_up` keeps them off a run's; a run in this process writes them to its log file. Hydra puts its console handler
+    back after each launch: call again then."""
+    logging.captureWarnings(True)
+    optuna = logging.getLogger("optuna")
+    for handler in [h for h in optuna.handlers if type(h) is logging.StreamHandler]:
+        optuna.removeHandler(handler)
+    optuna.propagate = True
+    terminal_skips_file_only()
+
+
 def problems_to_stderr() -> None:
     """Warnings and errors of the run's log to stderr, the rest to stdout: Hydra's console handler writes every
     level to stdout, where `dlopt train ... > out.txt` would hide the one line saying why it failed. The log file

@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
-from dlopt import folders
+from dlopt import folders, terminal
 from dlopt.checks.values import check_values
 from dlopt.errors import UserError
 from dlopt.search import space as spaces
@@ -59,6 +59,7 @@ class Search:
                                                                 task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> list[Sequence[JobReturn]]:
+        terminal.library_warnings_off_console()  # this process has no log file before (and between) the trials
         cfg = self.config
         search = cfg.search
         check_values(search, "search")
@@ -139,7 +140,8 @@ class Search:
             room = self._room(study, n_trials, len(running))
             while room > 0 or running:
                 while room > 0 and len(running) < slots:
-                    trial = study.ask(space)
+                    with _heartbeats_quiet():
+                        trial = study.ask(space)
                     if _surplus(study, trial, n_trials):
                         room = 0
                         break
@@ -188,9 +190,11 @@ class Search:
         With heartbeats, a trial whose process died is failed (and its parameters enqueued once more, Optuna's
         RetryHeartbeatStaleTrialCallback) once it is silent for two heartbeats; while only other processes run the last
         trials, wait for them, since a dead one is found so."""
+        terminal.library_warnings_off_console()  # Hydra's launchers put their console handler back at each launch
         while True:
             if self.beat:
-                optuna.storages.fail_stale_trials(study)
+                with _heartbeats_quiet():
+                    optuna.storages.fail_stale_trials(study)
             done, running = len(_counted(study)), len(_running(study))
             if done >= n_trials or n_trials - done - running > 0 or mine or not (self.beat and running):
                 return n_trials - done - running
@@ -257,6 +261,18 @@ class Search:
         reason = error.read_text().strip() if error.is_file() else "no metrics.json"
         trial.set_user_attr("error", reason)
         _told(study, trial, state=TrialState.FAIL)
+
+
+@contextlib.contextmanager
+def _heartbeats_quiet():
+    """Without Optuna's warnings about the heartbeats dlopt keeps on purpose: fail_stale_trials is "experimental", and
+    a trial asked outside Study.optimize with heartbeats on is "supposed" not to be (a trial keeps its heartbeat in the
+    process that runs it: dlopt.search.study.heartbeats). On a side-by-side launcher these come while Hydra puts its
+    console handler back for a launch, so library_warnings_off_console may not be on it yet."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*fail_stale_trials is experimental", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+        yield
 
 
 def _told(study: optuna.Study, trial: optuna.Trial, *args: Any, **kwargs: Any) -> None:
