@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from matplotlib.ticker import MaxNLocator
-
-from dlopt.training.report import pyplot
+from dlopt.training.report import pyplot, whole_ticks
 
 
 def plot_ensemble(members: list[dict[str, Any]], combined: dict[str, float], curve: list[dict[str, float]],
@@ -36,7 +34,7 @@ def plot_ensemble(members: list[dict[str, Any]], combined: dict[str, float], cur
     twin.plot(sizes, [c["acc"] for c in curve], "s--", color="tab:blue", label="test acc")
     twin.set_ylabel("test acc")
     ax.set_title("the ensemble as it grows", fontsize=9)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole members
+    whole_ticks(ax, sizes)  # whole members, also with one or two sizes
     ax.grid(alpha=0.3)
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8, frameon=False)

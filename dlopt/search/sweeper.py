@@ -468,22 +468,37 @@ def _readable_lines(ax: Any, integer: list[bool]) -> None:
 
 
 def _history(study: optuna.Study, path: Path, monitor: str) -> list[str]:
-    """The objective of each trial by trial number: done trials as dots with the best so far as a line, pruned
-    trials as crosses at the last value they reported, failed and interrupted ones as ticks on the axis."""
+    """history.png (`history_figure`); the labels of its legend."""
     import matplotlib.pyplot as plt
+
+    figure = history_figure(study, monitor)
+    labels = [text.get_text() for text in figure.legends[0].get_texts()]
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return labels
+
+
+def history_figure(study: optuna.Study, monitor: str):
+    """The objective of each trial by trial number: done trials as dots with the best so far as a line (from two done),
+    pruned trials as crosses at the last value they reported, failed and interrupted ones as ticks on the axis; the
+    legend below the axes, whole trial numbers on the x axis."""
+    import matplotlib.pyplot as plt
+
+    from dlopt.training import report
 
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
     failed = [t for t in trials if t.state == TrialState.FAIL]
     better = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
-    figure, ax = plt.subplots(figsize=(9, 5.5))
+    figure, ax = plt.subplots(figsize=(9, 5.5), layout="constrained")
     ax.plot([t.number for t in done], [t.value for t in done], "o", color="tab:blue", label=f"done ({len(done)})")
     best, so_far = [], None
     for t in done:
         so_far = t.value if so_far is None else better(so_far, t.value)
         best.append(so_far)
-    ax.step([t.number for t in done], best, where="post", color="tab:red", label="best so far")
+    if len(done) > 1:  # of one trial, no line
+        ax.step([t.number for t in done], best, where="post", color="tab:red", label="best so far")
     if pruned:
         last = [t.intermediate_values[max(t.intermediate_values)] for t in pruned]
         ax.plot([t.number for t in pruned], last, "x", color="tab:orange", markersize=8,
@@ -494,10 +509,7 @@ def _history(study: optuna.Study, path: Path, monitor: str) -> list[str]:
     ax.set_xlabel("trial (run folder)")
     ax.set_ylabel(monitor)
     ax.set_title(f"search {study.study_name}: {monitor} by trial")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    report.whole_ticks(ax, [t.number for t in [*done, *pruned, *failed]])
     ax.grid(alpha=0.3)
-    labels = [text.get_text() for text in ax.legend().get_texts()]
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return labels
+    report.legend_below(figure)
+    return figure
