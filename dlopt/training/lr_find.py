@@ -165,6 +165,17 @@ def loss_limits(raw: list[float], smoothed: list[float], diverged: bool) -> Opti
     return low - pad, high + pad
 
 
+def lr_limits(lrs: list[float]) -> Optional[tuple[float, float]]:
+    """lr_find.png's x range on a log axis when the test stopped within a decade (after a step or two): from the power
+    of ten a quarter decade or more below the lowest lr to the one a quarter decade or more above the highest, so
+    the ticks are powers of ten, labelled apart, rather than a fraction of a decade's crowded minor labels (2 decades
+    around a lone lr). None (matplotlib's own range) when the lrs span a decade or more."""
+    positive = [math.log10(x) for x in lrs if x > 0 and math.isfinite(x)]
+    if not positive or max(positive) - min(positive) >= 1:
+        return None
+    return 10.0 ** math.floor(min(positive) - 0.25), 10.0 ** math.ceil(max(positive) + 0.25)
+
+
 def _figure(lrs: list[float], steps: StepLosses, best: Optional[int], schedule: str):
     """lr_find.png's figure (`_plot`)."""
     raw, smoothed = steps.raw, steps.smoothed
@@ -193,6 +204,8 @@ def _figure(lrs: list[float], steps: StepLosses, best: Optional[int], schedule: 
     clipped = ", y axis clipped" if above else ""
     ax.set(xlabel="learning rate", ylabel="training loss", xscale="log" if schedule == "exponential" else "linear",
            title="LR range test" + ("" if best is not None else ": no suggestion") + clipped)
+    if schedule == "exponential" and (limits := lr_limits(lrs)) is not None:
+        ax.set_xlim(*limits)
     ax.grid(alpha=0.3, which="both")
     report.legend_below(fig, ncol=2, fontsize=8)
     return fig
