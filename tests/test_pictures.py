@@ -309,3 +309,78 @@ def test_importance_png_says_what_the_whiskers_are():
     assert "whiskers: ± 1 sd over permutation's repeats" in " ".join(fig._suptitle.get_text().split())
     fig = importance_figure({"saliency": torch.randn(8, 5)}, {}, torch.zeros(8, dtype=torch.long), ["x"], feats)
     assert "whiskers" not in fig._suptitle.get_text()
+
+
+# --- history.png (search), ensemble.png, lr_find.png after a step or two ------------------------------------------
+
+
+def searched(outcomes: list[str]):
+    """An in-memory study whose trials end as `outcomes` say (done, pruned, failed), their values falling."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    study = optuna.create_study(study_name="s", direction="minimize")
+    for i, outcome in enumerate(outcomes):
+        trial = study.ask({"optimizer.lr": FloatDistribution(1e-4, 0.1)})
+        trial.report(2.0 - 0.1 * i, 0)
+        state = {"pruned": optuna.trial.TrialState.PRUNED, "failed": optuna.trial.TrialState.FAIL}.get(outcome)
+        study.tell(trial, state=state) if state else study.tell(trial, 1.0 - 0.05 * i)
+    return study
+
+
+@pytest.mark.parametrize("outcomes", [["done"], ["done", "pruned"], ["done", "pruned", "failed"] * 4])
+def test_history_png_legend_is_below_the_trials_and_trial_numbers_are_whole(outcomes):
+    from dlopt.search import sweeper
+
+    fig = sweeper.history_figure(searched(outcomes), "val/loss")
+    (ax,) = fig.axes
+    assert len(fig.legends) == 1 and ax.get_legend() is None
+    labels, done = [t.get_text() for t in fig.legends[0].get_texts()], outcomes.count("done")
+    assert labels[0] == f"done ({done})" and ("best so far" in labels) == (done > 1)  # no line through one point
+    assert_legends_outside_the_axes(fig)
+    assert_integer_ticks(ax.xaxis)  # one trial: where matplotlib's ticks read -0.04 ... 0.04
+    low, high = ax.get_xlim()
+    assert low < 0 and len(outcomes) - 1 < high
+    assert_every_line_labelled(ax)
+
+
+@pytest.mark.parametrize("sizes", [1, 2, 5])
+def test_ensemble_png_members_added_are_whole_and_the_legend_is_below(tmp_path, monkeypatch, sizes):
+    from dlopt.ensemble import plot
+
+    drawn = []
+    monkeypatch.setattr(pyplot(), "close", drawn.append)  # keep the figure to read it
+    members = [{"name": f"m{i}", "weight": 1, "test": {"acc": 0.9, "nll": 0.3}} for i in range(sizes)]
+    curve = [{"acc": 0.9 + 0.01 * k, "nll": 0.3 - 0.01 * k} for k in range(sizes)]
+    plot.plot_ensemble(members, {"acc": 0.92, "nll": 0.25}, curve, tmp_path / "ensemble.png")
+    (fig,) = drawn
+    growth = fig.axes[2]
+    fig.canvas.draw()
+    assert_integer_ticks(growth.xaxis)  # one size: where matplotlib's ticks read 0.96 ... 1.04
+    legend = growth.get_legend().get_window_extent()
+    assert not legend.overlaps(growth.get_window_extent())
+
+
+def visible_tick_labels(axis) -> list:
+    """The boxes of the axis' tick labels (major and minor) that are drawn: with a text, inside the view."""
+    low, high = sorted(axis.get_view_interval())
+    ticks = [*axis.get_major_ticks(), *axis.get_minor_ticks()]
+    return [tick.label1.get_window_extent() for tick in ticks
+            if tick.label1.get_visible() and tick.label1.get_text() and low <= tick.get_loc() <= high]
+
+
+@pytest.mark.parametrize("losses", [[2.3], [2.3, 2.2], [2.3, 40.0]])
+def test_lr_find_after_a_step_or_two_has_lr_labels_apart_at_powers_of_ten(losses):
+    """The range test stopped at once: its lrs lie within a fraction of a decade, whose minor tick labels crowd."""
+    lrs = [1e-7 * 10 ** (8 * i / 100) for i in range(len(losses))]  # min_lr 1e-7 to max_lr 10 in 100 steps
+    steps = steps_of(losses)
+    fig = lr_find._figure(lrs[:len(steps.raw)], steps, None, "exponential")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    boxes = visible_tick_labels(ax.xaxis)
+    assert len(boxes) >= 2
+    assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+    low, high = ax.get_xlim()
+    assert low < min(lrs) and max(lrs) < high and math.log10(high / low) >= 1
+    assert all(float(math.log10(t)).is_integer() for t in ax.xaxis.get_majorticklocs() if low <= t <= high)
+    assert lr_find.lr_limits([1e-6 * 10 ** (i / 10) for i in range(11)]) is None  # a decade or more: matplotlib's
