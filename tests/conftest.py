@@ -262,7 +262,7 @@ def process_state(cwd: Path, argv: list[str]) -> Iterator[None]:
     - Hydra's global state: GlobalHydra (initialized by hydra.main, which `initialize_config_dir` then refuses) is
       cleared before and after, HydraConfig is put back;
     - logging: the handlers Hydra's job_logging and dlopt.terminal install (console, the run's log file, stderr)
-      are closed, and every logger's handlers, filters, level and flags put back, as are warnings.showwarning
+      are closed, and every logger's handlers, filters, level and flags put back, as are the warnings' capture
       (logging.captureWarnings) and dlopt.terminal's choice of a progress bar;
     - sys.argv (dlopt.hydra_glue.run sets it), os.environ (HYDRA_FULL_ERROR, PL_GLOBAL_SEED, ...), the cwd;
     - what a process keeps per command: dlopt.folders' folders named, claimed and created (keyed by relative paths,
@@ -285,7 +285,8 @@ def process_state(cwd: Path, argv: list[str]) -> Iterator[None]:
 
     from dlopt import terminal
 
-    showwarning, interactive = warnings.showwarning, terminal._interactive  # logging.captureWarnings replaces it
+    captured = getattr(warnings.showwarning, "__module__", None) == "logging"  # logging.captureWarnings(True)
+    interactive = terminal._interactive
     raise_exceptions = logging.raiseExceptions
     handlers = {handler for *_, attached, _ in saved for handler in attached}
     environ, hydra_config, state = dict(os.environ), HydraConfig.instance().cfg, random.getstate()
@@ -309,7 +310,9 @@ def process_state(cwd: Path, argv: list[str]) -> Iterator[None]:
         for logger, level, disabled, propagate, attached, filters in saved:
             logger.setLevel(level)
             logger.disabled, logger.propagate, logger.handlers, logger.filters = disabled, propagate, attached, filters
-        warnings.showwarning, terminal._interactive = showwarning, interactive
+        if not captured:  # dlopt.terminal.set_up captures them: put back warnings.showwarning and logging's own note
+            logging.captureWarnings(False)
+        terminal._interactive = interactive
         logging.raiseExceptions = raise_exceptions
         for logger in set(loggers()) - {logger for logger, *_ in saved}:  # created by the command
             logger.handlers = []
