@@ -122,7 +122,8 @@ class SweepSummary(Callback):
         command = OmegaConf.select(config, "hydra.job.name", default="train")
         if command not in SUMMARIZED:
             runs = sum((p / ".hydra").is_dir() for p in sweep_dir.iterdir())
-            log.info("%d runs in %s, each with its own results", runs, sweep_dir)
+            log.info("%d runs, each with its own results", runs)
+            log.info("results in %s", sweep_dir.resolve())  # the last line of every command that writes
             return
         rows = collect(sweep_dir)
         monitor = config.get("monitor", "objective")
@@ -140,3 +141,4 @@ class SweepSummary(Callback):
             log.info("  ... %d more in summary.md", len(rows) - 10)
         if best is not None:
             log.info("best run's overrides: %s", best)
+        log.info("results in %s", sweep_dir.resolve())  # the last line of every command that writes

@@ -136,3 +136,10 @@ def test_explain_ends_with_its_folder_in_the_same_words(cli, tmp_path):
     (folder,) = cli.run_dirs(tmp_path, "explain")
     assert result.stdout.splitlines()[-1].endswith(f"][dlopt][INFO] - results in {folder.resolve()}"), \
         result.describe()
+
+
+@pytest.mark.parametrize("command", ["train", "tune-lr"])
+def test_a_sweep_ends_with_its_folder_in_the_same_words(cli, tmp_path, command):
+    result = cli.ok(command, "-m", "seed=1,2", *cli.TINY, cwd=tmp_path)
+    (sweep,) = cli.sweep_dirs(tmp_path, command.replace("-", "_"))
+    assert result.stdout.splitlines()[-1].endswith(f"][HYDRA] results in {sweep.resolve()}"), result.describe()
