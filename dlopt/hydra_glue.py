@@ -108,8 +108,7 @@ def _refuse_slip(command: str, arg: str, following: str | None) -> None:
         return
     if command in FOLDER_KEYS and (os.sep in arg or os.path.exists(arg)):
         raise UserError(f"{arg} is not an override (KEY=VALUE); did you mean {FOLDER_KEYS[command]}={arg}?")
-    groups = [group for group in sorted(os.listdir(config_dir()))
-              if os.path.isfile(os.path.join(config_dir(), group, f"{arg}.yaml"))]
+    groups = [group for group in sorted(os.listdir(config_dir())) if arg in group_options(group)]
     meant = f"; did you mean {' or '.join(f'{group}={arg}' for group in groups)}?" if groups else \
         f"; write KEY=VALUE (dlopt {command} --help lists the groups and keys)"
     raise UserError(f"{arg} is not an override (KEY=VALUE){meant}")
@@ -120,6 +119,13 @@ def config_dir() -> str:
     package = os.path.dirname(os.path.abspath(__file__))
     shipped = os.path.join(package, "conf")
     return shipped if os.path.isdir(shipped) else os.path.join(os.path.dirname(package), "conf")
+
+
+def group_options(group: str) -> list[str]:
+    """The options of one of dlopt's config groups (none for a name that is not a group); Hydra names none when
+    several were given as a list, callbacks=[default,emma]."""
+    folder = os.path.join(config_dir(), group)
+    return sorted(name[:-5] for name in os.listdir(folder) if name.endswith(".yaml")) if os.path.isdir(folder) else []
 
 
 def member_subdir(base_seed: int) -> str:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from dlopt import folders, hydra_glue, terminal
-from dlopt.hydra_glue import config_dir
+from dlopt.hydra_glue import config_dir, group_options
 from dlopt.errors import INTERRUPTED, Interrupted, SweepError, UserError, cause_of, did_you_mean, os_error_message
 
 log = logging.getLogger("dlopt")
@@ -204,12 +204,6 @@ def composition_error(err: BaseException) -> str | None:
         text += f": {cause}"
     return " ".join(line.strip() for line in text.splitlines()
                     if line.strip() and not line.strip().startswith(("full_key:", "object_type=")))
-
-
-def group_options(group: str) -> list[str]:
-    """The options of one of dlopt's config groups (Hydra names none when several were given as a list,
-    callbacks=[default,emma])."""
-    return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
 
 
 def register_plugins() -> None:
