@@ -35,7 +35,13 @@ def lightning_through_root() -> None:
     was set up (by a process that imports dlopt's modules early: the tests' preloaded dlopt, a launcher's worker),
     Lightning gives its loggers a stderr handler of their own and stops them from propagating; imported later, only
     "lightning" gets one (dlopt.training.run clears it)."""
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+    through_root("lightning", "lightning.pytorch", "lightning.fabric")
+
+
+def through_root(*names: str) -> None:
+    """The loggers `names` without a stderr handler of their own, passing their records to the root logger's handlers
+    (and so to the terminal's filters and the run's log file)."""
+    for name in names:
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
             logger.removeHandler(handler)
@@ -98,10 +104,7 @@ def library_warnings_off_console() -> None:
     `set_up` keeps them off a run's; a run in this process writes them to its log file. Hydra puts its console handler
     back after each launch: call again then."""
     logging.captureWarnings(True)
-    optuna = logging.getLogger("optuna")
-    for handler in [h for h in optuna.handlers if type(h) is logging.StreamHandler]:
-        optuna.removeHandler(handler)
-    optuna.propagate = True
+    through_root("optuna")
     terminal_skips_file_only()
 
 
