@@ -18,13 +18,13 @@ from omegaconf import DictConfig
 
 from dlopt.checks.commands import COMMANDS
 from dlopt.checks.targets import check_arguments, not_a_setting
-from dlopt.checks.training import (REQUIRED_GROUPS, TRANSFER_SOURCES, check, refuse_label_changing, torch_file,
-                                   transfer_source)
+from dlopt.checks.training import (REQUIRED_GROUPS, TRANSFER_SOURCES, UNREADABLE, check, not_a_torch_file,
+                                   refuse_label_changing, torch_file, transfer_source)
 from dlopt.checks.values import CHOICES
 
 # what other modules import from here: the models' and the augmentation's names, the build-time checks
-__all__ = ["CHOICES", "REQUIRED_GROUPS", "TRANSFER_SOURCES", "check", "check_arguments", "not_a_setting",
-           "refuse_label_changing", "torch_file", "transfer_source", "validate"]
+__all__ = ["CHOICES", "REQUIRED_GROUPS", "TRANSFER_SOURCES", "UNREADABLE", "check", "check_arguments",
+           "not_a_setting", "not_a_torch_file", "refuse_label_changing", "torch_file", "transfer_source", "validate"]
 
 
 def validate(cfg: DictConfig, command: str, set_by_user: Collection[str] = (), data: str | None = None) -> None:

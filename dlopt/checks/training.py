@@ -88,6 +88,9 @@ def check_thresholds(cfg: DictConfig) -> None:
                         "conf/diagnostics/default.yaml)")
 
 
+UNREADABLE = "corrupt, truncated or not written by torch.save"
+
+
 def torch_file(path: Path, key: str, shown: Any, expected: str) -> None:
     """UserError naming `key`=shown when the file at `path` cannot be one torch.save wrote: neither a zip archive
     (torch's format since 1.6) nor a pickle (its older format, which starts with pickle's PROTO opcode). Judged from the
@@ -95,8 +98,12 @@ def torch_file(path: Path, key: str, shown: Any, expected: str) -> None:
     with open(path, "rb") as file:
         legacy = file.read(1) == b"\x80"
     if not legacy and not zipfile.is_zipfile(path):
-        raise UserError(f"{key}={shown} is not a file torch.load can read (corrupt, truncated or not written by "
-                        f"torch.save); expected {expected}")
+        raise not_a_torch_file(key, shown, UNREADABLE, expected)
+
+
+def not_a_torch_file(key: str, shown: Any, why: str, expected: str) -> UserError:
+    """The error for the file `key`=shown that torch.load cannot read, and why."""
+    return UserError(f"{key}={shown} is not a file torch.load can read ({why}); expected {expected}")
 
 
 def transfer_source(source: str) -> Path:
@@ -190,12 +197,12 @@ def _check_data_path(cfg: DictConfig) -> None:
     """The file or folder the data option reads (data.path of data=csv, data.root of data=image_folder) is there, and
     data=csv's table holds data.target, data.categorical and a number in every other cell (dlopt.data.table.read)."""
     target = str(cfg.data.get("_target_"))
-    if target in PATHS:
-        data_path(target, cfg.data.get(PATHS[target][0]))
-    if target == "dlopt.data.table.csv":
+    if target == "dlopt.data.table.csv":  # read checks data.path first
         from dlopt.data.table import read
 
         read(cfg.data.get("path"), cfg.data.get("target"), cfg.data.get("categorical"))
+    elif target in PATHS:
+        data_path(target, cfg.data.get(PATHS[target][0]))
 
 
 # files that exist where a GPU's driver is loaded: NVIDIA's (Linux, containers with its toolkit), WSL's, AMD ROCm's

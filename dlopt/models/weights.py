@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dlopt.checks import torch_file
+from dlopt.checks import UNREADABLE, not_a_torch_file, torch_file
 from dlopt.errors import UserError
 
 
@@ -31,9 +31,8 @@ def read_weights(path: str | Path, key: str, expected: str) -> Any:
             raise UserError(f"{key}={path} holds Python objects besides tensors, which dlopt never "
                             f"unpickles (torch.load weights_only=True); expected {expected}") from None
         # torch's weights-only notice says nothing about a file of the wrong kind
-        why = "corrupt, truncated or not written by torch.save" if not text or "Weights only" in text \
-            else text.splitlines()[0].split(". ")[0][:100]
-        raise UserError(f"{key}={path} is not a file torch.load can read ({why}); expected {expected}") from None
+        why = UNREADABLE if not text or "Weights only" in text else text.splitlines()[0].split(". ")[0][:100]
+        raise not_a_torch_file(key, path, why, expected) from None
 
 
 def is_state_dict(obj: Any) -> bool:
